@@ -1,0 +1,42 @@
+# The two commands of the quick start: `make run` and `make test`. Each builds .venv when it is
+# missing or when pyproject.toml changed, so a fresh machine needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# No NVIDIA GPU: pin the CPU build of torch. A workstation keeps its CUDA build.
+CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
+
+export QT_API := pyside6
+
+.PHONY: run test lint typecheck check bench clean screenshot
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/vramdeck $(ARGS)
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/load_overhead.py
+
+screenshot: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/vramdeck --screenshot resources/screenshot.png
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,87 @@
+"""What each model really took, measured at every load, kept across runs.
+
+The next budget check uses the measured figure instead of the config's estimate. Entries are keyed
+by model_id, dtype, quantization and device kind (``cuda`` or ``cpu``): the same weights take the
+same bytes on any card of a kind. Stored as JSON in the user's cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import platformdirs
+
+from .config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+def default_ledger_path() -> Path:
+    """``$VRAMDECK_CACHE_DIR/ledger.json``, else the user's cache folder."""
+    base = os.environ.get("VRAMDECK_CACHE_DIR") or platformdirs.user_cache_dir("vramdeck")
+    return Path(base) / "ledger.json"
+
+
+def ledger_key(option: ModelConfig, device: str) -> str:
+    kind = device.partition(":")[0]
+    return "|".join((option.model_id, option.dtype, option.quantization or "none", kind))
+
+
+class Ledger:
+    """Measured bytes per model; ``path=None`` keeps it in memory only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict[str, float]] = self._read() if path else {}
+
+    def _read(self) -> dict[str, dict[str, float]]:
+        assert self.path is not None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable ledger %s: %s", self.path, exc)
+            return {}
+        entries = data.get("entries") if isinstance(data, dict) else None
+        return {
+            k: v
+            for k, v in (entries or {}).items()
+            if isinstance(v, dict) and isinstance(v.get("bytes"), int | float)
+        }
+
+    def measured_bytes(self, option: ModelConfig, device: str) -> int | None:
+        """The last measured footprint of `option` on a device of `device`'s kind, if any."""
+        with self._lock:
+            entry = self._entries.get(ledger_key(option, device))
+        return None if entry is None else int(entry["bytes"])
+
+    def record(self, option: ModelConfig, device: str, measured: int) -> None:
+        """Remember `measured` bytes for `option` on `device`'s kind, and save."""
+        with self._lock:
+            self._entries[ledger_key(option, device)] = {"bytes": int(measured), "at": time.time()}
+            snapshot = dict(self._entries)
+        if self.path is not None:
+            self._write(snapshot)
+
+    def _write(self, entries: dict[str, dict[str, float]]) -> None:
+        assert self.path is not None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "entries": entries}, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            # A read-only cache costs only the next run's head start, never a load.
+            logger.warning("could not save the ledger to %s: %s", self.path, exc)
+
+
+__all__ = ["Ledger", "default_ledger_path", "ledger_key"]

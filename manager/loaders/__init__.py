@@ -1,0 +1,91 @@
+"""Loaders by framework: the built-in ones, and plug-ins from ``vramdeck.loaders`` entry points."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+
+from manager.config import ModelConfig
+
+from .base import LoadContext, Loader, LoaderUnavailable
+from .external_api import ExternalAPIConfig, ExternalAPILoader, MissingAPIKey
+from .transformers_loader import TransformersLoader
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "vramdeck.loaders"
+
+#: Frameworks we know of that have no loader in this build, and what would make them loadable.
+KNOWN_WITHOUT_LOADER = {
+    "vllm": "vLLM servers are not managed by this version yet",
+    "sglang": "SGLang servers are not managed by this version yet",
+}
+
+
+def builtin_loaders() -> list[Loader]:
+    return [TransformersLoader(), ExternalAPILoader()]
+
+
+def plugin_loaders() -> list[Loader]:
+    """Loaders that installed packages offer through the ``vramdeck.loaders`` entry-point group."""
+    found: list[Loader] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found.append(ep.load()())
+        except Exception as exc:
+            logger.warning("loader plug-in %s (%s) failed to load: %s", ep.name, ep.value, exc)
+    return found
+
+
+class LoaderRegistry:
+    """framework name → loader; later loaders override earlier ones for the same framework."""
+
+    def __init__(self, loaders: Iterable[Loader]) -> None:
+        self._by_framework: dict[str, Loader] = {}
+        for loader in loaders:
+            for framework in loader.frameworks:
+                self._by_framework[framework] = loader
+
+    @classmethod
+    def default(cls) -> LoaderRegistry:
+        return cls([*builtin_loaders(), *plugin_loaders()])
+
+    @property
+    def frameworks(self) -> Mapping[str, Loader]:
+        return self._by_framework
+
+    def get(self, framework: str) -> Loader:
+        loader = self._by_framework.get(framework)
+        if loader is None:
+            raise LoaderUnavailable(self._missing_reason(framework))
+        return loader
+
+    def unavailable_reason(self, option: ModelConfig) -> str | None:
+        """Why `option` cannot load here, or None."""
+        loader = self._by_framework.get(option.framework)
+        if loader is None:
+            return self._missing_reason(option.framework)
+        return loader.unavailable_reason(option)
+
+    def _missing_reason(self, framework: str) -> str:
+        if framework in KNOWN_WITHOUT_LOADER:
+            return KNOWN_WITHOUT_LOADER[framework]
+        known = ", ".join(sorted(self._by_framework))
+        return (
+            f"no loader for framework {framework!r} (known: {known}); install a package that "
+            f"provides one in the {ENTRY_POINT_GROUP!r} entry-point group"
+        )
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ExternalAPIConfig",
+    "ExternalAPILoader",
+    "LoadContext",
+    "Loader",
+    "LoaderRegistry",
+    "LoaderUnavailable",
+    "MissingAPIKey",
+    "TransformersLoader",
+]

@@ -1,0 +1,142 @@
+"""In-process models through Hugging Face transformers (frameworks ``transformers``, ``pytorch``).
+
+torch and transformers are imported here, inside the methods, so ``import manager`` stays fast.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+from typing import Any, ClassVar
+
+from manager.config import ModelConfig
+from manager.memory import is_cuda
+
+from .base import LoadContext, LoaderUnavailable
+
+logger = logging.getLogger(__name__)
+
+_BITS = {
+    "4bit": "load_in_4bit",
+    "8bit": "load_in_8bit",
+    "int4": "load_in_4bit",
+    "int8": "load_in_8bit",
+}
+
+
+def _free_cached(device: str) -> None:
+    """Give freed blocks back: collect cycles, then return CUDA's cached blocks to the driver."""
+    gc.collect()
+    if is_cuda(device):
+        import torch
+
+        if torch.cuda.is_available():
+            with torch.cuda.device(device):
+                torch.cuda.empty_cache()
+
+
+class TransformersLoader:
+    """Loads a model with ``from_pretrained`` onto one device, dtype and Auto class."""
+
+    frameworks: ClassVar[tuple[str, ...]] = ("transformers", "pytorch")
+    holds_device_memory: ClassVar[bool] = True
+
+    def unavailable_reason(self, option: ModelConfig) -> str | None:
+        for package in ("torch", "transformers"):
+            if importlib.util.find_spec(package) is None:
+                return f"needs the {package} package: pip install {package}"
+        if option.quantization in _BITS and importlib.util.find_spec("bitsandbytes") is None:
+            return (
+                f"quantization {option.quantization!r} needs bitsandbytes: pip install bitsandbytes"
+            )
+        return None
+
+    def prepare(self, device: str) -> None:
+        """Create the CUDA context before the manager's first reading: it is not a model's."""
+        if is_cuda(device):
+            import torch
+
+            torch.zeros(1, device=device)
+
+    def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
+        reason = self.unavailable_reason(option)
+        if reason:
+            raise LoaderUnavailable(reason)
+        try:
+            return self._load(option, ctx)
+        except BaseException:
+            _free_cached(ctx.device)
+            raise
+
+    def _load(self, option: ModelConfig, ctx: LoadContext) -> Any:
+        import torch
+        import transformers
+
+        source = option.resolved_model_id()
+        ctx.progress(0.0, "reading config")
+        config = transformers.AutoConfig.from_pretrained(
+            source, trust_remote_code=option.trust_remote_code
+        )
+        model_class = self._model_class(transformers, option, config)
+        kwargs: dict[str, Any] = {
+            "config": config,
+            "trust_remote_code": option.trust_remote_code,
+            "dtype": "auto" if option.dtype == "auto" else getattr(torch, option.dtype),
+            # Pickle (.bin) checkpoints can run code when read; only when the config says so.
+            "use_safetensors": None if option.allow_pickle else True,
+        }
+        if option.quantization in _BITS:
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+                **{_BITS[option.quantization]: True}
+            )
+        if is_cuda(ctx.device):
+            kwargs["device_map"] = ctx.device
+        ctx.progress(0.1, f"reading weights ({model_class.__name__})")
+        model = model_class.from_pretrained(source, **kwargs)
+        if not is_cuda(ctx.device) and option.quantization not in _BITS:
+            ctx.progress(0.85, "moving to device")
+            model = model.to(ctx.device)
+        model.eval()
+        ctx.progress(1.0, "ready")
+        return model
+
+    @staticmethod
+    def _model_class(transformers: Any, option: ModelConfig, config: Any) -> Any:
+        if option.auto_class:
+            cls = getattr(transformers, option.auto_class, None)
+            if cls is None:
+                raise ValueError(f"auto_class {option.auto_class!r} is not a transformers class")
+            return cls
+        for arch in getattr(config, "architectures", None) or ():
+            cls = getattr(transformers, arch, None)
+            if cls is not None:
+                return cls
+        return transformers.AutoModel
+
+    def footprint(self, model: Any, device: str) -> int | None:
+        """Bytes of the model's parameters and buffers (shared storages counted once)."""
+        seen: set[int] = set()
+        total = 0
+        for tensor in (*model.parameters(), *model.buffers()):
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen or tensor.device.type == "meta":
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return total
+
+    def unload(self, model: Any, device: str) -> None:
+        # Moving to "meta" frees every weight even while a caller still holds the module, so an
+        # unload really gives the memory back; a caller that uses it afterwards gets a clear error.
+        try:
+            model.to("meta")
+        except Exception:
+            logger.debug("could not move %s to meta; relying on dropped references", type(model))
+        _free_cached(device)
+
+    def check(self, model: Any) -> None:
+        return None
+
+
+__all__ = ["TransformersLoader"]

@@ -1,0 +1,312 @@
+"""Device memory probes: total / used / free bytes per device, and per-process use.
+
+- ``NvmlProbe``: NVIDIA devices through NVML. Device-wide truth: what other processes hold counts.
+- ``TorchProbe``: CUDA devices through ``torch.cuda.mem_get_info`` when NVML cannot be used.
+- ``HostProbe``: system RAM as the device ``cpu``, so everything works with no GPU at all.
+- ``SystemProbe``: the CUDA devices of the best GPU probe, plus ``cpu``.
+
+NVML is wrapped once: "not supported" and friends become ``None``, never exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+HOST = "cpu"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReading:
+    """One reading of one device, in bytes."""
+
+    device: str
+    name: str
+    total: int
+    used: int
+    probe: str
+
+    @property
+    def free(self) -> int:
+        return max(0, self.total - self.used)
+
+
+class MemoryProbe(Protocol):
+    """What the manager needs from a source of memory readings. Methods may block briefly."""
+
+    @property
+    def name(self) -> str:
+        """Which probe this is: nvml, torch or host."""
+        ...
+
+    def devices(self) -> list[str]:
+        """Device names, e.g. ``["cuda:0", "cuda:1", "cpu"]``."""
+        ...
+
+    def read(self, device: str) -> DeviceReading:
+        """Current reading of `device`."""
+        ...
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        """Bytes `pids` hold on `device`, or None where the device cannot tell."""
+        ...
+
+    def attributes_frees(self, device: str) -> bool:
+        """Whether a freed model shows up in `read(device)` reliably enough to verify it."""
+        ...
+
+    def close(self) -> None:
+        """Release handles (NVML shutdown)."""
+        ...
+
+
+def is_cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def device_index(device: str) -> int:
+    return int(device.partition(":")[2] or 0)
+
+
+class HostProbe:
+    """System RAM through psutil, reported as device ``cpu``."""
+
+    name = "host"
+
+    def devices(self) -> list[str]:
+        return [HOST]
+
+    def read(self, device: str = HOST) -> DeviceReading:
+        vm = psutil.virtual_memory()
+        return DeviceReading(HOST, "System RAM", vm.total, vm.total - vm.available, self.name)
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        total = 0
+        for pid in pids:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+    def attributes_frees(self, device: str) -> bool:
+        # System RAM moves with every process on the machine, and the C allocator may keep freed
+        # pages: a drop of a few hundred MB cannot be told from noise.
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _Nvml:
+    """The one wrapper around pynvml: every call returns a value or None, never raises."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+        self.error: str | None = None
+        self.library_missing = False
+
+    def start(self) -> bool:
+        with self._lock:
+            if self._ready:
+                return True
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+            except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError …
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.library_missing = "LibraryNotFound" in type(exc).__name__ or isinstance(
+                    exc, ImportError
+                )
+                return False
+            self._ready = True
+            return True
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T | None:
+        if not self._ready:
+            return None
+        try:
+            return fn(*args)
+        except Exception as exc:  # NVMLError_NotSupported, GpuIsLost, …: a value, not a crash
+            logger.debug("NVML %s failed: %s", getattr(fn, "__name__", fn), exc)
+            return None
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._ready:
+                import pynvml
+
+                self.call(pynvml.nvmlShutdown)
+                self._ready = False
+
+
+class NvmlProbe:
+    """NVIDIA devices through NVML: device-wide memory and per-process use."""
+
+    name = "nvml"
+
+    def __init__(self) -> None:
+        self._nvml = _Nvml()
+        self._handles: list[Any] = []
+        self._names: list[str] = []
+        if self._nvml.start():
+            import pynvml
+
+            count = self._nvml.call(pynvml.nvmlDeviceGetCount) or 0
+            for i in range(count):
+                handle = self._nvml.call(pynvml.nvmlDeviceGetHandleByIndex, i)
+                if handle is None:
+                    continue
+                name = self._nvml.call(pynvml.nvmlDeviceGetName, handle) or f"GPU {i}"
+                self._handles.append(handle)
+                self._names.append(name.decode() if isinstance(name, bytes) else str(name))
+
+    @property
+    def available(self) -> bool:
+        return bool(self._handles)
+
+    @property
+    def library_missing(self) -> bool:
+        return self._nvml.library_missing
+
+    def devices(self) -> list[str]:
+        return [f"cuda:{i}" for i in range(len(self._handles))]
+
+    def read(self, device: str) -> DeviceReading:
+        import pynvml
+
+        i = device_index(device)
+        info = self._nvml.call(pynvml.nvmlDeviceGetMemoryInfo, self._handles[i])
+        total = int(info.total) if info is not None else 0
+        used = int(info.used) if info is not None else 0
+        return DeviceReading(device, self._names[i], total, used, self.name)
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        import pynvml
+
+        procs = self._nvml.call(
+            pynvml.nvmlDeviceGetComputeRunningProcesses, self._handles[device_index(device)]
+        )
+        if procs is None:
+            return None
+        wanted = set(pids)
+        return sum(int(p.usedGpuMemory or 0) for p in procs if p.pid in wanted)
+
+    def attributes_frees(self, device: str) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._nvml.stop()
+
+
+class TorchProbe:
+    """CUDA devices through torch, for when NVML cannot be used (no per-process view)."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        self._torch = torch
+        self._count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    @property
+    def available(self) -> bool:
+        return self._count > 0
+
+    def devices(self) -> list[str]:
+        return [f"cuda:{i}" for i in range(self._count)]
+
+    def read(self, device: str) -> DeviceReading:
+        i = device_index(device)
+        free, total = self._torch.cuda.mem_get_info(i)
+        return DeviceReading(
+            device, self._torch.cuda.get_device_name(i), int(total), int(total - free), self.name
+        )
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        return None
+
+    def attributes_frees(self, device: str) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class SystemProbe:
+    """Every device of this machine: CUDA devices (NVML, else torch) and the host as ``cpu``."""
+
+    def __init__(self, gpu: NvmlProbe | TorchProbe | None = None, host: HostProbe | None = None):
+        self._gpu = gpu
+        self._host = host or HostProbe()
+
+    @classmethod
+    def detect(cls) -> SystemProbe:
+        """NVML when it sees a device; torch only when NVML's library exists but cannot be used.
+
+        With no NVIDIA library at all there is no CUDA device either, so torch (1.4 s to import)
+        is not imported just to learn that.
+        """
+        nvml = NvmlProbe()
+        if nvml.available:
+            return cls(nvml)
+        if nvml.library_missing and "torch" not in sys.modules:
+            return cls(None)
+        try:
+            torch_probe = TorchProbe()
+        except Exception:
+            return cls(None)
+        return cls(torch_probe if torch_probe.available else None)
+
+    @property
+    def name(self) -> str:
+        return self._gpu.name if self._gpu is not None else self._host.name
+
+    def _for(self, device: str) -> MemoryProbe:
+        if is_cuda(device):
+            if self._gpu is None:
+                raise ValueError(f"no CUDA device here; {device!r} cannot be read")
+            return self._gpu
+        return self._host
+
+    def devices(self) -> list[str]:
+        gpus = self._gpu.devices() if self._gpu is not None else []
+        return [*gpus, HOST]
+
+    def read(self, device: str) -> DeviceReading:
+        return self._for(device).read(device)
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        return self._for(device).process_bytes(device, pids)
+
+    def attributes_frees(self, device: str) -> bool:
+        return self._for(device).attributes_frees(device)
+
+    def close(self) -> None:
+        if self._gpu is not None:
+            self._gpu.close()
+
+
+__all__ = [
+    "HOST",
+    "DeviceReading",
+    "HostProbe",
+    "MemoryProbe",
+    "NvmlProbe",
+    "SystemProbe",
+    "TorchProbe",
+    "device_index",
+    "is_cuda",
+]

@@ -1,0 +1,109 @@
+"""Fakes for fast unit tests: a probe with scripted devices, and a loader that 'allocates' on it.
+
+They stand in for the GPU beside, never instead of, the real-model tests in tests/manager.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from manager.config import GIB, ModelConfig
+from manager.loaders import LoadContext
+from manager.memory import DeviceReading
+
+
+class FakeProbe:
+    """Devices with a fixed total; `used` moves when FakeLoader models load and unload."""
+
+    name = "fake"
+
+    def __init__(self, devices: dict[str, float], *, other_gb: dict[str, float] | None = None):
+        self.total = {d: int(gb * GIB) for d, gb in devices.items()}
+        self.used = {d: int((other_gb or {}).get(d, 0) * GIB) for d in devices}
+        self.lock = threading.Lock()
+        self.reads = 0
+        self.leak: dict[str, int] = {}  # device → bytes an unload keeps
+
+    def devices(self) -> list[str]:
+        return list(self.total)
+
+    def read(self, device: str) -> DeviceReading:
+        with self.lock:
+            self.reads += 1
+            return DeviceReading(device, f"Fake {device}", self.total[device], self.used[device], self.name)
+
+    def add(self, device: str, nbytes: int) -> None:
+        with self.lock:
+            self.used[device] += nbytes
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        return None
+
+    def attributes_frees(self, device: str) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeModel:
+    """What FakeLoader returns: the option it came from and the bytes it holds."""
+
+    model_id: str
+    device: str
+    nbytes: int
+    thread: str
+    unloaded: bool = False
+
+
+@dataclass
+class FakeLoader:
+    """Loads `FakeModel`s that take their option's `vram_gb` on the FakeProbe (or `sizes`)."""
+
+    probe: FakeProbe
+    delay_s: float = 0.0
+    fail: set[str] = field(default_factory=set)  # model_ids whose load raises
+    sizes: dict[str, int] = field(default_factory=dict)  # model_id → real bytes, else the estimate
+    gate: threading.Event | None = None  # when set, loads wait for it
+    loads: list[str] = field(default_factory=list)
+    unloads: list[str] = field(default_factory=list)
+    threads: list[str] = field(default_factory=list)
+
+    frameworks: ClassVar[tuple[str, ...]] = ("transformers", "pytorch", "fake")
+    holds_device_memory: ClassVar[bool] = True
+
+    def unavailable_reason(self, option: ModelConfig) -> str | None:
+        return None
+
+    def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
+        thread = threading.current_thread().name
+        self.threads.append(thread)
+        self.loads.append(option.model_id)
+        ctx.progress(0.5, "half way")
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        nbytes = self.sizes.get(option.model_id, option.vram_bytes)
+        self.probe.add(ctx.device, nbytes)
+        if option.model_id in self.fail:
+            self.probe.add(ctx.device, -nbytes)  # a loader frees what it took before raising
+            raise RuntimeError(f"cannot load {option.model_id}")
+        return FakeModel(option.model_id, ctx.device, nbytes, thread)
+
+    def footprint(self, model: FakeModel, device: str) -> int:
+        return model.nbytes
+
+    def unload(self, model: FakeModel, device: str) -> None:
+        self.unloads.append(model.model_id)
+        self.threads.append(threading.current_thread().name)
+        model.unloaded = True
+        self.probe.add(device, -(model.nbytes - self.probe.leak.get(device, 0)))
+
+    def check(self, model: FakeModel) -> None:
+        return None
