@@ -138,22 +138,14 @@ class ModelManager:
                 option.unavailable_reason = self.registry.unavailable_reason(option)
 
     def _init_metrics(self) -> None:
-        meter = tm.meter()
-        self._load_hist = meter.create_histogram(
-            tm.METRIC_LOAD_DURATION, unit="s", description="Time to load a model"
-        )
-        self._evictions = meter.create_counter(
-            tm.METRIC_EVICTIONS, unit="{eviction}", description="Models evicted to make room"
-        )
-        meter.create_observable_gauge(
-            tm.METRIC_MEMORY_IN_USE,
-            callbacks=[self._observe_memory],
-            unit="By",
-            description="Device memory in use: by every process, and by the manager's models",
-        )
+        found = tm.instruments()
+        self._load_hist = found.load_duration
+        self._evictions = found.evictions
+        tm.observe_memory(self)
 
-    def _observe_memory(self, options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-        # Called from the SDK's reader thread: read the last samples only, never the hardware.
+    def memory_observations(self) -> Iterable[metrics.Observation]:
+        """The last samples as gauge observations (the SDK's reader thread calls this: it reads
+        the last samples only, never the hardware)."""
         for device, s in list(self._last_samples.items()):
             yield metrics.Observation(s.used_bytes, {"device": device, "holder": "all"})
             yield metrics.Observation(s.manager_bytes, {"device": device, "holder": "vramdeck"})

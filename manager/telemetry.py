@@ -6,6 +6,11 @@ standard OTEL_* variables), otherwise spans and metrics are no-ops.
 
 from __future__ import annotations
 
+import functools
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
 from opentelemetry import metrics, trace
 
 SCOPE = "vramdeck.manager"
@@ -32,8 +37,52 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(SCOPE)
 
 
-def meter() -> metrics.Meter:
-    return metrics.get_meter(SCOPE)
+@dataclass(frozen=True)
+class Instruments:
+    """The manager's metric instruments, created once per process and shared by all managers."""
+
+    load_duration: metrics.Histogram
+    evictions: metrics.Counter
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["meter", "tracer"]
+MemorySource = Callable[[], Iterable[metrics.Observation]]
+# Live managers' memory readings. Weak, so a manager that is gone stops being observed: an
+# observable gauge keeps its callback for the life of the process.
+_memory_sources: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def _observe_memory(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    for source in list(_memory_sources):
+        yield from source.memory_observations()  # type: ignore[attr-defined]
+
+
+@functools.cache
+def instruments() -> Instruments:
+    meter = metrics.get_meter(SCOPE)
+    meter.create_observable_gauge(
+        METRIC_MEMORY_IN_USE,
+        callbacks=[_observe_memory],
+        unit="By",
+        description="Device memory in use: by every process, and by vramdeck's models",
+    )
+    return Instruments(
+        load_duration=meter.create_histogram(
+            METRIC_LOAD_DURATION, unit="s", description="Time to load a model"
+        ),
+        evictions=meter.create_counter(
+            METRIC_EVICTIONS, unit="{eviction}", description="Models evicted to make room"
+        ),
+    )
+
+
+def observe_memory(source: object) -> None:
+    """Report `source.memory_observations()` under the memory gauge while `source` lives."""
+    _memory_sources.add(source)
+
+
+__all__ = [name for name in dir() if name.isupper()] + [
+    "Instruments",
+    "instruments",
+    "observe_memory",
+    "tracer",
+]

@@ -34,7 +34,9 @@ class FakeProbe:
     def read(self, device: str) -> DeviceReading:
         with self.lock:
             self.reads += 1
-            return DeviceReading(device, f"Fake {device}", self.total[device], self.used[device], self.name)
+            return DeviceReading(
+                device, f"Fake {device}", self.total[device], self.used[device], self.name
+            )
 
     def add(self, device: str, nbytes: int) -> None:
         with self.lock:

