@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/vramdeck $(ARGS)
 
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 

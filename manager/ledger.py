@@ -64,15 +64,16 @@ class Ledger:
         return None if entry is None else int(entry["bytes"])
 
     def record(self, option: ModelConfig, device: str, measured: int) -> None:
-        """Remember `measured` bytes for `option` on `device`'s kind, and save."""
+        """Remember `measured` bytes for `option` on `device`'s kind (call `save` to keep it)."""
         with self._lock:
             self._entries[ledger_key(option, device)] = {"bytes": int(measured), "at": time.time()}
-            snapshot = dict(self._entries)
-        if self.path is not None:
-            self._write(snapshot)
 
-    def _write(self, entries: dict[str, dict[str, float]]) -> None:
-        assert self.path is not None
+    def save(self) -> None:
+        """Write the ledger to its file (atomically); a no-op for an in-memory ledger."""
+        if self.path is None:
+            return
+        with self._lock:
+            entries = dict(self._entries)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self.path.parent)

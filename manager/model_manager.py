@@ -368,14 +368,13 @@ class ModelManager:
             ctx = LoadContext(task=task_type, device=device)
             return await self._call_loader(device, loader.load, option, ctx), 0
         async with self._locks[device]:
-            await self._make_room(device, required, for_task=task_type)
+            reading = await self._make_room(device, required, for_task=task_type)
             self._reserved[device] += required
         try:
-            total = (await asyncio.to_thread(self._read, device)).total
             ctx = LoadContext(
                 task=task_type,
                 device=device,
-                device_total_bytes=total,
+                device_total_bytes=reading.total,
                 progress=lambda fraction, stage: self._report_progress(task_type, fraction, stage),
                 output=lambda line: self._emit_threadsafe(ServerOutput(task=task_type, line=line)),
             )
@@ -443,6 +442,8 @@ class ModelManager:
         self._load_durations[name] = duration
         if device != NO_DEVICE:
             self.ledger.record(option, device, measured)
+            # Saved by the device's worker, after the load: file I/O stays off the loop.
+            self._executor(device).submit(self.ledger.save)
         self._emit(
             ModelLoaded(task=name, option=option.name, model_id=option.model_id, device=device,
                         measured_bytes=measured, estimated_bytes=estimated, duration_s=duration)
@@ -476,7 +477,8 @@ class ModelManager:
         budget left that can hold it (the host when there is no CUDA device)."""
         if not loader.holds_device_memory:
             return NO_DEVICE
-        devices = await asyncio.to_thread(self._devices)
+        # The first call detects the probe (NVML start-up can take a while): off the loop.
+        devices = self._devices() if self._probe else await asyncio.to_thread(self._devices)
         if option.device != "auto":
             if option.device not in devices:
                 raise ModelLoadError(
@@ -501,8 +503,10 @@ class ModelManager:
 
         return max(cuda, key=headroom)
 
-    async def _make_room(self, device: str, required: int, *, for_task: str) -> None:
-        """Evict LRU models on `device` until `required` bytes fit; call with its lock held."""
+    async def _make_room(self, device: str, required: int, *, for_task: str) -> DeviceReading:
+        """Evict LRU models on `device` until `required` bytes fit; call with its lock held.
+
+        Returns the reading that showed it fits."""
         while True:
             reading = await asyncio.to_thread(self._read, device)
             own = self._lru.bytes_on(device)
@@ -514,7 +518,7 @@ class ModelManager:
                 inference=self.inference_config,
             )
             if need <= 0:
-                return
+                return reading
             victims = self._lru.victims(device, need)
             if victims is None:
                 raise InsufficientMemoryError(
