@@ -1,0 +1,235 @@
+"""The headless commands in-process: their reports, their exit codes, and the plan's search."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import types
+
+import pytest
+
+from manager.config import GIB, load_config, parse_config
+from manager.ledger import Ledger, default_ledger_path
+from tests.cli.conftest import BAD_VALUE, DOES_NOT_FIT, FITS, NOTHING_FITS
+from tests.fakes import FakeProbe
+from vramdeck import cli, commands
+from vramdeck.planning import Planner
+
+
+def run(fn, *args, **kwargs) -> tuple[int, str]:
+    out = io.StringIO()
+    code = fn(*args, out=out, **kwargs)
+    return code, out.getvalue()
+
+
+# ---------------------------------------------------------------------- validate
+
+
+def test_validate_prints_a_table_per_device_and_exits_0_when_it_fits(write_config):
+    code, text = run(commands.run_validate, str(write_config(FITS)), as_json=False)
+    assert code == 0
+    assert "cpu — System RAM: budget 4.00 GiB" in text
+    assert "chat    small   gpt2   1.00  estimate" in text
+    assert "total                  3.00  of 4.00 GiB budget: fits" in text
+    assert text.rstrip().endswith("OK: the selected models fit every device's budget.")
+
+
+def test_validate_exits_1_and_names_the_device_when_it_does_not_fit(write_config):
+    code, text = run(commands.run_validate, str(write_config(DOES_NOT_FIT)), as_json=False)
+    assert code == 1
+    assert "5.00  of 4.00 GiB budget: DOES NOT FIT" in text
+    assert "Does not fit: cpu over budget" in text
+
+
+def test_validate_json_has_the_managers_report(write_config):
+    code, text = run(commands.run_validate, str(write_config(DOES_NOT_FIT)), as_json=True)
+    report = json.loads(text)
+    assert code == 1 and report["valid"] is False
+    assert report["devices"]["cpu"]["tasks"] == {"chat": 3.0, "vision": 2.0}
+    assert report["devices"]["cpu"]["probe"] == "host"
+    assert report["model_requirements"]["chat"]["option"] == "big"
+
+
+def test_validate_uses_measured_sizes_and_the_gpu_budget(write_config):
+    text = FITS.replace(", device: cpu", "")
+    text = text.replace("memory_budget_gb: 4", "offload_threshold: 0.5")
+    path = write_config(text)
+    ledger = Ledger(default_ledger_path())  # the private cache folder of this test
+    ledger.record(load_config(path).tasks["vision"].options["a"], "cuda:0", int(1.5 * GIB))
+    ledger.save()
+    probe = FakeProbe({"cuda:0": 6.0, "cpu": 64.0})
+    code, out = run(commands.run_validate, str(path), as_json=True, probe=probe)
+    report = json.loads(out)
+    assert code == 0
+    assert report["devices"]["cuda:0"]["budget_gb"] == 3.0
+    assert report["devices"]["cuda:0"]["tasks"] == {"chat": 1.0, "vision": 1.5}
+    assert report["model_requirements"]["vision"]["measured"] is True
+    code, out = run(commands.run_validate, str(path), as_json=False, probe=probe)
+    assert "vision  a       x/a    1.50  measured" in out
+
+
+def test_validate_lists_external_apis_and_unloadable_options(write_config):
+    text = (
+        FITS.replace("selected: a", "selected: b")
+        .replace("selected: small", "selected: api")
+        .replace("b: {model_id: x/b", "b: {framework: vllm, model_id: x/b")
+    )
+    code, out = run(commands.run_validate, str(write_config(text)), as_json=False)
+    assert code == 0
+    assert "external APIs (no local memory)" in out and "chat  api     claude-x" in out
+    assert "note: vision: the selected option cannot load here: vLLM" in out
+
+
+# ---------------------------------------------------------------------- plan
+
+
+def test_plan_lists_which_options_fit_with_the_others(write_config):
+    code, text = run(commands.run_plan, str(write_config(FITS)), as_json=True)
+    report = json.loads(text)
+    chat = report["tasks"]["chat"]["options"]
+    assert code == 0
+    assert chat["small"]["fits_with_others"] is True
+    assert chat["big"]["fits_with_others"] is False
+    assert chat["big"]["over_budget_gb"] == {"cpu": 1.0}
+    assert chat["api"]["fits_with_others"] is True and chat["api"]["external"] is True
+    assert report["tasks"]["vision"]["options"]["b"]["fits_with_others"] is True
+
+
+def test_plan_suggests_the_fitting_selection_with_the_largest_models(write_config):
+    code, text = run(commands.run_plan, str(write_config(FITS)), as_json=True)
+    suggestion = json.loads(text)["suggestion"]
+    assert code == 0
+    assert suggestion["search"] == "exhaustive" and suggestion["combinations"] == 6
+    assert suggestion["selection"] == {"chat": "small", "vision": "b"}
+    assert suggestion["changes"] == {"vision": {"from": "a", "to": "b"}}
+    assert suggestion["total_gb"] == 3.5
+
+
+def test_plan_exits_0_when_the_current_selection_does_not_fit_but_another_does(write_config):
+    code, text = run(commands.run_plan, str(write_config(DOES_NOT_FIT)), as_json=False)
+    assert code == 0
+    assert "Current selection: 5.00 GiB, does not fit." in text
+    assert "Suggested selection (exhaustive search over 6 combinations), 3.50 GiB in all:" in text
+    assert "chat    small  (now big)" in text
+    assert "big     big/model  3.00  does not fit (cpu over by 1.00 GiB)" in text
+
+
+def test_plan_exits_1_when_nothing_fits(write_config):
+    code, text = run(commands.run_plan, str(write_config(NOTHING_FITS)), as_json=False)
+    assert code == 1
+    assert "No selection fits (exhaustive search over 2 combinations)." in text
+
+
+def test_plan_goes_greedy_above_the_limit_and_says_so(write_config):
+    code, text = run(commands.run_plan, str(write_config(DOES_NOT_FIT)), as_json=True, limit=5)
+    suggestion = json.loads(text)["suggestion"]
+    assert code == 0
+    assert suggestion["search"] == "greedy"
+    assert suggestion["selection"] == {"chat": "small", "vision": "b"}
+
+
+def test_plan_never_suggests_an_option_that_cannot_load(write_config):
+    text = FITS.replace("b: {model_id: x/b", "b: {framework: vllm, model_id: x/b")
+    code, out = run(commands.run_plan, str(write_config(text)), as_json=True)
+    report = json.loads(out)
+    assert code == 0
+    assert report["suggestion"]["selection"] == {"chat": "small", "vision": "a"}
+    assert "vLLM" in report["tasks"]["vision"]["options"]["b"]["unavailable_reason"]
+
+
+def planner_for(text: str, devices: dict[str, float]) -> Planner:
+    _, tasks, inference = parse_config(text)
+    probe = FakeProbe(devices)
+    readings = {d: probe.read(d) for d in probe.devices()}
+    return Planner.from_tasks(tasks, readings, inference, lambda option, device: None)
+
+
+def test_exhaustive_and_greedy_agree_on_an_easy_case_with_two_gpus():
+    sizes = {"t1": [8, 4, 1], "t2": [9, 5, 2], "t3": [7, 3]}
+    text = "models:\n" + "".join(
+        f"  {t}:\n    options:\n"
+        + "".join(f"      o{gb}: {{model_id: m{t}{gb}, vram_gb: {gb}}}\n" for gb in gbs)
+        for t, gbs in sizes.items()
+    )
+    planner = planner_for(text, {"cuda:0": 10, "cuda:1": 10, "cpu": 64})  # 9 GiB budget each
+    current = {"t1": "o1", "t2": "o2", "t3": "o3"}
+    exhaustive = planner.best(current)
+    greedy = planner.best(current, limit=1)
+    assert exhaustive.search == "exhaustive" and greedy.search == "greedy"
+    assert exhaustive.total_bytes == 17 * GIB  # 8 on one card, 7 + 2 on the other; 18 cannot fit
+    assert planner.fits(exhaustive.selection) and planner.fits(greedy.selection)
+    assert greedy.total_bytes <= exhaustive.total_bytes
+
+
+def test_ties_keep_the_current_selection():
+    text = (
+        "models:\n  t:\n    selected: b\n    options:\n"
+        "      a: {model_id: x, vram_gb: 2}\n      b: {model_id: y, vram_gb: 2}\n"
+    )
+    planner = planner_for(text, {"cpu": 64})
+    assert planner.best({"t": "b"}).selection == {"t": "b"}
+
+
+# ---------------------------------------------------------------------- status
+
+
+def test_status_reports_every_device_in_bytes():
+    probe = FakeProbe({"cuda:0": 24.0, "cpu": 64.0}, other_gb={"cuda:0": 2.0})
+    code, text = run(commands.run_status, as_json=True, probe=probe)
+    report = json.loads(text)
+    assert code == 0
+    assert report["devices"][0] == {
+        "device": "cuda:0", "name": "Fake cuda:0", "probe": "fake",
+        "total": 24 * GIB, "used": 2 * GIB, "free": 22 * GIB,
+    }  # fmt: skip
+    code, text = run(commands.run_status, as_json=False, probe=probe)
+    assert "cuda:0  Fake cuda:0  fake       24.00      2.00     22.00" in text
+
+
+# ---------------------------------------------------------------------- the entry point
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BAD_VALUE, r"models\.yaml:\d+: models\.vision\.options\.b\.vram_gb: expected a number"),
+        ("models: [1, 2]\n", "models: expected a mapping"),
+        ("models:\n  chat: {options: {a: {model_id: x}}\n", "invalid YAML"),
+        ("", "the file is empty"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_a_bad_config_exits_2_with_file_line_and_key(
+    write_config, capsys, command: str, text: str, message: str
+):
+    code = cli.main([command, str(write_config(text))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"vramdeck {command}: error: ")
+    assert __import__("re").search(message, err), err
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_a_missing_file_or_a_folder_exits_2(tmp_path, capsys, command: str):
+    assert cli.main([command, str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such file" in capsys.readouterr().err
+    assert cli.main([command, str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["validate"]) == 2
+    assert "the following arguments are required: CONFIG" in capsys.readouterr().err
+    assert cli.main(["plan", "x.yaml", "--limit", "0"]) == 2
+    assert cli.main(["status", "--bogus"]) == 2
+
+
+def test_anything_else_goes_to_the_window(monkeypatch):
+    seen: list[list[str]] = []
+    fake_app = types.ModuleType("gui.app")
+    fake_app.run = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gui.app", fake_app)
+    assert cli.main(["--config", "x.yaml", "--screenshot", "s.png"]) == 0
+    assert cli.main([]) == 0
+    assert seen == [["--config", "x.yaml", "--screenshot", "s.png"], []]
