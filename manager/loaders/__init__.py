@@ -10,6 +10,8 @@ from manager.config import ModelConfig
 
 from .base import LoadContext, Loader, LoaderUnavailable
 from .external_api import ExternalAPIConfig, ExternalAPILoader, MissingAPIKey
+from .server_loader import ServerHandle, ServerLoader, ServerStartError, SglangLoader, VllmLoader
+from .server_process import live_server_pids, stop_all_servers
 from .transformers_loader import TransformersLoader
 
 logger = logging.getLogger(__name__)
@@ -17,14 +19,11 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "vramdeck.loaders"
 
 #: Frameworks we know of that have no loader in this build, and what would make them loadable.
-KNOWN_WITHOUT_LOADER = {
-    "vllm": "vLLM servers are not managed by this version yet",
-    "sglang": "SGLang servers are not managed by this version yet",
-}
+KNOWN_WITHOUT_LOADER: dict[str, str] = {}
 
 
 def builtin_loaders() -> list[Loader]:
-    return [TransformersLoader(), ExternalAPILoader()]
+    return [TransformersLoader(), ExternalAPILoader(), VllmLoader(), SglangLoader()]
 
 
 def plugin_loaders() -> list[Loader]:
@@ -87,5 +86,12 @@ __all__ = [
     "LoaderRegistry",
     "LoaderUnavailable",
     "MissingAPIKey",
+    "ServerHandle",
+    "ServerLoader",
+    "ServerStartError",
+    "SglangLoader",
     "TransformersLoader",
+    "VllmLoader",
+    "live_server_pids",
+    "stop_all_servers",
 ]

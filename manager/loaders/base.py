@@ -3,11 +3,14 @@
 A loader's methods block (weights to the device, process waits) and run in the manager's worker
 for the model's device, so memory deltas on that device are attributable. They return values and
 never emit events; progress goes through the thread-safe callbacks in `LoadContext`.
+
+`load` and `unload` may instead be coroutine functions (server loaders, whose waits are long):
+the manager awaits them on the event loop, where they must not block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -72,7 +75,7 @@ class Loader(Protocol):
         """Bytes `model` holds on `device` by its own account, or None when it cannot tell."""
         ...
 
-    def unload(self, model: Any, device: str) -> None:
+    def unload(self, model: Any, device: str) -> Awaitable[None] | None:
         """Release `model`'s memory; the caller drops its last reference afterwards."""
         ...
 
