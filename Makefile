@@ -9,7 +9,7 @@ CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/
 
 export QT_API := pyside6
 
-.PHONY: run test lint typecheck check bench clean screenshot
+.PHONY: run test lint typecheck check bench clean screenshot bundle
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ bench: $(STAMP)
 
 screenshot: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/vramdeck --screenshot resources/screenshot.png
+
+# A one-folder bundle of the app in dist/vramdeck/ (large: torch comes along), then its smoke
+# test. Not part of `make test`.
+bundle: $(STAMP)
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[test,bundle]'
+	$(BIN)/pyinstaller --noconfirm --clean --distpath dist --workpath build/pyinstaller \
+		packaging/vramdeck.spec
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -rs tests/cli/test_bundle.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
