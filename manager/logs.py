@@ -1,27 +1,20 @@
-"""The rotating log file in the user's state folder, and the export of the event log.
+"""The rotating log file in the user's state folder, with secrets masked.
 
-Secrets never reach either: the value of every environment variable whose name says it holds a
+Secrets never reach it: the value of every environment variable whose name says it holds a
 key, token, secret or password is masked in each line written (the manager reads API keys only
 from the environment, see ``loaders/external_api.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import logging.handlers
 import os
 import re
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import platformdirs
-
-from .config_store import atomic_write_text
-from .events import Event
 
 LOG_NAME = "vramdeck.log"
 MAX_BYTES = 1_000_000
@@ -37,7 +30,7 @@ def state_dir() -> Path:
     return Path(os.environ.get("VRAMDECK_STATE_DIR") or platformdirs.user_state_dir("vramdeck"))
 
 
-def secret_values(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of the environment variables whose names mark them as secrets, longest first."""
     env = os.environ if environ is None else environ
     found = {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
@@ -93,61 +86,9 @@ def setup_file_logging(
     return path
 
 
-def event_record(event: Event) -> dict[str, Any]:
-    """An event as plain JSON-ready data: ``kind``, ``time`` (ISO 8601), then its fields."""
-    fields = dataclasses.asdict(event)
-    at = fields.pop("at")
-    return {"kind": event.kind, "time": _iso(at), "at": at, **fields}
-
-
-def format_event(event: Event) -> str:
-    """One line for a person: time, kind, then ``field=value`` pairs."""
-    record = event_record(event)
-    pairs = " ".join(
-        f"{k}={_short(v)}" for k, v in record.items() if k not in ("kind", "time", "at")
-    )
-    return f"{record['time']}  {record['kind']:<18} {pairs}".rstrip()
-
-
-def export_events(entries: Iterable[Event | str], path: str | os.PathLike[str]) -> Path:
-    """Write the event log to `path` atomically; returns the path.
-
-    ``.jsonl`` or ``.json`` files get one JSON object per line (`event_record`; lines given as text
-    become ``{"kind": "Text", "text": ...}``); any other name gets one line per entry
-    (`format_event`). Secrets are masked in either.
-    """
-    p = Path(path)
-    as_json = p.suffix.lower() in (".jsonl", ".json")
-    lines = [_json_line(e) if as_json else _text_line(e) for e in entries]
-    secrets = secret_values()
-    atomic_write_text(p, "".join(redact(line, secrets) + "\n" for line in lines))
-    return p
-
-
-def _json_line(entry: Event | str) -> str:
-    data = event_record(entry) if isinstance(entry, Event) else {"kind": "Text", "text": entry}
-    return json.dumps(data, ensure_ascii=False, default=str)
-
-
-def _text_line(entry: Event | str) -> str:
-    return format_event(entry) if isinstance(entry, Event) else entry
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds")
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return json.dumps(text) if not text or any(c.isspace() for c in text) else text
-
-
 __all__ = [
     "LOG_NAME",
     "RedactingFormatter",
-    "event_record",
-    "export_events",
-    "format_event",
     "redact",
     "secret_values",
     "setup_file_logging",

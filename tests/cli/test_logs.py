@@ -1,8 +1,7 @@
-"""The rotating log file in the state folder, secrets masked, and the event log's export."""
+"""The rotating log file in the state folder, with secrets masked."""
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 from collections.abc import Iterator
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from manager.events import LoadFailed, ModelLoaded, ServerOutput
-from manager.logs import LOG_NAME, export_events, format_event, setup_file_logging, state_dir
+from manager.logs import LOG_NAME, redact, setup_file_logging, state_dir
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -76,37 +74,9 @@ def test_api_keys_never_reach_the_log_file(root_handlers, tmp_path, monkeypatch)
     assert "ValueError: rejected key ***" in text
 
 
-def events():
-    return [
-        ModelLoaded(at=1_700_000_000.0, task="chat", option="small", model_id="gpt2",
-                    device="cpu", measured_bytes=1024, estimated_bytes=2048, duration_s=0.5),
-        LoadFailed(at=1_700_000_001.0, task="vision", option="a", model_id="x/a",
-                   reason="out of memory", duration_s=0.1),
-        ServerOutput(at=1_700_000_002.0, task="chat", line=f"using key {KEY}"),
-    ]  # fmt: skip
-
-
-def test_export_as_text_has_one_line_per_entry(tmp_path, monkeypatch):
+def test_redact_masks_every_secret_variable_and_nothing_else(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdefgh")
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    path = export_events([*events(), "a line the panel wrote"], tmp_path / "events.log")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 4
-    assert (
-        "ModelLoaded" in lines[0] and "task=chat" in lines[0] and "measured_bytes=1024" in lines[0]
-    )
-    assert 'reason="out of memory"' in lines[1]
-    assert KEY not in lines[2] and "***" in lines[2]
-    assert lines[3] == "a line the panel wrote"
-    assert lines[0] == format_event(events()[0])
-
-
-def test_export_as_json_lines_round_trips(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    path = export_events([*events(), "note"], tmp_path / "events.jsonl")
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert [r["kind"] for r in records] == ["ModelLoaded", "LoadFailed", "ServerOutput", "Text"]
-    assert records[0]["measured_bytes"] == 1024 and records[0]["at"] == 1_700_000_000.0
-    assert records[0]["time"].startswith("2023-11-")
-    assert KEY not in path.read_text(encoding="utf-8")
-    assert records[3]["text"] == "note"
-    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    monkeypatch.setenv("SHORT_SECRET", "abc")  # too short to be a key, and would mask words
+    text = f"{KEY} and tok-abcdefgh but abc stays"
+    assert redact(text) == "*** and *** but abc stays"
