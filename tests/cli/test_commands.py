@@ -73,12 +73,15 @@ def test_validate_lists_external_apis_and_unloadable_options(write_config):
     text = (
         FITS.replace("selected: a", "selected: b")
         .replace("selected: small", "selected: api")
-        .replace("b: {model_id: x/b", "b: {framework: vllm, model_id: x/b")
+        .replace("b: {model_id: x/b", "b: {framework: nosuch, model_id: x/b")
     )
     code, out = run(commands.run_validate, str(write_config(text)), as_json=False)
     assert code == 0
     assert "external APIs (no local memory)" in out and "chat  api     claude-x" in out
-    assert "note: vision: the selected option cannot load here: vLLM" in out
+    assert (
+        "note: vision: the selected option cannot load here: no loader for framework 'nosuch'"
+        in out
+    )
 
 
 # ---------------------------------------------------------------------- plan
@@ -130,12 +133,14 @@ def test_plan_goes_greedy_above_the_limit_and_says_so(write_config):
 
 
 def test_plan_never_suggests_an_option_that_cannot_load(write_config):
-    text = FITS.replace("b: {model_id: x/b", "b: {framework: vllm, model_id: x/b")
+    text = FITS.replace("b: {model_id: x/b", "b: {framework: nosuch, model_id: x/b")
     code, out = run(commands.run_plan, str(write_config(text)), as_json=True)
     report = json.loads(out)
     assert code == 0
     assert report["suggestion"]["selection"] == {"chat": "small", "vision": "a"}
-    assert "vLLM" in report["tasks"]["vision"]["options"]["b"]["unavailable_reason"]
+    assert (
+        "no loader for framework" in report["tasks"]["vision"]["options"]["b"]["unavailable_reason"]
+    )
 
 
 def planner_for(text: str, devices: dict[str, float]) -> Planner:
