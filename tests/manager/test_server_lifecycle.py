@@ -1,0 +1,188 @@
+"""The server loader against a real fake server: start, ready, measure, crash, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from manager.config import ModelConfig
+from manager.loaders import LoadContext, ServerHandle, ServerStartError, VllmLoader
+from manager.loaders import server_loader as sl
+from manager.loaders.server_process import live_server_pids, stop_all_servers
+from manager.memory import HOST
+from tests.manager.fake_server import fake_command, gone, wait_gone
+
+MB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def no_server_left() -> Iterator[None]:
+    yield
+    left = live_server_pids()
+    stop_all_servers(timeout_s=1)
+    assert not left, f"servers left running: {left}"
+
+
+class Recorder:
+    """A LoadContext whose callbacks record what they get."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.progress: list[tuple[float | None, str]] = []
+
+    def context(self) -> LoadContext:
+        return LoadContext(
+            task="chat",
+            device=HOST,
+            device_total_bytes=psutil.virtual_memory().total,
+            progress=lambda f, s: self.progress.append((f, s)),
+            output=self.lines.append,
+        )
+
+
+def option(*flags: str, **fields: object) -> ModelConfig:
+    d: dict[str, object] = {
+        "model_id": "fake-model",
+        "framework": "vllm",
+        "vram_gb": 0.1,
+        "server_command": fake_command(*flags),
+        "startup_timeout_s": 10,
+        "stop_timeout_s": 2,
+    }
+    return ModelConfig({**d, **fields}, name="fake")
+
+
+async def start(*flags: str, **fields: object) -> tuple[VllmLoader, ServerHandle, Recorder]:
+    loader, rec = VllmLoader(), Recorder()
+    handle = await asyncio.wait_for(loader.load(option(*flags, **fields), rec.context()), 15)
+    return loader, handle, rec
+
+
+async def test_load_measure_and_unload() -> None:
+    loader, handle, rec = await start("--hold-mb", "60")
+    assert handle.base_url == f"http://127.0.0.1:{handle.port}/v1"
+    assert handle.model == "fake-model"
+    assert await handle.health()
+    assert rec.lines[0] == f"fake server pid {handle.pid} starting for fake-model on port " + str(
+        handle.port
+    )
+    assert rec.progress[0][1].startswith("starting vLLM on port")
+    assert rec.progress[-1] == (1.0, "ready")
+    nbytes = loader.footprint(handle, HOST)
+    assert nbytes is not None and nbytes > 60 * MB
+    assert loader.check(handle) is None
+    assert live_server_pids() == [handle.pid]
+    await loader.unload(handle, HOST)
+    assert gone(handle.pid)
+    assert not await handle.health()
+    assert loader.check(handle) is None  # stopped on purpose: no crash
+    assert live_server_pids() == []
+    await loader.unload(handle, HOST)  # a second unload is harmless
+
+
+async def test_slow_start_reports_progress_and_waits_for_200() -> None:
+    began = time.monotonic()
+    _, handle, rec = await start("--start-delay", "1", "--listen-early")
+    assert time.monotonic() - began >= 1.0  # /health answered 503 until then
+    fractions = [f for f, _ in rec.progress if f is not None]
+    assert fractions == sorted(fractions) and 0.5 in fractions
+    assert "Loading weights: 50% (2/4)" in rec.lines
+    await VllmLoader().unload(handle, HOST)
+
+
+async def test_a_server_that_exits_fails_with_its_last_lines() -> None:
+    loader, rec = VllmLoader(), Recorder()
+    with pytest.raises(ServerStartError) as info:
+        await loader.load(option("--fail-after", "0.2", "--spawn-child"), rec.context())
+    err = info.value
+    assert err.exit_code == 3
+    assert "vLLM exited with exit code 3 before it was ready; last output:" in str(err)
+    assert "simulated start failure" in str(err)
+    assert err.last_output[-1] == "RuntimeError: simulated start failure: CUDA out of memory"
+    server_pid = int(rec.lines[0].split()[3])
+    child_pid = int(next(line for line in rec.lines if line.startswith("child pid")).split()[2])
+    assert wait_gone([server_pid, child_pid], 3) == []
+
+
+async def test_a_server_that_never_answers_times_out_and_is_stopped() -> None:
+    loader, rec = VllmLoader(), Recorder()
+    began = time.monotonic()
+    with pytest.raises(ServerStartError, match=r"did not answer /health within startup_timeout_s"):
+        await loader.load(option("--start-delay", "30", startup_timeout_s=0.5), rec.context())
+    assert time.monotonic() - began < 4
+    assert gone(int(rec.lines[0].split()[3]))
+
+
+async def test_a_crash_is_reported_by_check() -> None:
+    loader, handle, _ = await start("--crash-after", "0.3", "--spawn-child")
+    child = [pid for pid in handle.process.pids() if pid != handle.pid]
+    assert loader.check(handle) is None
+    await asyncio.wait_for(asyncio.shield(handle.process.exited), 5)
+    died = loader.check(handle)
+    assert died is not None
+    code, lines = died
+    assert code == 3
+    assert lines[-1] == "fatal: simulated crash, exiting with 3"
+    assert loader.footprint(handle, HOST) is None  # no process tree left to measure
+    await loader.unload(handle, HOST)  # what the manager does after a crash: cleans up
+    assert wait_gone([handle.pid, *child], 3) == []
+
+
+async def test_a_server_that_ignores_sigterm_is_killed_after_stop_timeout() -> None:
+    loader, handle, _ = await start("--ignore-sigterm", stop_timeout_s=0.5)
+    began = time.monotonic()
+    await loader.unload(handle, HOST)
+    took = time.monotonic() - began
+    assert 0.5 <= took < 3
+    assert handle.returncode == -9
+    assert gone(handle.pid)
+
+
+async def test_unload_stops_the_servers_children(tmp_path: Path) -> None:
+    term = tmp_path / "term"
+    loader, handle, _ = await start("--spawn-child", "--term-file", str(term))
+    pids = handle.process.pids()
+    assert len(pids) == 2
+    await loader.unload(handle, HOST)
+    assert wait_gone(pids, 0.5) == []
+    assert term.read_text() == "terminated\n"  # SIGTERM first: it could shut down cleanly
+    assert handle.returncode == 0
+
+
+async def test_a_cancelled_load_leaves_nothing() -> None:
+    loader, rec = VllmLoader(), Recorder()
+    load = asyncio.ensure_future(loader.load(option("--start-delay", "30"), rec.context()))
+    while not rec.lines:
+        await asyncio.sleep(0.01)
+    load.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await load
+    assert wait_gone([int(rec.lines[0].split()[3])], 3) == []
+
+
+async def test_a_taken_port_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real_free_port = sl.free_port
+        monkeypatch.setattr(sl, "free_port", lambda: next(ports, None) or real_free_port())
+        loader, handle, rec = await start()
+        assert handle.port != taken.getsockname()[1]
+        assert any("was taken meanwhile" in line for line in rec.lines)
+        await loader.unload(handle, HOST)
+
+
+async def test_a_missing_program_fails_cleanly(tmp_path: Path) -> None:
+    script = tmp_path / "srv"
+    script.write_text("#!/no/such/interpreter\n")
+    script.chmod(0o755)
+    opt = option(server_command=[str(script), "--port", "{port}"])
+    with pytest.raises(ServerStartError, match="cannot start"):
+        await VllmLoader().load(opt, Recorder().context())
