@@ -10,7 +10,14 @@ from manager.config import ModelConfig
 
 from .base import LoadContext, Loader, LoaderUnavailable
 from .external_api import ExternalAPIConfig, ExternalAPILoader, MissingAPIKey
-from .server_loader import ServerHandle, ServerLoader, ServerStartError, SglangLoader, VllmLoader
+from .server_loader import (
+    CommandValues,
+    ServerHandle,
+    ServerLoader,
+    ServerStartError,
+    SglangLoader,
+    VllmLoader,
+)
 from .server_process import live_server_pids, stop_all_servers
 from .transformers_loader import TransformersLoader
 
@@ -79,6 +86,7 @@ class LoaderRegistry:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "CommandValues",
     "ExternalAPIConfig",
     "ExternalAPILoader",
     "LoadContext",
