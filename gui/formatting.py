@@ -1,0 +1,74 @@
+"""How the panel writes bytes, durations and times: one place, so every widget agrees."""
+
+from __future__ import annotations
+
+import time
+
+MIB = 1024**2
+GIB = 1024**3
+
+
+def fmt_bytes(n: int | float | None) -> str:
+    """``"—"`` for None, MiB below 1 GiB, else GiB with two decimals."""
+    if n is None:
+        return "—"
+    if abs(n) < GIB:
+        return f"{n / MIB:.0f} MiB" if abs(n) >= 10 * MIB else f"{n / MIB:.1f} MiB"
+    return f"{n / GIB:.2f} GiB"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``"—"``, ``"85 ms"``, ``"2.4 s"``, ``"3 min 05 s"``."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def fmt_ago(at: float | None, now: float | None = None) -> str:
+    """How long ago wall-clock time `at` was: ``"just now"``, ``"12 s ago"``, ``"3 min ago"``."""
+    if at is None:
+        return "—"
+    age = max(0.0, (time.time() if now is None else now) - at)
+    if age < 2:
+        return "just now"
+    if age < 60:
+        return f"{age:.0f} s ago"
+    if age < 3600:
+        return f"{age // 60:.0f} min ago"
+    return f"{age // 3600:.0f} h {age % 3600 // 60:.0f} min ago"
+
+
+def fmt_clock(at: float) -> str:
+    """Local time of day with milliseconds: ``"14:03:12.345"``."""
+    return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
+
+
+def short_model_id(model_id: str) -> str:
+    """A model id as a column can show it: a local folder by its last part (``gpt2-small`` for
+    ``${VRAMDECK_DEMO_MODELS}/gpt2-small``), a hub id (``org/name``) unchanged."""
+    if model_id.startswith(("$", "/", "~", ".")) or "\\" in model_id:
+        tail = model_id.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+        return tail.strip("${}") or model_id
+    return model_id
+
+
+def fmt_percent(part: int | float, whole: int | float) -> str:
+    """``"42%"``; ``"—"`` when `whole` is 0."""
+    return f"{100 * part / whole:.0f}%" if whole else "—"
+
+
+__all__ = [
+    "GIB",
+    "MIB",
+    "fmt_ago",
+    "fmt_bytes",
+    "fmt_clock",
+    "fmt_duration",
+    "fmt_percent",
+    "short_model_id",
+]

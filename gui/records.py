@@ -1,0 +1,172 @@
+"""Plain values that the bridge hands to the widgets: rows, log entries, samples and plans.
+
+They hold copies, never manager objects, so no widget depends on the manager's types and a
+value stays valid after the manager changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class OptionInfo:
+    """One model option of a task, as the option combo box shows it."""
+
+    name: str
+    model_id: str
+    framework: str
+    vram_gb: float
+    speed: str
+    device: str
+    description: str = ""
+    quantization: str | None = None
+    unavailable_reason: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+    @property
+    def external(self) -> bool:
+        return self.framework == "external_api"
+
+    @property
+    def label(self) -> str:
+        """``name · 0.10 GiB · fast`` (external APIs show ``API`` for their memory)."""
+        memory = "API" if self.external else f"{self.vram_gb:.2f} GiB"
+        return f"{self.name} · {memory} · {self.speed}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """Everything the task table shows about one task, read from the manager at one moment."""
+
+    task: str
+    description: str
+    options: tuple[OptionInfo, ...]
+    selected: str
+    state: str  # unloaded | loading | loaded | in use | failed | external | unavailable
+    progress: float | None = None
+    stage: str = ""
+    failure: str | None = None
+    device: str = ""
+    estimated_bytes: int = 0
+    measured_bytes: int | None = None
+    measured_is_live: bool = False  # True: held now; False: the ledger's last measurement
+    last_used_at: float | None = None  # wall clock (time.time())
+    load_duration_s: float | None = None
+    pinned: bool = False
+    busy: bool = False  # a command for this task is running (load, unload, switch)
+
+    @property
+    def option(self) -> OptionInfo:
+        """The selected option."""
+        return next(o for o in self.options if o.name == self.selected)
+
+    @property
+    def loaded(self) -> bool:
+        return self.state in ("loaded", "in use", "external")
+
+    @property
+    def loading(self) -> bool:
+        return self.state == "loading"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the event log: a manager event, or an error the panel met."""
+
+    at: float
+    kind: str
+    task: str = ""
+    model: str = ""  # the option's name where known, else the model id
+    device: str = ""
+    bytes: int | None = None
+    duration_s: float | None = None
+    reason: str = ""
+    severity: str = "info"  # info | eviction | warning | error
+    model_id: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        """The entry as plain JSON-able values (for export)."""
+        return {
+            "at": self.at,
+            "kind": self.kind,
+            "task": self.task,
+            "model": self.model,
+            "model_id": self.model_id,
+            "device": self.device,
+            "bytes": self.bytes,
+            "duration_s": self.duration_s,
+            "reason": self.reason,
+            "severity": self.severity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySample:
+    """One reading of one device, with the budget lines to draw against it (bytes)."""
+
+    device: str
+    at: float
+    used: int
+    total: int
+    limit: int  # what the manager's models may hold: min(threshold line, memory budget)
+    threshold: int  # offload_threshold × total
+    memory_budget: int | None  # inference.memory_budget_gb, when set
+    manager: int  # what the manager's models hold
+    per_task: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePlan:
+    """The selected models placed on one device, against its budget (bytes)."""
+
+    device: str
+    name: str
+    total: int
+    budget: int
+    tasks: Mapping[str, int]
+
+    @property
+    def required(self) -> int:
+        return sum(self.tasks.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.required <= self.budget
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReport:
+    """What validate_memory_budget found: one plan per device, and whether all fit."""
+
+    valid: bool
+    plans: tuple[DevicePlan, ...]
+    external_tasks: tuple[str, ...] = ()
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device and the probe that reads it, for the status bar."""
+
+    device: str
+    name: str
+    probe: str  # nvml | torch | host
+
+
+__all__ = [
+    "GIB",
+    "BudgetReport",
+    "DeviceInfo",
+    "DevicePlan",
+    "LogEntry",
+    "MemorySample",
+    "OptionInfo",
+    "TaskRow",
+]
