@@ -1,0 +1,524 @@
+"""The one gui module that imports `manager`: manager events in, Qt signals out; commands as
+coroutines that report failures as signals instead of raising into a slot.
+
+Widgets never see manager objects: the bridge copies what they show into `gui.records` values.
+Every manager event arrives on the loop's thread (the qasync loop is the GUI thread), so the
+handlers may emit Qt signals directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from manager import (
+    ConfigError,
+    ConfigReloaded,
+    Event,
+    LoadFailed,
+    LoadProgress,
+    MemoryNotReturned,
+    MemorySampled,
+    ModelConfig,
+    ModelCrashed,
+    ModelEvicted,
+    ModelLoaded,
+    ModelLoading,
+    ModelManager,
+    ModelUnloaded,
+    PinChanged,
+    SelectionChanged,
+    ServerOutput,
+)
+
+from .formatting import fmt_bytes, short_model_id
+from .records import (
+    GIB,
+    BudgetReport,
+    DeviceInfo,
+    DevicePlan,
+    LogEntry,
+    MemorySample,
+    OptionInfo,
+    TaskRow,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+#: How long after a load ends to read its row again (see _on_event).
+SETTLE_MS = 50
+
+#: Busy keys of the commands that act on all tasks (the toolbar's actions).
+WARMUP, UNLOAD_ALL, EVICT, RELOAD, VALIDATE, SHUTDOWN = (
+    "warmup", "unload_all", "evict", "reload", "validate", "shutdown",
+)  # fmt: skip
+
+
+class ManagerBridge(QObject):
+    """Re-emits a ModelManager's events as Qt signals and runs its commands for the widgets."""
+
+    #: A manager event as a log line (every event but MemorySampled).
+    eventLogged = Signal(object)
+    #: A MemorySample, ~10 per second per device.
+    memorySampled = Signal(object)
+    #: The task whose row should be read again.
+    taskChanged = Signal(str)
+    #: The set of tasks may have changed (a config was loaded): read every row again.
+    tasksReset = Signal()
+    #: A command started (True) or finished (False); the key is e.g. "warmup" or "load:<task>".
+    busyChanged = Signal(str, bool)
+    #: Something failed: a short title and the reason.
+    errorRaised = Signal(str, str)
+    #: A passing remark for the status bar.
+    notice = Signal(str)
+    #: The selections differ from the config file (True), or match it again (False).
+    configDirtyChanged = Signal(bool)
+    #: A config file was loaded; its path.
+    configLoaded = Signal(str)
+    #: A BudgetReport from validate_memory_budget.
+    budgetPlanned = Signal(object)
+    #: The devices and their probe were detected: list[DeviceInfo].
+    devicesDetected = Signal(object)
+    #: While shutting down: models unloaded so far, of how many.
+    shutdownProgress = Signal(int, int)
+
+    def __init__(self, manager: ModelManager, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._manager = manager
+        self._busy: set[str] = set()
+        self._config_dirty = False
+        self._config_mtime = _mtime(manager.config_path)
+        self._devices: list[DeviceInfo] = []
+        self._prerequisite: asyncio.Future[Any] | None = None
+        self._shutdown_total = 0
+        self._shutdown_done = 0
+        self._closed = False
+        self._mark_unset_variables()
+        self._unsubscribe = manager.events.subscribe(self._on_event)
+
+    # ----------------------------------------------------------------- state for the widgets
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self._manager.config_path)
+
+    @property
+    def config_mtime(self) -> float | None:
+        """The config file's mtime when it was loaded (what a later Save compares against)."""
+        return self._config_mtime
+
+    @property
+    def config_dirty(self) -> bool:
+        """Whether a selection changed since the config was loaded."""
+        return self._config_dirty
+
+    def selections(self) -> dict[str, str]:
+        """task → selected option, as a Save would write them."""
+        return {name: task.selected for name, task in self._manager.tasks.items()}
+
+    @property
+    def devices(self) -> list[DeviceInfo]:
+        return list(self._devices)
+
+    @property
+    def primary_device(self) -> str:
+        """The first CUDA device, else the host (``cpu``); ``cpu`` until devices are detected."""
+        cuda = [d.device for d in self._devices if d.device.startswith("cuda")]
+        return cuda[0] if cuda else "cpu"
+
+    def is_busy(self, key: str) -> bool:
+        return key in self._busy
+
+    def task_names(self) -> list[str]:
+        return list(self._manager.tasks)
+
+    def model_ids(self) -> list[str]:
+        return [o.model_id for t in self._manager.tasks.values() for o in t.options.values()]
+
+    def task_rows(self) -> list[TaskRow]:
+        loaded = self._manager.get_loaded_models()
+        return [self._row(name, loaded.get(name)) for name in self._manager.tasks]
+
+    def task_row(self, task: str) -> TaskRow | None:
+        if task not in self._manager.tasks:
+            return None
+        return self._row(task, self._manager.get_loaded_models().get(task))
+
+    def _row(self, name: str, loaded: dict[str, Any] | None) -> TaskRow:
+        manager = self._manager
+        task = manager.tasks[name]
+        option = task.get_selected_config()
+        state = manager.task_state(name)
+        if state == "loading" and loaded is not None:
+            # ModelLoaded is emitted before the manager forgets the finished load.
+            state = "in use" if loaded.get("in_use") else "loaded"
+        if state in ("loaded", "in use") and option.is_external:
+            state = "external"
+        progress = manager.load_progress(name)
+        device = option.device if option.device != "auto" else self.primary_device
+        measured: int | None = None
+        if loaded is not None:
+            device, measured = loaded["device"], int(loaded["measured_bytes"])
+        elif not option.is_external:
+            measured = manager.ledger.measured_bytes(option, device)
+        return TaskRow(
+            task=name,
+            description=task.description,
+            options=tuple(_option_info(o) for o in task.options.values()),
+            selected=task.selected,
+            state=state,
+            progress=progress[0] if progress else None,
+            stage=progress[1] if progress else "",
+            failure=manager.failure_reason(name) or option.unavailable_reason,
+            device="API" if option.is_external else device,
+            estimated_bytes=option.vram_bytes,
+            measured_bytes=measured,
+            measured_is_live=loaded is not None,
+            last_used_at=time.time() - loaded["idle_s"] if loaded else None,
+            load_duration_s=loaded.get("load_duration_s") if loaded else None,
+            pinned=task.pinned,
+            busy=any(key.endswith(f":{name}") for key in self._busy),
+        )
+
+    # ----------------------------------------------------------------- events → signals
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, MemorySampled):
+            self.memorySampled.emit(self._sample(event))
+            return
+        self.eventLogged.emit(_log_entry(event, self._option_name(event)))
+        if isinstance(event, ConfigReloaded):
+            self._mark_unset_variables()
+            self._set_dirty(False)
+            self.tasksReset.emit()
+            return
+        if isinstance(event, SelectionChanged):
+            self._set_dirty(True)
+        if isinstance(event, ModelUnloaded) and event.reason == "shutdown":
+            self._shutdown_done += 1
+            self.shutdownProgress.emit(self._shutdown_done, self._shutdown_total)
+        task = getattr(event, "task", None)
+        if isinstance(task, str):
+            self.taskChanged.emit(task)
+            if isinstance(event, ModelLoaded | LoadFailed):
+                # The manager drops the finished load just after this event: read the row again
+                # once it has, or a failed load would still read "loading".
+                QTimer.singleShot(SETTLE_MS, self, lambda t=task: self._emit_task_changed(t))
+
+    def _emit_task_changed(self, task: str) -> None:
+        if not self._closed:
+            self.taskChanged.emit(task)
+
+    def _option_name(self, event: Event) -> str:
+        """The name of the option an event is about (events name the model by its id)."""
+        option = getattr(event, "option", None) or getattr(event, "new", None)
+        if isinstance(option, str):
+            return option
+        task = self._manager.tasks.get(str(getattr(event, "task", "")))
+        model_id = getattr(event, "model_id", None)
+        if task is None or model_id is None:
+            return ""
+        if task.get_selected_config().model_id == model_id:
+            return task.selected
+        return next((o.name for o in task.options.values() if o.model_id == model_id), "")
+
+    def _sample(self, event: MemorySampled) -> MemorySample:
+        inference = self._manager.inference_config
+        return MemorySample(
+            device=event.device,
+            at=event.at,
+            used=event.used_bytes,
+            total=event.total_bytes,
+            limit=event.budget_bytes,
+            threshold=int(inference.offload_threshold * event.total_bytes),
+            memory_budget=inference.memory_budget_bytes,
+            manager=event.manager_bytes,
+            per_task=dict(event.per_task),
+        )
+
+    def _set_dirty(self, dirty: bool) -> None:
+        if dirty != self._config_dirty:
+            self._config_dirty = dirty
+            self.configDirtyChanged.emit(dirty)
+
+    def _mark_unset_variables(self) -> None:
+        """An option whose model_id names an unset environment variable cannot load: say so in
+        the option list instead of failing later with a path that has a '$' in it."""
+        for task in self._manager.tasks.values():
+            for option in task.options.values():
+                unset = [v for v in _UNSET_VAR.findall(option.model_id) if v not in os.environ]
+                if unset and option.unavailable_reason is None:
+                    option.unavailable_reason = (
+                        f"its model_id uses ${unset[0]}, which is not set in the environment"
+                    )
+
+    # ----------------------------------------------------------------- commands
+
+    def set_prerequisite(self, future: asyncio.Future[Any] | None) -> None:
+        """Loads wait for `future` first (e.g. the demo models being made)."""
+        self._prerequisite = future
+
+    async def _ready(self) -> None:
+        if self._prerequisite is not None and not self._prerequisite.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._prerequisite)
+
+    async def _run(self, key: str, title: str, work: Callable[[], Awaitable[T]]) -> T | None:
+        """Run `work` unless `key` is running already; a failure becomes errorRaised."""
+        if key in self._busy or (self._closed and key != SHUTDOWN):
+            return None
+        with self._busy_while(key):
+            try:
+                return await work()
+            except (ConfigError, ValueError, RuntimeError, OSError) as exc:
+                self.errorRaised.emit(title, str(exc))
+                self.eventLogged.emit(
+                    LogEntry(at=time.time(), kind="Error", reason=f"{title}: {exc}",
+                             severity="error")
+                )  # fmt: skip
+                return None
+
+    @contextlib.contextmanager
+    def _busy_while(self, key: str) -> Iterator[None]:
+        self._busy.add(key)
+        self._busy_changed(key, True)
+        try:
+            yield
+        finally:
+            self._busy.discard(key)
+            self._busy_changed(key, False)
+
+    def _busy_changed(self, key: str, busy: bool) -> None:
+        self.busyChanged.emit(key, busy)
+        task = key.partition(":")[2]
+        if task:
+            self.taskChanged.emit(task)
+
+    async def start(self, sample_interval_s: float = 0.1) -> None:
+        """Detect the devices (off the GUI thread: NVML can take a moment) and start sampling."""
+        readings = await asyncio.to_thread(self._manager.device_readings)
+        self._devices = [DeviceInfo(d, r.name, r.probe) for d, r in readings.items()]
+        self.devicesDetected.emit(self.devices)
+        if not self._closed:
+            self._manager.start_monitor(interval_s=sample_interval_s)
+            self.tasksReset.emit()  # measured figures depend on the device now known
+
+    async def load(self, task: str) -> bool:
+        async def work() -> bool:
+            await self._ready()
+            await self._manager.load_model(task)
+            return True
+
+        return bool(await self._run(f"load:{task}", f"Could not load {task}", work))
+
+    async def unload(self, task: str) -> bool:
+        async def work() -> bool:
+            await self._manager.unload_model(task)
+            return True
+
+        return bool(await self._run(f"unload:{task}", f"Could not unload {task}", work))
+
+    async def select(self, task: str, option: str) -> bool:
+        """Select `option` for `task`; a loaded task switches to it (the old one comes back if
+        the new one fails)."""
+
+        async def work() -> bool:
+            await self._ready()
+            await self._manager.set_selected_model(task, option)
+            return True
+
+        title = f"Could not switch {task} to {option}"
+        return bool(await self._run(f"select:{task}", title, work))
+
+    def set_pinned(self, task: str, pinned: bool) -> None:
+        try:
+            self._manager.set_pinned(task, pinned)
+        except ValueError as exc:
+            self.errorRaised.emit(f"Could not pin {task}", str(exc))
+
+    async def warm_up(self, *, force: bool = True) -> None:
+        """Load every selected model (only if the config asks for it, unless `force`)."""
+
+        async def work() -> None:
+            await self._ready()
+            await self._manager.warmup_models(force=force)
+
+        if force or self._manager.inference_config.warmup_on_startup:
+            await self._run(WARMUP, "Warm-up failed", work)
+
+    async def unload_all(self) -> None:
+        await self._run(UNLOAD_ALL, "Could not unload all models", self._manager.unload_all)
+
+    async def evict_lru(self) -> str | None:
+        async def work() -> str | None:
+            task = await self._manager.evict_lru_model()
+            if task is None:
+                self.notice.emit("Nothing to evict: no loaded model that is unpinned and idle")
+            return task
+
+        return await self._run(EVICT, "Could not evict", work)
+
+    async def reload_config(self, path: str | os.PathLike[str] | None = None) -> bool:
+        """Read the config again, or another one; on error the current one stays in force."""
+
+        async def work() -> bool:
+            await self._manager.reload_config(path)
+            self._config_mtime = _mtime(self._manager.config_path)
+            self.configLoaded.emit(str(self._manager.config_path))
+            return True
+
+        old = self.config_path.name
+        title = f"Could not load {Path(path).name if path else old}; still using {old}"
+        return bool(await self._run(RELOAD, title, work))
+
+    async def plan_budget(self, *, key: str = VALIDATE) -> BudgetReport | None:
+        """validate_memory_budget, off the GUI thread (it reads the devices)."""
+
+        async def work() -> BudgetReport:
+            plan = await asyncio.to_thread(self._manager.validate_memory_budget)
+            report = _budget_report(plan)
+            self.budgetPlanned.emit(report)
+            return report
+
+        return await self._run(key, "Could not validate the memory budget", work)
+
+    async def shutdown(self) -> None:
+        """Unload everything and stop the manager; shutdownProgress reports each model."""
+
+        async def work() -> None:
+            self._shutdown_total = len(self._manager.loaded_models)
+            self._shutdown_done = 0
+            self.shutdownProgress.emit(0, self._shutdown_total)
+            await self._manager.shutdown()
+
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._run(SHUTDOWN, "Shutdown failed", work)
+        finally:
+            self._unsubscribe()
+
+
+def open_bridge(config_path: str | os.PathLike[str]) -> ManagerBridge:
+    """A bridge over a new ModelManager for `config_path`.
+
+    Raises ValueError (the manager's ConfigError) naming file, line and key for a bad config.
+    """
+    return ManagerBridge(ModelManager(config_path))
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _option_info(option: ModelConfig) -> OptionInfo:
+    return OptionInfo(
+        name=option.name,
+        model_id=option.model_id,
+        framework=option.framework,
+        vram_gb=option.vram_gb,
+        speed=option.speed,
+        device=option.device,
+        description=option.description,
+        quantization=option.quantization,
+        unavailable_reason=option.unavailable_reason,
+    )
+
+
+def _budget_report(plan: dict[str, Any]) -> BudgetReport:
+    plans = tuple(
+        DevicePlan(
+            device=device,
+            name=str(p["name"]),
+            total=int(p["total_gb"] * GIB),
+            budget=int(p["budget_gb"] * GIB),
+            tasks={t: int(gb * GIB) for t, gb in p["tasks"].items()},
+        )
+        for device, p in plan["devices"].items()
+    )
+    external = tuple(t for t, r in plan["model_requirements"].items() if r.get("external"))
+    return BudgetReport(bool(plan["valid"]), plans, external, time.time())
+
+
+_SEVERITY = {
+    "ModelEvicted": "eviction",
+    "LoadFailed": "error",
+    "ModelCrashed": "error",
+    "MemoryNotReturned": "warning",
+}
+_BYTES_FIELDS = ("measured_bytes", "freed_bytes", "required_bytes", "expected_bytes")
+
+
+def _log_entry(event: Event, option: str) -> LogEntry:
+    """A manager event as one log line; events this version does not know still get one."""
+    size = next((getattr(event, f) for f in _BYTES_FIELDS if hasattr(event, f)), None)
+    device = str(getattr(event, "device", ""))
+    model_id = str(getattr(event, "model_id", ""))
+    return LogEntry(
+        at=event.at,
+        kind=event.kind,
+        task=str(getattr(event, "task", "")),
+        model=option or short_model_id(model_id),
+        model_id=model_id,
+        device="" if device == "none" else device,
+        bytes=size,
+        duration_s=getattr(event, "duration_s", None),
+        reason=_reason(event),
+        severity=_SEVERITY.get(event.kind, "info"),
+    )
+
+
+def _reason(event: Event) -> str:
+    match event:
+        case ModelLoading():
+            return f"option {event.option}; needs {fmt_bytes(event.required_bytes)}"
+        case LoadProgress():
+            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
+            return event.stage + share
+        case ModelLoaded():
+            return f"option {event.option}; estimated {fmt_bytes(event.estimated_bytes)}"
+        case LoadFailed() | ModelEvicted() | ModelUnloaded():
+            return event.reason
+        case MemoryNotReturned():
+            returned, expected = fmt_bytes(event.returned_bytes), fmt_bytes(event.expected_bytes)
+            return f"only {returned} of {expected} came back"
+        case ModelCrashed():
+            last = f": {event.last_output[-1]}" if event.last_output else ""
+            return f"exit code {event.exit_code}{last}"
+        case ServerOutput():
+            return event.line
+        case SelectionChanged():
+            return f"{event.old} → {event.new}"
+        case PinChanged():
+            return "pinned" if event.pinned else "unpinned"
+        case ConfigReloaded():
+            return event.path
+    return ""
+
+
+__all__ = [
+    "EVICT",
+    "RELOAD",
+    "SHUTDOWN",
+    "UNLOAD_ALL",
+    "VALIDATE",
+    "WARMUP",
+    "ManagerBridge",
+    "open_bridge",
+]
