@@ -1,0 +1,171 @@
+"""The event log: every manager event with time, task, model, bytes, duration and reason.
+
+Evictions stand out; a combo box filters by kind and a search box by text; Export writes what
+is shown to CSV or JSON Lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QTableView,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .event_log_model import EventLogFilter, EventLogModel, LogColumn, kind_label
+from .log_export import write_csv, write_jsonl
+from .records import LogEntry
+
+ALL_KINDS = "All events"
+NO_PROGRESS = "All but progress"
+#: Kinds the filter offers before any has happened, in a sensible order.
+KNOWN_KINDS = ("ModelLoading", "LoadProgress", "ModelLoaded", "LoadFailed", "ModelEvicted",
+               "ModelUnloaded", "MemoryNotReturned", "ModelCrashed", "ServerOutput",
+               "SelectionChanged", "PinChanged", "ConfigReloaded", "Error")  # fmt: skip
+
+
+class EventLog(QWidget):
+    """The log table with its filter and export controls."""
+
+    def __init__(self, parent: QWidget | None = None, max_rows: int = 20_000) -> None:
+        super().__init__(parent)
+        self.setObjectName("eventLog")
+        self.model = EventLogModel(self, max_rows=max_rows)
+        self.proxy = EventLogFilter(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.set_hide_progress(True)  # NO_PROGRESS, the combo box's default
+        self.table = self._make_table()
+        self.kind_combo = QComboBox(self)
+        self.kind_combo.addItem(ALL_KINDS, ALL_KINDS)
+        self.kind_combo.addItem(NO_PROGRESS, NO_PROGRESS)
+        for kind in KNOWN_KINDS:
+            self.kind_combo.addItem(kind_label(kind), kind)
+        self.kind_combo.setCurrentIndex(1)
+        self.kind_combo.setToolTip("Show one kind of event")
+        self.kind_combo.currentIndexChanged.connect(self._on_kind)
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Search task, model, reason…")
+        self.search.setClearButtonEnabled(True)
+        self.search.setMinimumWidth(160)
+        self.search.textChanged.connect(self.proxy.set_text)
+        self.search.textChanged.connect(lambda _t: self._update_count())
+        self.export_button = QToolButton(self)
+        self.export_button.setText("Export")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_button)
+        menu.addAction("CSV…", lambda: self.export_dialog("csv"))
+        menu.addAction("JSON Lines…", lambda: self.export_dialog("jsonl"))
+        self.export_button.setMenu(menu)
+        self.count = QLabel(self)
+        self.count.setObjectName("logCount")
+        row = QHBoxLayout()
+        title = QLabel("Events", self)
+        title.setObjectName("sectionTitle")
+        row.addWidget(title)
+        row.addWidget(self.count)
+        row.addStretch(1)
+        row.addWidget(self.kind_combo)
+        row.addWidget(self.search)
+        row.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(4)
+        layout.addLayout(row)
+        layout.addWidget(self.table, 1)
+        self._update_count()
+
+    def _make_table(self) -> QTableView:
+        table = QTableView(self)
+        table.setObjectName("eventTable")
+        table.setModel(self.proxy)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setShowGrid(False)
+        table.setWordWrap(False)
+        table.setAlternatingRowColors(True)
+        table.verticalHeader().hide()
+        table.verticalHeader().setDefaultSectionSize(22)
+        header = table.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        metrics = table.fontMetrics()
+        samples = {
+            LogColumn.TIME: "00:00:00.000",
+            LogColumn.KIND: "Not returned",
+            LogColumn.TASK: "text_generation",
+            LogColumn.MODEL: "gpt2-medium",
+            LogColumn.REASON: "room for text_generation",
+            LogColumn.BYTES: "000 MiB",
+            LogColumn.DURATION: "Duration",
+        }
+        for column, sample in samples.items():
+            table.setColumnWidth(column, metrics.horizontalAdvance(sample) + 18)
+        header.setSectionResizeMode(LogColumn.REASON, QHeaderView.ResizeMode.Stretch)
+        return table
+
+    def add_entry(self, entry: LogEntry) -> None:
+        """Append an entry; keep the view at the newest line if it was there."""
+        bar = self.table.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 2
+        self.model.append(entry)
+        if self.kind_combo.findData(entry.kind) < 0:
+            self.kind_combo.addItem(kind_label(entry.kind), entry.kind)
+        if at_bottom:
+            self.table.scrollToBottom()
+        self._update_count()
+
+    def show_kind(self, kind: str | None) -> None:
+        """Filter to one kind of event (a class name such as "ModelEvicted"), or all (None)."""
+        index = self.kind_combo.findData(kind or ALL_KINDS)
+        if index < 0:
+            self.kind_combo.addItem(kind_label(kind or ""), kind)
+            index = self.kind_combo.count() - 1
+        self.kind_combo.setCurrentIndex(index)
+
+    def _on_kind(self, _index: int) -> None:
+        choice = self.kind_combo.currentData()
+        self.proxy.set_kind(None if choice in (ALL_KINDS, NO_PROGRESS) else choice)
+        self.proxy.set_hide_progress(choice == NO_PROGRESS)
+        self._update_count()
+
+    def _update_count(self) -> None:
+        shown, total = self.proxy.rowCount(), self.model.rowCount()
+        self.count.setText(f"{total}" if shown == total else f"{shown} of {total}")
+
+    def visible_entries(self) -> list[LogEntry]:
+        """The entries the filter lets through, oldest first."""
+        return self.proxy.visible_entries()
+
+    def export(self, path: str | Path) -> int:
+        """Write the shown entries to `path` (CSV for .csv, else JSON Lines)."""
+        entries = self.visible_entries()
+        if Path(path).suffix.lower() == ".csv":
+            return write_csv(entries, path)
+        return write_jsonl(entries, path)
+
+    def export_dialog(self, fmt: str) -> None:
+        suffix, name = (
+            (".csv", "CSV (*.csv)") if fmt == "csv" else (".jsonl", "JSON Lines (*.jsonl)")
+        )
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export events", f"vramdeck-events{suffix}", name
+        )
+        if path:
+            if not Path(path).suffix:
+                path += suffix
+            self.export(path)
+
+
+__all__ = ["ALL_KINDS", "EventLog"]

@@ -1,0 +1,149 @@
+"""What the memory chart draws from: per device, ring buffers of samples; and event markers.
+
+Samples arrive ~10 times a second per device and are only stored here; the chart reads on its
+own timer (sample on a schedule, draw on a timer). Qt-free, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .formatting import fmt_bytes, fmt_clock, fmt_duration, short_model_id
+from .records import LogEntry, MemorySample
+from .ring_buffer import RingBuffer
+
+#: Columns of a device's ring: time, bytes used by every process, by the manager's models; then
+#: one column per task (what its model holds).
+TIME, USED, MANAGER, FIRST_TASK = 0, 1, 2, 3
+
+#: Log kinds that leave a marker on the chart, and the marker's kind.
+MARKER_KINDS = {
+    "ModelLoaded": "load",
+    "ModelEvicted": "evict",
+    "ModelUnloaded": "unload",
+    "LoadFailed": "fail",
+    "ModelCrashed": "fail",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A load, eviction, unload or failure at one moment, drawn at the models' total then."""
+
+    at: float
+    device: str
+    kind: str  # load | evict | unload | fail
+    bytes_then: int
+    text: str
+
+
+class DeviceHistory:
+    """The samples of one device, newest last, and its latest totals and budget lines."""
+
+    def __init__(self, device: str, capacity: int) -> None:
+        self.device = device
+        self.ring = RingBuffer(capacity, FIRST_TASK + 4)
+        self.task_columns: dict[str, int] = {}
+        self.latest: MemorySample | None = None
+
+    def add(self, sample: MemorySample) -> None:
+        for task in sample.per_task:
+            if task not in self.task_columns:
+                self.task_columns[task] = FIRST_TASK + len(self.task_columns)
+        self.ring.widen(FIRST_TASK + len(self.task_columns))
+        row = np.zeros(self.ring.width)
+        row[TIME], row[USED], row[MANAGER] = sample.at, sample.used, sample.manager
+        for task, nbytes in sample.per_task.items():
+            row[self.task_columns[task]] = nbytes
+        self.ring.append(row)
+        self.latest = sample
+
+    def since(self, t0: float) -> NDArray[np.float64]:
+        return self.ring.since(t0)
+
+    def peak_manager(self, t0: float) -> float:
+        """The most the manager's models held since `t0` (0 when no sample)."""
+        rows = self.since(t0)
+        return float(rows[:, MANAGER].max()) if rows.shape[0] else 0.0
+
+
+class MemoryHistory:
+    """Every device's samples for `history_s` seconds at `rate_hz`, and the markers."""
+
+    def __init__(self, history_s: float = 3600.0, rate_hz: float = 10.0) -> None:
+        # 10% headroom: the monitor's interval is a minimum, so samples come a bit slower.
+        self.capacity = max(16, math.ceil(history_s * rate_hz * 1.1))
+        self.devices: dict[str, DeviceHistory] = {}
+        self.markers: deque[Marker] = deque(maxlen=5000)
+        self._held: dict[str, dict[str, int]] = {}  # device → task → bytes, from the events
+
+    def add_sample(self, sample: MemorySample) -> None:
+        history = self.devices.get(sample.device)
+        if history is None:
+            history = self.devices[sample.device] = DeviceHistory(sample.device, self.capacity)
+        history.add(sample)
+
+    def add_event(self, entry: LogEntry) -> Marker | None:
+        """Keep a marker for a load, eviction, unload or failure; None for other events."""
+        kind = MARKER_KINDS.get(entry.kind)
+        if kind is None:
+            return None
+        device = entry.device or self._any_device()
+        then = self._level(device, entry, kind)
+        marker = Marker(entry.at, device, kind, int(then), marker_text(entry))
+        self.markers.append(marker)
+        return marker
+
+    def _level(self, device: str, entry: LogEntry, kind: str) -> int:
+        """Where the marker sits: what the manager's models held on `device` just after a load,
+        or just before an eviction or unload began. Counted from the events, not the samples:
+        the manager stops counting a model before its eviction ends, and samples come only ten
+        times a second."""
+        held = self._held.setdefault(device, {})
+        if kind == "load":
+            held[entry.task] = entry.bytes or 0
+        level = sum(held.values())
+        if kind in ("evict", "unload") or entry.kind == "ModelCrashed":
+            held.pop(entry.task, None)
+        return level
+
+    def _any_device(self) -> str:
+        return next(iter(self.devices), "cpu")
+
+    def markers_since(self, device: str, t0: float) -> list[Marker]:
+        found: list[Marker] = []
+        for marker in reversed(self.markers):
+            if marker.at < t0:
+                break
+            if marker.device == device:
+                found.append(marker)
+        return found[::-1]
+
+
+def marker_text(entry: LogEntry) -> str:
+    """The tooltip of a marker: what happened, to what, when, and why."""
+    what = {
+        "ModelLoaded": "Loaded",
+        "ModelEvicted": "Evicted",
+        "ModelUnloaded": "Unloaded",
+        "LoadFailed": "Load failed",
+        "ModelCrashed": "Crashed",
+    }.get(entry.kind, entry.kind)
+    model = f" ({short_model_id(entry.model)})" if entry.model else ""
+    lines = [f"{what}: {entry.task}{model}", fmt_clock(entry.at)]
+    if entry.bytes is not None:
+        lines.append(fmt_bytes(entry.bytes))
+    if entry.duration_s is not None:
+        lines.append(f"took {fmt_duration(entry.duration_s)}")
+    if entry.reason:
+        lines.append(entry.reason)
+    return "\n".join(lines)
+
+
+__all__ = ["FIRST_TASK", "MANAGER", "MARKER_KINDS", "TIME", "USED", "DeviceHistory", "Marker",
+           "MemoryHistory", "marker_text"]  # fmt: skip

@@ -1,0 +1,379 @@
+"""The live memory chart: per device, memory over time, the models' stacked bands, the budget.
+
+Samples go into a `MemoryHistory` as they arrive; a timer redraws from it with one `setData`
+per curve, fixed axes and width-1 pens (pyqtgraph's fast path). The redraw interval grows with
+the window: at 1 h a pixel spans seconds, so redrawing 10 times a second would only cost CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .formatting import GIB, MIB, fmt_bytes, fmt_percent
+from .memory_history import TIME, USED, DeviceHistory, MemoryHistory
+from .palette import ERROR_COLOR, MUTED_COLOR, OK_COLOR, TEXT_COLOR, WARNING_COLOR, task_color
+from .records import LogEntry, MemorySample
+from .ring_buffer import decimate_max
+
+WINDOWS = {"1 min": 60, "10 min": 600, "1 h": 3600}
+SCALES = ("Auto", "Budget", "Whole device")
+USED_COLOR, TOTAL_COLOR, THRESHOLD_COLOR, BUDGET_COLOR = (
+    TEXT_COLOR, MUTED_COLOR, WARNING_COLOR, ERROR_COLOR,
+)  # fmt: skip
+MARKER_STYLE = {  # kind → (symbol, size, colour)
+    "load": ("t1", 9, OK_COLOR),
+    "evict": ("x", 12, ERROR_COLOR),
+    "unload": ("t", 9, MUTED_COLOR),
+    "fail": ("o", 9, ERROR_COLOR),
+}
+MAX_POINTS = 1500  # per curve; more than the plot has pixels across
+
+
+class AgoAxis(pg.AxisItem):
+    """A time axis in seconds or minutes before now: ``now``, ``30 s``, ``5 min``."""
+
+    unit = "s"
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        return ["now" if abs(v) < 1e-9 else f"{abs(v):g} {self.unit}" for v in values]
+
+
+class VramChart(QWidget):
+    """Memory of one device over the last minute, ten minutes or hour."""
+
+    def __init__(
+        self, history: MemoryHistory | None = None, parent: QWidget | None = None, fps: int = 10
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("vramChart")
+        self.history = history or MemoryHistory()
+        self.fps = fps
+        self.window_s = 60
+        self.task_order: list[str] = []
+        self._device = ""
+        self._units: tuple[float, float] = (1.0, float(GIB))  # x seconds/unit, y bytes/unit
+        self._y_range: tuple[float, float] | None = None
+        self._shown_tasks: tuple[str, ...] = ()
+        self._legend_key: tuple[object, ...] = ()
+        self.frames = 0
+        self._build_controls()
+        self._build_plot()
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.redraw)
+        self._restart_timer()
+
+    # ----------------------------------------------------------------- construction
+
+    def _build_controls(self) -> None:
+        self.device_combo = QComboBox(self)
+        self.device_combo.setToolTip("Device to show")
+        self.device_combo.currentIndexChanged.connect(self._on_device_chosen)
+        self.window_combo = QComboBox(self)
+        self.window_combo.addItems(list(WINDOWS))
+        self.window_combo.setToolTip("How much history to show")
+        self.window_combo.currentTextChanged.connect(lambda t: self.set_window(WINDOWS[t]))
+        self.scale_combo = QComboBox(self)
+        self.scale_combo.addItems(list(SCALES))
+        self.scale_combo.setToolTip(
+            "Budget: fit the models and their budget; Whole device: 0 to the device's total"
+        )
+        self.scale_combo.currentTextChanged.connect(lambda _t: self._invalidate_range())
+        self.title = QLabel("Memory", self)
+        self.title.setObjectName("chartTitle")
+        self.summary = QLabel("waiting for the first sample…", self)
+        self.summary.setObjectName("chartSummary")
+        # Its text must not set the window's minimum width; it is elided by the layout.
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.legend = QLabel(self)
+        self.legend.setObjectName("chartLegend")
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        row = QHBoxLayout()
+        row.addWidget(self.title)
+        row.addStretch(1)
+        for label, combo in (("Device", self.device_combo), ("Window", self.window_combo),
+                             ("Scale", self.scale_combo)):  # fmt: skip
+            row.addWidget(QLabel(label, self))
+            row.addWidget(combo)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(3)
+        layout.addLayout(row)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.legend)
+
+    def _build_plot(self) -> None:
+        self.axis = AgoAxis(orientation="bottom")
+        self.plot = pg.PlotWidget(self, background="w", axisItems={"bottom": self.axis})
+        self.plot.setObjectName("vramPlot")
+        item = self.plot.getPlotItem()
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setMouseEnabled(x=False, y=False)
+        item.getViewBox().disableAutoRange()
+        item.setLabel("left", "GiB")
+        for axis in ("left", "bottom"):
+            item.getAxis(axis).setPen(pg.mkPen("#9aa0a6"))
+            item.getAxis(axis).setTextPen(pg.mkPen("#3c4043"))
+        self.bands: dict[str, pg.PlotCurveItem] = {}
+        self.used_curve = pg.PlotCurveItem(pen=pg.mkPen(USED_COLOR, width=1), name="used")
+        self.used_curve.setZValue(20)
+        item.addItem(self.used_curve)
+        self.lines = {
+            "total": self._hline(TOTAL_COLOR, Qt.PenStyle.SolidLine, "total"),
+            "threshold": self._hline(THRESHOLD_COLOR, Qt.PenStyle.DashLine, "offload threshold"),
+            "budget": self._hline(BUDGET_COLOR, Qt.PenStyle.DashLine, "memory budget"),
+        }
+        self.markers = pg.ScatterPlotItem(hoverable=True, tip=lambda x, y, data: data)
+        self.markers.setZValue(30)
+        item.addItem(self.markers)
+        layout = self.layout()
+        assert isinstance(layout, QVBoxLayout)
+        layout.addWidget(self.plot, 1)
+
+    def _hline(self, color: str, style: Qt.PenStyle, label: str) -> pg.InfiniteLine:
+        line = pg.InfiniteLine(
+            angle=0,
+            movable=False,
+            pen=pg.mkPen(color, width=1, style=style),
+            label=label,
+            labelOpts={"position": 0.08, "color": color, "anchors": [(0, 1), (0, 1)]},
+        )
+        line.setZValue(10)
+        line.hide()
+        self.plot.getPlotItem().addItem(line)
+        return line
+
+    # ----------------------------------------------------------------- inputs
+
+    def add_sample(self, sample: MemorySample) -> None:
+        """Store a sample (drawn at the next frame)."""
+        self.history.add_sample(sample)
+        if self.device_combo.findText(sample.device) < 0:
+            self._add_device(sample.device)
+
+    def add_event(self, entry: LogEntry) -> None:
+        """Store a marker for a load, eviction, unload or failure."""
+        self.history.add_event(entry)
+
+    def set_task_order(self, tasks: list[str]) -> None:
+        """Stack the bands in this order (the config's)."""
+        self.task_order = list(tasks)
+
+    def set_window(self, seconds: int) -> None:
+        """Show the last `seconds` (60, 600 or 3600)."""
+        self.window_s = seconds
+        label = next((k for k, v in WINDOWS.items() if v == seconds), None)
+        if label and self.window_combo.currentText() != label:
+            self.window_combo.setCurrentText(label)
+        self._invalidate_range()
+        self._restart_timer()
+
+    def set_device(self, device: str) -> None:
+        if self.device_combo.findText(device) < 0:
+            self._add_device(device)
+        self.device_combo.setCurrentText(device)
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def _add_device(self, device: str) -> None:
+        # Keep CUDA devices first: the one a person came to watch.
+        names = [self.device_combo.itemText(i) for i in range(self.device_combo.count())]
+        names.append(device)
+        names.sort(key=lambda d: (not d.startswith("cuda"), d))
+        self.device_combo.insertItem(names.index(device), device)
+        if not self._device or (device.startswith("cuda") and not self._device.startswith("cuda")):
+            self.device_combo.setCurrentText(device)
+
+    def _on_device_chosen(self, _index: int) -> None:
+        self._device = self.device_combo.currentText()
+        self._invalidate_range()
+        self.redraw()
+
+    def _invalidate_range(self) -> None:
+        self._y_range = None
+
+    def _restart_timer(self) -> None:
+        width = max(200, self.plot.width()) if hasattr(self, "plot") else 800
+        seconds_per_pixel = self.window_s / width
+        interval = max(1000 / self.fps, min(2000.0, 1000 * seconds_per_pixel))
+        self._timer.start(int(interval))
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._restart_timer()
+
+    # ----------------------------------------------------------------- drawing
+
+    def redraw(self, now: float | None = None) -> None:
+        """Draw the current window from the history (the timer calls this)."""
+        history = self.history.devices.get(self._device)
+        if history is None or history.latest is None or (now is None and not self.isVisible()):
+            return
+        now = time.time() if now is None else now
+        t0 = now - self.window_s
+        rows = decimate_max(history.since(t0), MAX_POINTS)
+        self._update_range(history, t0)
+        x_unit, y_unit = self._units
+        x = (rows[:, TIME] - now) / x_unit
+        self.used_curve.setData(x, rows[:, USED] / y_unit, skipFiniteCheck=True)
+        self._draw_bands(history, rows, x, y_unit)
+        self._draw_markers(history, t0, now)
+        self._update_summary(history)
+        self._update_legend()
+        self.frames += 1
+
+    def _draw_bands(self, history: DeviceHistory, rows: Any, x: Any, y_unit: float) -> None:
+        tasks = [t for t in self._stack_order(history) if rows[:, history.task_columns[t]].any()]
+        columns = [history.task_columns[t] for t in tasks]
+        stacked = np.cumsum(rows[:, columns], axis=1) / y_unit if columns else None
+        for i, task in enumerate(tasks):
+            band = self._band(task)
+            assert stacked is not None
+            band.setData(x, stacked[:, i], skipFiniteCheck=True)
+            band.setZValue(5 - i * 0.01)  # lower bands over the higher (taller) ones
+            band.show()
+        for task, band in self.bands.items():
+            if task not in tasks:
+                band.hide()
+        self._shown_tasks = tuple(tasks)
+
+    def _stack_order(self, history: DeviceHistory) -> list[str]:
+        known = [t for t in self.task_order if t in history.task_columns]
+        return known + [t for t in history.task_columns if t not in known]
+
+    def _band(self, task: str) -> pg.PlotCurveItem:
+        band = self.bands.get(task)
+        if band is None:
+            color = QColor(self._color(task))
+            fill = QColor(color)
+            fill.setAlpha(200)
+            band = pg.PlotCurveItem(pen=pg.mkPen(color.darker(130), width=1), brush=fill,
+                                    fillLevel=0.0, name=task)  # fmt: skip
+            self.plot.getPlotItem().addItem(band)
+            self.bands[task] = band
+        return band
+
+    def _color(self, task: str) -> str:
+        return task_color(task, self.task_order)
+
+    def _draw_markers(self, history: DeviceHistory, t0: float, now: float) -> None:
+        markers = self.history.markers_since(history.device, t0)
+        x_unit, y_unit = self._units
+        spots = [
+            {
+                "pos": ((m.at - now) / x_unit, m.bytes_then / y_unit),
+                "symbol": MARKER_STYLE[m.kind][0],
+                "size": MARKER_STYLE[m.kind][1],
+                "brush": MARKER_STYLE[m.kind][2],
+                "pen": pg.mkPen(MARKER_STYLE[m.kind][2], width=1),
+                "data": m.text,
+            }
+            for m in markers
+        ]
+        self.markers.setData(spots)
+
+    def _update_range(self, history: DeviceHistory, t0: float) -> None:
+        latest = history.latest
+        assert latest is not None
+        whole = self._whole_device(latest)
+        top = (
+            latest.total * 1.04 if whole else max(latest.limit, history.peak_manager(t0), 1.0) * 1.3
+        )
+        y_unit = float(GIB) if top >= 2 * GIB else float(MIB)
+        x_unit = 1.0 if self.window_s <= 120 else 60.0
+        wanted = (0.0, top / y_unit)
+        if (
+            (x_unit, y_unit) != self._units
+            or self._y_range is None
+            or _moved(self._y_range, wanted)
+        ):
+            self._units = (x_unit, y_unit)
+            self._y_range = wanted
+            item = self.plot.getPlotItem()
+            item.setYRange(*wanted, padding=0)
+            item.setXRange(-self.window_s / x_unit, 0, padding=0)
+            item.setLabel("left", "GiB" if y_unit == GIB else "MiB")
+            self.axis.unit = "s" if x_unit == 1.0 else "min"
+        self._place_lines(latest, whole)
+
+    def _whole_device(self, latest: MemorySample) -> bool:
+        scale = self.scale_combo.currentText()
+        if scale == "Auto":
+            # A budget far below the device (a small demo budget on a big card, or host RAM)
+            # would be a sliver at the bottom of a whole-device scale.
+            return latest.limit >= 0.25 * latest.total
+        return scale == "Whole device"
+
+    def _place_lines(self, latest: MemorySample, whole: bool) -> None:
+        y_unit = self._units[1]
+        values = {"total": latest.total, "threshold": latest.threshold,
+                  "budget": latest.memory_budget}  # fmt: skip
+        top = self._y_range[1] * y_unit if self._y_range else 0
+        for name, line in self.lines.items():
+            value = values[name]
+            visible = value is not None and value <= top
+            line.setVisible(visible)
+            if visible:
+                assert value is not None
+                line.setPos(value / y_unit)
+        self.used_curve.setVisible(whole or latest.used <= top)
+
+    def _update_summary(self, history: DeviceHistory) -> None:
+        latest = history.latest
+        assert latest is not None
+        self.summary.setText(
+            f"{history.device}: {fmt_bytes(latest.used)} of {fmt_bytes(latest.total)} used "
+            f"({fmt_percent(latest.used, latest.total)}) · models {fmt_bytes(latest.manager)} "
+            f"of {fmt_bytes(latest.limit)} budget"
+        )
+
+    def _update_legend(self) -> None:
+        """Name what is drawn: the bands shown, and the lines within the scale."""
+        lines = [(USED_COLOR, "used (all processes)", self.used_curve.isVisible())]
+        lines += [
+            (THRESHOLD_COLOR, "offload threshold", self.lines["threshold"].isVisible()),
+            (BUDGET_COLOR, "memory budget", self.lines["budget"].isVisible()),
+            (TOTAL_COLOR, "total", self.lines["total"].isVisible()),
+        ]
+        key = (self._shown_tasks, tuple(visible for *_, visible in lines))
+        if key == self._legend_key:
+            return
+        self._legend_key = key
+        swatch = "<span style='color:{c}; font-size:14px'>■</span>&nbsp;{t}"
+        line = "<span style='color:{c}'>━━</span>&nbsp;{t}"
+        parts = [swatch.format(c=self._color(t), t=t) for t in self._shown_tasks]
+        parts += [
+            line.format(c=c, t=t.replace(" ", "&nbsp;")) for c, t, visible in lines if visible
+        ]
+        parts += [
+            f"<span style='color:{OK_COLOR}'>▲</span>&nbsp;load",
+            f"<span style='color:{ERROR_COLOR}'>✕</span>&nbsp;eviction",
+        ]
+        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(parts))
+
+
+def _moved(old: tuple[float, float], new: tuple[float, float]) -> bool:
+    """Whether the y range should change: only for a real change, so the axes stay fixed."""
+    return abs(old[1] - new[1]) > 0.05 * max(old[1], 1e-9)
+
+
+__all__ = ["MARKER_STYLE", "SCALES", "WINDOWS", "AgoAxis", "VramChart"]
