@@ -1,0 +1,171 @@
+"""One run of the panel on the event loop: start-up work, the close path, the screenshot.
+
+Closing follows ARCHITECTURE.md: the app does not quit on the last window; the window's first
+close asks for a shutdown, the manager unloads everything (the status bar shows each model go),
+then the window closes for real, ``lastWindowClosed`` fires, and `serve` returns before the loop
+stops, so nothing is left to await after ``aboutToQuit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from . import demo_models
+from .bridge import ManagerBridge
+from .main_window import MainWindow
+
+logger = logging.getLogger(__name__)
+
+#: How long the close path waits for the manager before closing anyway.
+SHUTDOWN_TIMEOUT_S = 120.0
+
+
+class AppSession:
+    """Runs `window` over `bridge` until the window is closed, then shuts the manager down."""
+
+    def __init__(self, app: QApplication, bridge: ManagerBridge, window: MainWindow) -> None:
+        self.app = app
+        self.bridge = bridge
+        self.window = window
+        self.exit_code = 0
+        self.shutdown_ran = False
+        self.warmup: asyncio.Task[Any] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        app.setQuitOnLastWindowClosed(False)
+        app.lastWindowClosed.connect(self._closed.set)
+        window.closeRequested.connect(self.request_close)
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `work` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self, *, sample_interval_s: float = 0.1, warm_up: bool = True) -> None:
+        """Detect devices, start sampling, make the demo models if the config uses them, and
+        warm up if the config says so. Returns once sampling runs; the rest goes on behind."""
+        await self.bridge.start(sample_interval_s)
+        if uses := demo_models.uses_demo_models(self.bridge.model_ids()):
+            self.bridge.set_prerequisite(self.spawn(self._prepare_demo_models()))
+        logger.debug("config uses demo models: %s", uses)
+        if warm_up:
+            self.warmup = self.spawn(self.bridge.warm_up(force=False))
+
+    async def serve(self) -> int:
+        """Wait until the window has closed (and the manager shut down); the exit status."""
+        await self._closed.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    def request_close(self) -> None:
+        """The window asked to close: shut the manager down, then close it for real."""
+        if self._closing is None:
+            self._closing = self.spawn(self._close())
+
+    async def _close(self) -> None:
+        await self.shutdown()
+        self.window.close_now()
+
+    async def shutdown(self) -> None:
+        """Unload everything and stop the manager (once; later calls wait for the first)."""
+        if self.shutdown_ran:
+            return
+        self.shutdown_ran = True
+        try:
+            await asyncio.wait_for(self.bridge.shutdown(), SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            logger.error("the manager did not shut down in %.0f s; closing anyway",
+                         SHUTDOWN_TIMEOUT_S)  # fmt: skip
+            self.exit_code = self.exit_code or 1
+        for task in list(self._tasks):
+            if task is not asyncio.current_task() and task is not self._closing:
+                task.cancel()
+
+    def quit_after(self, seconds: float) -> None:
+        """Close through the normal path after `seconds` (VRAMDECK_QUIT_AFTER_S)."""
+        QTimer.singleShot(int(seconds * 1000), self.window.close)
+
+    async def screenshot(
+        self, path: Path, *, settle_s: float = 8.0, timeout_s: float = 240
+    ) -> None:
+        """Once warm-up is over and the chart has some history, save the window as PNG and close."""
+        started = time.monotonic()
+        if self.warmup is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.warmup), timeout_s)
+        await asyncio.sleep(max(0.0, min(settle_s, timeout_s - (time.monotonic() - started))))
+        self.window.chart.redraw()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.window.grab().save(str(path), "PNG"):
+            print(f"vramdeck: saved a screenshot to {path}", file=sys.stderr)
+        else:
+            print(f"vramdeck: could not save a screenshot to {path}", file=sys.stderr)
+            self.exit_code = 1
+        self.window.close()
+
+    async def _prepare_demo_models(self) -> None:
+        folder = Path(os.environ.get(demo_models.DEMO_ENV) or demo_models.demo_dir())
+        if demo_models.is_complete(folder):
+            return
+        status = self.window.status
+        status.show_progress("Making the demo models (first run only)…")
+        loop = asyncio.get_running_loop()
+
+        def progress(message: str) -> None:  # called in the worker thread
+            text = f"Making the demo models: {message}…"
+            _call_soon_threadsafe(loop, status.show_progress, text)
+
+        try:
+            await _in_daemon_thread(demo_models.ensure_demo_models, folder, progress)
+        except Exception as exc:
+            logger.warning("could not make the demo models: %s", exc)
+            self.window.banner.show_error("Could not make the demo models", str(exc))
+            status.end_progress()
+            return
+        status.end_progress(f"Demo models ready in {folder}")
+
+
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    """Hand `fn` to the loop's thread; nothing happens once the loop is closed (quitting)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
+    """Run blocking `fn` in a daemon thread: quitting never waits for it (a half-made folder is
+    a temporary one, cleaned up on the next run)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(setter: Any, value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def work() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            _call_soon_threadsafe(loop, settle, future.set_exception, exc)
+        else:
+            _call_soon_threadsafe(loop, settle, future.set_result, result)
+
+    threading.Thread(target=work, name="vramdeck-demo-models", daemon=True).start()
+    return await future
+
+
+__all__ = ["SHUTDOWN_TIMEOUT_S", "AppSession"]
