@@ -90,7 +90,7 @@ def _application(qt_args: list[str]) -> QApplication:
     font = QFont(app.font())
     font.setPointSizeF(max(font.pointSizeF(), 9.5))
     app.setFont(font)
-    if (icon := paths.resource("vramdeck.svg")) is not None:
+    if (icon := paths.resource("icons/vramdeck.svg")) is not None:
         app.setWindowIcon(QIcon(str(icon)))
     if (style := paths.resource("vramdeck.qss")) is not None:
         app.setStyleSheet(style.read_text(encoding="utf-8"))
