@@ -23,6 +23,7 @@ _EPILOG = """\
 window options (with no command; the window parses them):
   --config PATH        the models.yaml to open
   --screenshot PATH    save a picture of the window to PATH and quit
+  Qt's own options (e.g. -platform offscreen) pass through to Qt
   VRAMDECK_QUIT_AFTER_S=N in the environment closes the window after N seconds
 
 exit codes of the commands:
