@@ -306,7 +306,9 @@ class ServerLoader:
         )
         try:
             await self._wait_ready(handle, option)
-            nbytes = await asyncio.to_thread(self._measure, handle, ctx.device)
+            # The group only: strays (workers that left it) cost more to find, and the
+            # housekeeper's next reading, half a second on, finds them.
+            nbytes = await asyncio.to_thread(self._measure, handle, ctx.device, strays=False)
         except BaseException:
             await process.stop(option.stop_timeout_s)
             raise
@@ -324,7 +326,8 @@ class ServerLoader:
         delay = 0.005
         while True:
             process.new_output.clear()
-            remaining = deadline - loop.time()
+            polled = loop.time()
+            remaining = deadline - polled
             if not process.running:
                 await self._failed(
                     handle, option, f"exited with {describe_exit(process.returncode)}"
@@ -348,7 +351,8 @@ class ServerLoader:
             )
             printed.cancel()
             delay = min(delay * 1.5, 0.5)
-            await asyncio.sleep(0.005)  # a chatty server must not turn polling into a busy loop
+            # A chatty server must not turn polling into a busy loop: 5 ms between polls at least.
+            await asyncio.sleep(max(0.0, polled + 0.005 - loop.time()))
 
     async def _answers(self, handle: ServerHandle, timeout_s: float) -> bool:
         """Whether /health answers 200; gives up at once if the server exits meanwhile."""
@@ -373,8 +377,8 @@ class ServerLoader:
             last_output=lines,
         )
 
-    def _measure(self, handle: ServerHandle, device: str) -> int | None:
-        pids = handle.process.pids()
+    def _measure(self, handle: ServerHandle, device: str, *, strays: bool = True) -> int | None:
+        pids = handle.process.pids(strays=strays)
         if not pids:
             return None
         # 0 from a running server means the probe cannot see it (e.g. NVML in a PID namespace).

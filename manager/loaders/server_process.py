@@ -3,8 +3,9 @@
 Each server starts in its own process group (session), so a stop reaches every worker it forked.
 Three things make sure none is left behind:
 
-- Linux: the child asks for ``PR_SET_PDEATHSIG = SIGKILL`` before it execs, so it dies with the
-  thread that started it (the event loop's), even when the manager is SIGKILLed.
+- Linux: the child gets ``PR_SET_PDEATHSIG = SIGKILL`` (through ``setpriv --pdeathsig``, else a
+  pre-exec function), so it dies with the thread that started it (the event loop's), even when
+  the manager is SIGKILLed.
 - A registry of live servers that an ``atexit`` hook stops (normal exit, Ctrl+C).
 - A record of live servers in the state folder: a manager that finds the record of one whose
   manager died (its workers may have survived the server) kills what is left of its group.
@@ -20,12 +21,16 @@ import atexit
 import codecs
 import contextlib
 import ctypes
+import errno
+import functools
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -81,6 +86,32 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     return setup
 
 
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv when it can set the parent-death signal (blocking, once)."""
+    path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if path is None:
+        return None
+    try:
+        usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "--pdeathsig" in usage.stdout else None
+
+
+def _tied_to_parent(argv: Sequence[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """`argv` so that the child dies with the starting thread (Linux), and the pre-exec step.
+
+    ``setpriv --pdeathsig KILL`` costs an exec; a pre-exec function costs a real fork of the
+    manager's process (tens of ms once torch is loaded, with the event loop waiting), so it is
+    only the fall-back.
+    """
+    setpriv = _setpriv()
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", *argv], None
+    return list(argv), _die_with_parent(os.getpid())
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that is free on `host` now (a server started right away will get it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -117,22 +148,51 @@ def alive(pid: int) -> bool:
         return False
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants that still run (blocking: reads /proc)."""
+def _running(proc: psutil.Process) -> bool:
     try:
-        root = psutil.Process(pid)
-        return [pid, *(c.pid for c in root.children(recursive=True))] if alive(pid) else []
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return []
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
-def _signal_all(pgid: int, pids: Iterable[int], sig: int) -> None:
-    """Send `sig` to the group and to each of `pids` (some may have left the group)."""
+def _group(pgid: int) -> list[psutil.Process]:
+    """The processes of group `pgid` (cheap: one getpgid per pid, no /proc files read)."""
+    found = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid:
+                found.append(psutil.Process(pid))
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def server_processes(pid: int, *, strays: bool = True) -> list[psutil.Process]:
+    """The server `pid`'s processes that run: its group, and with `strays` descendants that
+    left the group (blocking: reads /proc; finding strays costs ten times more)."""
+    found = {p.pid: p for p in _group(pid)}
+    if strays:
+        with contextlib.suppress(psutil.Error):
+            found.update((c.pid, c) for c in psutil.Process(pid).children(recursive=True))
+    return [p for p in found.values() if _running(p)]
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pids of `server_processes` (blocking: reads /proc)."""
+    return sorted(p.pid for p in server_processes(pid))
+
+
+def _signal_all(pgid: int, procs: Iterable[psutil.Process], sig: int) -> None:
+    """Send `sig` to the group and to each of `procs` (some may have left the group).
+
+    psutil checks that a process is still the one it was (pid and start time) before it
+    signals, so a recycled pid is never hit.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
 
 
 def describe_exit(code: int | None) -> str:
@@ -208,8 +268,10 @@ class ServerProcess:
         self._protocol = protocol
         self._tail = tail
         self.pid: int = transport.get_pid()
-        self._stopped = False
+        self._known: dict[int, psutil.Process] = {}  # every process seen in the server's tree
         self._stopping = False
+        self._stopped = False
+        self._recorded: asyncio.Future[None] | None = None
 
     @classmethod
     async def start(
@@ -224,23 +286,23 @@ class ServerProcess:
         `on_line` on the loop's thread. Raises FileNotFoundError for a missing program."""
         loop = asyncio.get_running_loop()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
+        if shutil.which(argv[0], path=env.get("PATH")) is None and not os.access(argv[0], os.X_OK):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+        tied, pre_exec = await asyncio.to_thread(_tied_to_parent, argv)
         transport, protocol = await loop.subprocess_exec(
             lambda: _ServerProtocol(on_line, tail),
-            *argv,
+            *tied,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=pre_exec,
         )
         server = cls(transport, protocol, tail)
         _live.add(server.pid, stop_timeout_s)
-        try:
-            await asyncio.to_thread(_records.add, server.pid)
-        except BaseException:
-            server.kill_now()
-            raise
+        # Recorded while the server starts: the file write need not delay it.
+        server._recorded = asyncio.ensure_future(asyncio.to_thread(_records.add, server.pid))
         return server
 
     @property
@@ -281,9 +343,23 @@ class ServerProcess:
         """Set whenever a line arrives; clear it to wait for the next one."""
         return self._protocol.new_output
 
-    def pids(self) -> list[int]:
-        """The leader and its descendants that still run (blocking: reads /proc)."""
-        return process_tree(self.pid) if self.running else []
+    def pids(self, *, strays: bool = True) -> list[int]:
+        """The server's processes that run: its group and, with `strays`, descendants that left
+        the group (blocking: reads /proc). Empty once the leader exited."""
+        if not self.running:
+            return []
+        procs = server_processes(self.pid, strays=strays)
+        self._known.update((p.pid, p) for p in procs)
+        return sorted(p.pid for p in procs)
+
+    def _left(self) -> list[psutil.Process]:
+        """Processes of the server that still run, the leader included (blocking)."""
+        found = {p.pid: p for p in _group(self.pgid)}
+        found.update(self._known)
+        return [p for p in found.values() if _running(p)]
+
+    async def _any_left(self) -> bool:
+        return bool(await asyncio.to_thread(self._left))
 
     async def stop(self, timeout_s: float) -> int | None:
         """SIGTERM the group, wait up to `timeout_s` for it to go, then SIGKILL what is left.
@@ -304,47 +380,57 @@ class ServerProcess:
     async def _stop(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        members = await asyncio.to_thread(self.pids)
-        _signal_all(self.pgid, members, signal.SIGTERM)
+        # The processes seen so far get SIGTERM at once; a scan for others would delay it.
+        _signal_all(self.pgid, self._known.values(), signal.SIGTERM)
         await _wait_done(self.exited, max(0.0, deadline - loop.time()))
-        while loop.time() < deadline and await asyncio.to_thread(_any_alive, members):
+        while loop.time() < deadline and await self._any_left():
             await asyncio.sleep(0.02)
         # The leader has gone (or ran out of time): whatever of its group is left is a leftover.
-        _signal_all(self.pgid, members, signal.SIGKILL)
-        await self._finish(members)
+        left = await asyncio.to_thread(self._left)
+        _signal_all(self.pgid, left, signal.SIGKILL)
+        await _wait_done(self.exited, 5.0)
+        end = loop.time() + 2.0  # SIGKILLed processes go within milliseconds: memory shows free
+        while loop.time() < end and await self._any_left():
+            await asyncio.sleep(0.01)
+        await _wait_done(self._protocol.output_closed, 0.5)  # the last lines, into the tail
+        self._forget()
 
     def kill_now(self) -> None:
         """SIGKILL the whole group at once, without waiting (blocking: reads /proc briefly)."""
         if self._stopped:
             return
         self._stopping = True
-        _signal_all(self.pgid, process_tree(self.pid), signal.SIGKILL)
+        _signal_all(self.pgid, self._left(), signal.SIGKILL)
         self._forget()
-        _records.remove(self.pid)
-
-    async def _finish(self, members: list[int]) -> None:
-        await _wait_done(self.exited, 5.0)
-        # SIGKILLed processes vanish within milliseconds; wait so the memory shows free.
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end and await asyncio.to_thread(_any_alive, members):
-            await asyncio.sleep(0.01)
-        await _wait_done(self._protocol.output_closed, 0.5)  # the last lines, into the tail
-        self._forget()
-        await asyncio.to_thread(_records.remove, self.pid)
 
     def _forget(self) -> None:
         self._stopped = True
         _live.remove(self.pid)
         self._transport.close()
+        recorded, pid = self._recorded, self.pid
+        if recorded is None or recorded.done():
+            _in_background(_records.remove, pid)
+        else:  # removed after it was added, never before
+            recorded.add_done_callback(lambda _: _in_background(_records.remove, pid))
+
+
+_background: set[asyncio.Future[None]] = set()
+
+
+def _in_background(fn: Callable[[int], None], pid: int) -> None:
+    """Run `fn(pid)` in a thread without waiting for it (on the loop: file I/O)."""
+    try:
+        task = asyncio.ensure_future(asyncio.to_thread(fn, pid))
+    except RuntimeError:  # no running loop (interpreter exit)
+        fn(pid)
+        return
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 async def _wait_done(future: asyncio.Future[None], timeout_s: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(future), timeout_s)
-
-
-def _any_alive(pids: Iterable[int]) -> bool:
-    return any(alive(pid) for pid in pids)
 
 
 @dataclass
@@ -380,12 +466,12 @@ class _LiveServers:
             return
         with self._lock:
             wait_s = min(timeout_s, max(self._servers[p].stop_timeout_s for p in pids))
-        trees = {pid: process_tree(pid) or [pid] for pid in pids}
+        trees = {pid: server_processes(pid) for pid in pids}
         for pid, members in trees.items():
             _signal_all(pid, members, signal.SIGTERM)
         everyone = [p for members in trees.values() for p in members]
         end = time.monotonic() + wait_s
-        while time.monotonic() < end and _any_alive(everyone):
+        while time.monotonic() < end and any(_running(p) for p in everyone):
             time.sleep(0.02)
         for pid, members in trees.items():
             _signal_all(pid, members, signal.SIGKILL)
@@ -528,9 +614,13 @@ def _kill_leftovers(record: dict[str, Any]) -> list[int]:
     if leader_started is not None and abs(leader_started - started) >= 1.0:
         return []  # the pid belongs to another process now
     killed = []
-    for proc in psutil.process_iter(["create_time"]):
+    for proc in psutil.process_iter(["create_time", "status"]):
         try:
-            if os.getpgid(proc.pid) != pgid or proc.info["create_time"] < started - 1.0:
+            if (
+                os.getpgid(proc.pid) != pgid
+                or proc.info["create_time"] < started - 1.0
+                or proc.info["status"] == psutil.STATUS_ZOMBIE
+            ):
                 continue
             proc.kill()
             killed.append(proc.pid)
