@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def hold_cuda(mb: float) -> object:
 
 class State:
     ready = False
+    stopping = False
     model = "fake-model"
 
 
@@ -120,11 +122,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     State.model = args.model
-    stop = threading.Event()
+    # The handler takes no lock (a handler that sets a threading.Event can deadlock the main
+    # thread inside Event.wait); the wake-up fd ends the main thread's select.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
-        signal.signal(signal.SIGTERM, lambda *_: on_sigterm(stop))
+        signal.signal(signal.SIGTERM, on_sigterm)
     say(f"fake server pid {os.getpid()} starting for {args.model} on port {args.port}")
     held: list[object] = [hold(args.hold_mb)]
     if args.cuda_mb:
@@ -160,8 +166,9 @@ def main(argv: list[str]) -> int:
     for timer in timers:
         timer.daemon = True
         timer.start()
-    while not stop.wait(3600):
-        pass
+    while not State.stopping:
+        select.select([wake_r], [], [], 3600)
+        os.read(wake_r, 512)
     say("SIGTERM: shutting down")
     time.sleep(args.stop_delay)
     server.shutdown()
@@ -176,16 +183,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def on_sigterm(stop: threading.Event) -> None:
+def on_sigterm(signum: int, frame: object) -> None:
     if not State.ready:  # still loading: give up at once, as real servers do
         say("SIGTERM while loading: exiting")
         raise SystemExit(0)
-    stop.set()
+    State.stopping = True
 
 
 def serve(args: argparse.Namespace) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     return server
 
 

@@ -12,9 +12,15 @@ import psutil
 import pytest
 
 from manager.config import ModelConfig
-from manager.loaders import LoadContext, ServerHandle, ServerStartError, VllmLoader
+from manager.loaders import (
+    LoadContext,
+    LoaderUnavailable,
+    ServerHandle,
+    ServerStartError,
+    VllmLoader,
+)
 from manager.loaders import server_loader as sl
-from manager.loaders.server_process import live_server_pids, stop_all_servers
+from manager.loaders.server_process import ServerProcess, live_server_pids, stop_all_servers
 from manager.memory import HOST
 from tests.manager.fake_server import fake_command, gone, wait_gone
 
@@ -179,10 +185,23 @@ async def test_a_taken_port_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         await loader.unload(handle, HOST)
 
 
-async def test_a_missing_program_fails_cleanly(tmp_path: Path) -> None:
+async def test_a_program_that_cannot_run_fails_cleanly(tmp_path: Path) -> None:
     script = tmp_path / "srv"
     script.write_text("#!/no/such/interpreter\n")
     script.chmod(0o755)
     opt = option(server_command=[str(script), "--port", "{port}"])
-    with pytest.raises(ServerStartError, match="cannot start"):
+    with pytest.raises(ServerStartError, match="No such file or directory"):
         await VllmLoader().load(opt, Recorder().context())
+
+
+async def test_a_program_that_vanished_fails_cleanly(tmp_path: Path) -> None:
+    script = tmp_path / "srv"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    opt = option(server_command=[str(script), "--port", "{port}"])
+    script.unlink()  # after the config was read
+    with pytest.raises(LoaderUnavailable, match=r"server_command's program .*srv' was not found"):
+        await VllmLoader().load(opt, Recorder().context())
+    with pytest.raises(FileNotFoundError):
+        await ServerProcess.start([str(script)], {}, on_line=print)
+    assert live_server_pids() == []
