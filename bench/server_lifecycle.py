@@ -44,6 +44,7 @@ from manager.loaders.server_process import alive, free_port  # noqa: E402
 from manager.memory import SystemProbe  # noqa: E402
 
 FAKE = ROOT / "tests" / "manager" / "fake_server.py"
+MEASURED: list[int] = []  # what the manager measured the server to hold, per round
 
 
 def fake_flags(args: argparse.Namespace) -> list[str]:
@@ -133,6 +134,7 @@ async def exit_to_free_round(
     manager: ModelManager, probe: SystemProbe, device: str, held_mb: float
 ) -> float | None:
     handle: ServerHandle = await manager.load_model("bench")
+    MEASURED.append(manager.model_memory_usage["bench"])
     nbytes = int(held_mb * 2**20)  # what the fake holds privately (RSS also counts shared pages)
     sampler = Sampler(probe, device, handle.pid)
     sampler.start()
@@ -220,6 +222,9 @@ def report(
     plain_total = statistics.median([sum(r) for r in results["plain"]])
     managed_total = statistics.median([sum(r) for r in results["manager"]])
     print(f"start+stop ratio manager / plain {managed_total / plain_total:.3f}  (goal ≤ 1.05)")
+    if MEASURED:
+        mib = statistics.median(MEASURED) / 2**20
+        print(f"measured footprint of the server's processes on {args.device}: {mib:.0f} MiB")
     seen = [g for g in gaps if g is not None]
     where = f"exit → memory free on {args.device}:"
     if seen:

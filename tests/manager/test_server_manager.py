@@ -59,6 +59,7 @@ def server_option(*flags: str, **fields: Any) -> dict[str, Any]:
         "model_id": "fake-model",
         "framework": "vllm",
         "vram_gb": 0.1,
+        "device": "cpu",  # the fake holds host memory, also where there is a GPU
         "server_command": fake_command("--hold-mb", "60", *flags),
         "startup_timeout_s": 10,
         "stop_timeout_s": 2,

@@ -55,6 +55,7 @@ def start_manager(tmp_path: Path, then: str, *flags: str) -> tuple[subprocess.Po
         "model_id": "fake-model",
         "framework": "vllm",
         "vram_gb": 0.1,
+        "device": "cpu",
         "server_command": fake_command("--hold-mb", "20", "--spawn-child", *flags),
         "stop_timeout_s": 3,
     }
