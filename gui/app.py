@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 QUIT_AFTER_ENV = "VRAMDECK_QUIT_AFTER_S"
 TRACE_STARTUP_ENV = "VRAMDECK_TRACE_STARTUP"
+#: Seconds of chart history to wait for after warm-up before a screenshot (default 8).
+SCREENSHOT_SETTLE_ENV = "VRAMDECK_SCREENSHOT_SETTLE_S"
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -158,7 +160,8 @@ async def _serve(
         session.quit_after(float(quit_after))
     await session.start()
     if options.screenshot:
-        session.spawn(session.screenshot(options.screenshot))
+        settle_s = float(os.environ.get(SCREENSHOT_SETTLE_ENV, "8"))
+        session.spawn(session.screenshot(options.screenshot, settle_s=settle_s))
     return await session.serve()
 
 

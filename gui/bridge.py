@@ -103,6 +103,7 @@ class ManagerBridge(QObject):
         self._devices: list[DeviceInfo] = []
         self._prerequisite: asyncio.Future[Any] | None = None
         self._shutdown_total = 0
+        self._failed_option: dict[str, str] = {}  # task → the option whose load failed last
         self._shutdown_done = 0
         self._closed = False
         self._mark_unset_variables()
@@ -164,6 +165,11 @@ class ManagerBridge(QObject):
         if state == "loading" and loaded is not None:
             # ModelLoaded is emitted before the manager forgets the finished load.
             state = "in use" if loaded.get("in_use") else "loaded"
+        failure = manager.failure_reason(name)
+        if state == "failed" and self._failed_option.get(name) not in (None, task.selected):
+            # The manager keeps a task's last failure after another option is selected; the
+            # failure was the other option's, so this one is simply not loaded.
+            state, failure = "unloaded", None
         if state in ("loaded", "in use") and option.is_external:
             state = "external"
         progress = manager.load_progress(name)
@@ -181,7 +187,7 @@ class ManagerBridge(QObject):
             state=state,
             progress=progress[0] if progress else None,
             stage=progress[1] if progress else "",
-            failure=manager.failure_reason(name) or option.unavailable_reason,
+            failure=failure or option.unavailable_reason,
             device="API" if option.is_external else device,
             estimated_bytes=option.vram_bytes,
             measured_bytes=measured,
@@ -206,6 +212,8 @@ class ManagerBridge(QObject):
             return
         if isinstance(event, SelectionChanged):
             self._set_dirty(True)
+        if isinstance(event, LoadFailed):
+            self._failed_option[event.task] = event.option
         if isinstance(event, ModelUnloaded) and event.reason == "shutdown":
             self._shutdown_done += 1
             self.shutdownProgress.emit(self._shutdown_done, self._shutdown_total)

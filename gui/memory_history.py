@@ -77,7 +77,7 @@ class MemoryHistory:
 
     def __init__(self, history_s: float = 3600.0, rate_hz: float = 10.0) -> None:
         # 10% headroom: the monitor's interval is a minimum, so samples come a bit slower.
-        self.capacity = max(16, math.ceil(history_s * rate_hz * 1.1))
+        self.capacity = max(16, math.ceil(round(history_s * rate_hz * 1.1, 6)))
         self.devices: dict[str, DeviceHistory] = {}
         self.markers: deque[Marker] = deque(maxlen=5000)
         self._held: dict[str, dict[str, int]] = {}  # device → task → bytes, from the events
@@ -91,8 +91,8 @@ class MemoryHistory:
     def add_event(self, entry: LogEntry) -> Marker | None:
         """Keep a marker for a load, eviction, unload or failure; None for other events."""
         kind = MARKER_KINDS.get(entry.kind)
-        if kind is None:
-            return None
+        if kind is None or (not entry.device and kind != "fail"):
+            return None  # an external API holds no memory on any device
         device = entry.device or self._any_device()
         then = self._level(device, entry, kind)
         marker = Marker(entry.at, device, kind, int(then), marker_text(entry))

@@ -45,6 +45,7 @@ class AppSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self._disposed = False
         app.setQuitOnLastWindowClosed(False)
         app.lastWindowClosed.connect(self._closed.set)
         window.closeRequested.connect(self.request_close)
@@ -70,7 +71,15 @@ class AppSession:
         """Wait until the window has closed (and the manager shut down); the exit status."""
         await self._closed.wait()
         await self.shutdown()
+        self.dispose()
         return self.exit_code
+
+    def dispose(self) -> None:
+        """Let go of the application's signal (the QApplication outlives a session in tests)."""
+        if not self._disposed:
+            self._disposed = True
+            with contextlib.suppress(RuntimeError, TypeError):
+                self.app.lastWindowClosed.disconnect(self._closed.set)
 
     def request_close(self) -> None:
         """The window asked to close: shut the manager down, then close it for real."""

@@ -123,6 +123,11 @@ class VramChart(QWidget):
         self.plot.setObjectName("vramPlot")
         item = self.plot.getPlotItem()
         item.setMenuEnabled(False)
+        # pyqtgraph makes its context menus without a parent: give them this widget, so they
+        # go when the chart goes instead of lingering as top-level widgets.
+        for menu in (item.ctrlMenu, item.getViewBox().menu):
+            if menu is not None:
+                menu.setParent(self, menu.windowFlags())
         item.hideButtons()
         item.showGrid(x=True, y=True, alpha=0.15)
         item.setMouseEnabled(x=False, y=False)

@@ -1,0 +1,62 @@
+"""Helpers for the GUI tests: drive the qasync loop, wait for a condition, write configs."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import qasync
+from PySide6.QtTest import QTest
+
+T = TypeVar("T")
+
+
+def run(loop: asyncio.AbstractEventLoop, work: Awaitable[T], timeout: float = 30.0) -> T:
+    """Run `work` as a task and process Qt events until it is done, failing after `timeout` s.
+
+    The test loop is "already running" (as the app's loop is while the window is open), so
+    asyncio callbacks run whenever Qt processes events: here, in qtbot's waits, anywhere.
+    """
+    task = loop.create_task(asyncio.wait_for(work, timeout))  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout + 5
+    while not task.done():
+        if time.monotonic() > deadline:
+            task.cancel()
+            raise AssertionError(f"{work!r} did not finish in {timeout:g} s")
+        QTest.qWait(5)
+    return task.result()
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Wait, with the loop running, until `predicate()` is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+def write_config(tmp_path: Path, text: str, name: str = "models.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Panel:
+    """A running panel: the real manager, bridge, window and session, on `loop`."""
+
+    loop: qasync.QEventLoop
+    manager: Any
+    bridge: Any
+    window: Any
+    session: Any
+
+    def run(self, work: Awaitable[T], timeout: float = 30.0) -> T:
+        return run(self.loop, work, timeout)
