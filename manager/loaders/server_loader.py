@@ -221,6 +221,8 @@ class ServerLoader:
         raise LoaderUnavailable(f"{self.display_name} needs server_command in the option")
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
+        if os.name != "posix":
+            return "inference servers are managed on Linux and macOS only (process groups)"
         if option.server_command:
             return _command_problem(option.server_command)
         if not self.installed():
