@@ -177,11 +177,6 @@ def server_processes(pid: int, *, strays: bool = True) -> list[psutil.Process]:
     return [p for p in found.values() if _running(p)]
 
 
-def process_tree(pid: int) -> list[int]:
-    """The pids of `server_processes` (blocking: reads /proc)."""
-    return sorted(p.pid for p in server_processes(pid))
-
-
 def _signal_all(pgid: int, procs: Iterable[psutil.Process], sig: int) -> None:
     """Send `sig` to the group and to each of `procs` (some may have left the group).
 
@@ -649,7 +644,7 @@ __all__ = [
     "free_port",
     "http_status",
     "live_server_pids",
-    "process_tree",
     "reap_orphans_once",
+    "server_processes",
     "stop_all_servers",
 ]
