@@ -9,7 +9,7 @@ CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/
 
 export QT_API := pyside6
 
-.PHONY: run test lint typecheck check bench clean screenshot bundle
+.PHONY: gpu-deps run test lint typecheck check bench clean screenshot bundle
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,9 @@ bundle: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The pure-Python packages the lent GPU machine lacks (it has no network), for bench/gpu_check.sh.
+gpu-deps: $(STAMP)
+	rm -rf build/gpu_deps && mkdir -p build/gpu_deps
+	cd $(VENV)/lib/python3*/site-packages && cp -r pytest_asyncio* platformdirs* opentelemetry* \
+		$(CURDIR)/build/gpu_deps/

@@ -645,11 +645,13 @@ class ModelManager:
             return entry.bytes
         expected = int(entry.bytes * RETURNED_SHARE)
         deadline = time.monotonic() + self.inference_config.evict_verify_timeout_s
+        pause = 0.005  # a driver usually shows the memory free within tens of ms: look often
         while True:
             returned = before - (await asyncio.to_thread(self._read, device)).used
             if returned >= expected or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
         if returned < expected:
             logger.warning(
                 "suspected leak: %s on %s freed %s of %s",

