@@ -26,6 +26,7 @@ from PySide6.QtWidgets import QApplication
 from . import demo_models, paths
 from . import settings as saved
 from .bridge import ManagerBridge, open_bridge
+from .gc_guard import GuiThreadCollector
 from .main_window import MainWindow
 from .qt_logging import route_qt_messages
 from .session import AppSession
@@ -132,17 +133,23 @@ def _run_loop(
     options: argparse.Namespace,
     startup_error: str | None,
 ) -> int:
-    saved.remember_config(settings, bridge.config_path)
-    window = MainWindow(bridge, settings)
+    # A screenshot is of the default layout, and leaves the person's settings alone.
+    layout = None if options.screenshot else settings
+    if layout is not None:
+        saved.remember_config(layout, bridge.config_path)
+    window = MainWindow(bridge, layout)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     session = AppSession(app, bridge, window)
+    collector = GuiThreadCollector(app)
+    collector.start()
     try:
         return loop.run_until_complete(_serve(session, options, startup_error))
     finally:
         settings.sync()
         loop.close()
         asyncio.set_event_loop(None)
+        collector.stop()
 
 
 async def _serve(
@@ -166,8 +173,10 @@ async def _serve(
 
 
 def _trace_shown() -> None:
-    """For bench/gui_latency.py: when the first window was on screen (wall clock)."""
-    print(f"vramdeck: window shown at {time.time():.6f}", file=sys.stderr, flush=True)
+    """For bench/gui_latency.py and the tests: when the first window was on screen (wall
+    clock), and whether torch had been imported by then (it must not have been)."""
+    torch = "torch" in sys.modules
+    print(f"vramdeck: window shown at {time.time():.6f} torch={torch}", file=sys.stderr, flush=True)
 
 
 def _close_on_signals(window: MainWindow) -> None:

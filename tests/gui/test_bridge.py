@@ -59,6 +59,7 @@ def bridge(qloop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bridge.errorRaised.connect(lambda title, text: bridge.errors.append((title, text)))
     yield bridge
     run(qloop, bridge.shutdown())
+    bridge.deleteLater()  # destroyed here, on the GUI thread
 
 
 def kinds(bridge) -> list[str]:

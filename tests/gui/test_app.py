@@ -1,0 +1,122 @@
+"""The app as a person starts it: the `vramdeck` command in a subprocess, and its options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings
+
+from gui import app, paths
+from gui import settings as saved
+from tests.gui.helpers import write_config
+
+VRAMDECK = Path(sys.executable).with_name("vramdeck")
+
+
+def vramdeck(*args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess[str]:
+    command = [str(VRAMDECK)] if VRAMDECK.exists() else [sys.executable, "-m", "vramdeck"]
+    return subprocess.run(
+        [*command, *args],
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_vramdeck_quits_by_itself_through_the_close_path() -> None:
+    # The demo, on a fresh cache: it quits while the demo models are still being made.
+    done = vramdeck(VRAMDECK_QUIT_AFTER_S="1.5", VRAMDECK_TRACE_STARTUP="1")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "window shown at" in done.stderr
+    assert "torch=False" in done.stderr  # the window did not wait for torch
+
+
+def test_screenshot_after_warm_up_then_exit_0(tmp_path: Path, gui_config: Path) -> None:
+    text = gui_config.read_text(encoding="utf-8").replace(
+        "inference:\n", "inference:\n  warmup_on_startup: true\n"
+    )
+    config = write_config(tmp_path, text, "warm.yaml")
+    shot = tmp_path / "shots" / "window.png"
+    done = vramdeck("--config", str(config), "--screenshot", str(shot),
+                    VRAMDECK_SCREENSHOT_SETTLE_S="0.3")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"saved a screenshot to {shot}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_config_on_the_command_line_is_exit_2(tmp_path: Path) -> None:
+    bad = write_config(tmp_path, "models:\n  chat:\n    selected: x\n", "bad.yaml")
+    done = vramdeck("--config", str(bad), timeout=30)
+    assert done.returncode == 2
+    assert f"{bad}:2: models.chat.options" in done.stderr
+
+
+def options(config: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(config=config, screenshot=None)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def test_the_last_config_is_opened_again(settings: QSettings, gui_config: Path) -> None:
+    demo = paths.shipped_config("demo.yaml")
+    assert demo is not None and demo.name == "demo.yaml"
+    bridge, error = app._open_bridge(options(), settings)  # type: ignore[misc]
+    assert bridge.config_path.resolve() == demo.resolve() and error is None
+    saved.remember_config(settings, gui_config)
+    bridge, error = app._open_bridge(options(), settings)  # type: ignore[misc]
+    assert bridge.config_path.resolve() == gui_config.resolve() and error is None
+
+
+def test_a_broken_remembered_config_falls_back_to_the_demo(
+    settings: QSettings, tmp_path: Path
+) -> None:
+    broken = write_config(tmp_path, "models: 3\n", "broken.yaml")
+    saved.remember_config(settings, broken)
+    bridge, error = app._open_bridge(options(), settings)  # type: ignore[misc]
+    assert bridge.config_path.name == "demo.yaml"
+    assert error is not None and "broken.yaml" in error
+
+
+def test_window_layout_is_remembered(qtbot, qloop, settings: QSettings, gui_config: Path) -> None:
+    from gui.bridge import ManagerBridge
+    from gui.main_window import MainWindow
+    from manager import Ledger, ModelManager
+
+    bridge = ManagerBridge(ModelManager(gui_config, ledger=Ledger(None)))
+    first = MainWindow(bridge, settings)
+    qtbot.addWidget(first)
+    first.show()
+    first.splitters["bottom"].setSizes([500, 900])
+    first.set_chart_window(600)
+    first.save_layout()
+    sizes = first.splitters["bottom"].sizes()
+    first.close_now()
+    assert saved.layout_value(settings, "geometry") is not None
+    # The offscreen screen is 800 × 800 and Qt clamps a restored geometry to it, which would
+    # squeeze the splitters: compare them at the same window size.
+    settings.remove("layout/geometry")
+    second = MainWindow(bridge, settings)
+    qtbot.addWidget(second)
+    second.show()
+    assert second.splitters["bottom"].sizes() == sizes
+    assert second.chart.window_s == 600
+    assert second.actions_.windows[600].isChecked()
+    second.close_now()
+    bridge.deleteLater()
+
+
+def test_options_are_parsed_and_the_rest_goes_to_qt() -> None:
+    parsed, rest = app.parse_args(["--config", "x.yaml", "--screenshot", "s.png", "-reverse"])
+    assert parsed.config == "x.yaml" and parsed.screenshot == Path("s.png")
+    assert rest == ["-reverse"]
