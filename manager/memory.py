@@ -77,6 +77,18 @@ def device_index(device: str) -> int:
     return int(device.partition(":")[2] or 0)
 
 
+def torch_cached_free(device: str) -> int:
+    """Bytes that torch's caching allocator in this process holds reserved but unallocated on
+    `device`. The driver counts them as used, yet this process's next load reuses them, and a
+    freed model's blocks that share a segment with another model's stay there, not with the
+    driver. 0 where torch is not imported or CUDA not started (torch is never imported here)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not is_cuda(device) or not torch.cuda.is_initialized():
+        return 0
+    i = device_index(device)
+    return max(0, int(torch.cuda.memory_reserved(i)) - int(torch.cuda.memory_allocated(i)))
+
+
 class HostProbe:
     """System RAM through psutil, reported as device ``cpu``."""
 
@@ -309,4 +321,5 @@ __all__ = [
     "TorchProbe",
     "device_index",
     "is_cuda",
+    "torch_cached_free",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import os
@@ -48,7 +49,7 @@ from .ledger import Ledger, default_ledger_path
 from .loaders import LoadContext, Loader, LoaderRegistry
 from .loaders.external_api import ExternalAPIConfig, external_api_config
 from .lru import Entry, LruTable
-from .memory import HOST, DeviceReading, MemoryProbe, SystemProbe, is_cuda
+from .memory import HOST, DeviceReading, MemoryProbe, SystemProbe, is_cuda, torch_cached_free
 from .monitor import Housekeeper, MemoryMonitor
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,10 @@ class ModelManager:
         self._housekeeper.ensure_running()
 
     def _read(self, device: str) -> DeviceReading:
-        return self.probe.read(device)
+        """The device as this process can use it: torch's free cached blocks count as free."""
+        reading = self.probe.read(device)
+        cached = torch_cached_free(device)
+        return dataclasses.replace(reading, used=reading.used - cached) if cached else reading
 
     def _devices(self) -> list[str]:
         return self.probe.devices()
@@ -392,8 +396,9 @@ class ModelManager:
     def _measured_load(
         self, loader: Loader, option: ModelConfig, ctx: LoadContext
     ) -> tuple[Any, int]:
-        """Worker: load and measure. The device delta is what the model took where the probe
-        can attribute it; elsewhere (host RAM) the loader's own count of its bytes."""
+        """Worker: load and measure. The device delta (allocator slack included) is what the
+        model took where the probe can attribute it; elsewhere (host RAM) the loader's own count
+        of its bytes."""
         prepare = getattr(loader, "prepare", None)
         if prepare is not None:
             prepare(ctx.device)
@@ -408,7 +413,8 @@ class ModelManager:
             raise
         if getattr(loader, "live_footprint", False):
             return model, own
-        return model, delta if delta > 0 else own
+        # A model takes at least its own tensors; a smaller delta is the driver's page rounding.
+        return model, max(delta, own)
 
     def _own_footprint(self, loader: Loader, model: Any, device: str, option: ModelConfig) -> int:
         own = loader.footprint(model, device)

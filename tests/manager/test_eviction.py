@@ -227,3 +227,22 @@ async def test_eviction_waits_until_the_device_shows_memory_free(make_manager):
     await m.load_model("c")
     assert list(m.loaded_models) == ["b", "c"]
     assert probe.used["cuda:0"] == 6 * GIB
+
+
+async def test_torchs_free_cached_blocks_count_as_free(make_manager, monkeypatch):
+    # Freed blocks that torch's allocator keeps (a segment shared with another model) are free
+    # for this process's next load: the budget check must not evict for them.
+    import sys
+    import types
+
+    cuda = types.SimpleNamespace(
+        is_initialized=lambda: True,
+        memory_reserved=lambda i: 5 * GIB,
+        memory_allocated=lambda i: 2 * GIB,
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    m, _, _ = make_manager(THREE_TASKS, other_gb={"cuda:0": 6.5})  # 6.5 GiB used, 3 of it cache
+    evicted = evictions(m)
+    assert m._read("cuda:0").used == int(3.5 * GIB)
+    await m.load_model("a")  # 3.5 + 3 ≤ 7: fits without touching anything
+    assert evicted == [] and list(m.loaded_models) == ["a"]
