@@ -25,7 +25,8 @@ from manager.loaders import (
 from manager.memory import HOST
 from tests.manager.fake_server import fake_command, gone
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "loaders.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = (ROOT / "README.md", ROOT / "docs" / "loaders.md")
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +38,12 @@ def no_server_left() -> Iterator[None]:
 
 
 def doc_example(first_line: str) -> str:
-    """The ```python block of docs/loaders.md that starts with `first_line`."""
-    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S):
-        if block.startswith(first_line):
-            return str(block)
-    raise AssertionError(f"docs/loaders.md has no python block starting {first_line!r}")
+    """The ```python block of the README or docs/loaders.md that starts with `first_line`."""
+    for doc in DOCS:
+        for block in re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
+            if block.startswith(first_line):
+                return str(block)
+    raise AssertionError(f"no python block in the docs starts with {first_line!r}")
 
 
 @pytest.fixture
