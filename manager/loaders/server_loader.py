@@ -46,6 +46,9 @@ _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 _BITSANDBYTES = frozenset({"4bit", "8bit", "int4", "int8", "nf4", "bnb", "bitsandbytes"})
 _NO_QUANTIZATION = frozenset({"", "none", "no", "false"})
 _PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)%")
+#: Flags that set where a server listens, and the only hosts a server_command may pass them.
+_HOST_FLAGS = frozenset({"--host", "--hostname"})
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 _PORT_TAKEN = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 #: A footprint this fresh is returned as is (the manager reads it right after `load`).
 _FRESH_S = 0.25
@@ -415,14 +418,42 @@ def _report_percent(progress: Callable[[float | None, str], None], line: str) ->
 
 
 def _command_problem(argv: tuple[str, ...]) -> str | None:
-    if not any("{port}" in arg for arg in argv):
-        return "server_command must pass {port}: the manager picks a free port for each start"
+    missing = [p for p in ("{host}", "{port}") if not any(p in arg for arg in argv)]
+    if missing:
+        why = {
+            "{host}": "the server must listen on loopback only (a server left to choose, like "
+            "vLLM, listens on every interface, without authentication)",
+            "{port}": "the manager picks a free port for each start",
+        }
+        return f"server_command must pass {' and '.join(missing)}: " + "; ".join(
+            why[p] for p in missing
+        )
+    for host in _hosts_passed(argv):
+        if host != "{host}" and host.strip("[]").lower() not in _LOOPBACK_NAMES:
+            return (
+                f"server_command passes the host {host!r}: the server must listen on loopback "
+                "only (pass {host}, or 127.0.0.1, localhost or ::1)"
+            )
     program = argv[0]
     if shutil.which(program) is None and not (
         os.path.isfile(program) and os.access(program, os.X_OK)
     ):
         return f"server_command's program {program!r} was not found"
     return None
+
+
+def _hosts_passed(argv: tuple[str, ...]) -> list[str]:
+    """The values of every ``--host``/``--hostname`` flag in `argv` (``--host X``, ``--host=X``)."""
+    hosts = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in _HOST_FLAGS:
+            continue
+        if eq:
+            hosts.append(value)
+        elif i + 1 < len(argv):
+            hosts.append(argv[i + 1])
+    return hosts
 
 
 def _common_flags(option: ModelConfig, values: CommandValues) -> list[str]:

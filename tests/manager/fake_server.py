@@ -220,8 +220,8 @@ FAKE_SERVER = os.path.abspath(__file__)
 
 
 def fake_command(*flags: str) -> list[str]:
-    """A ``server_command`` that runs this fake with `flags` on the manager's ``{port}``."""
-    return [sys.executable, FAKE_SERVER, "--port", "{port}", *flags]
+    """A ``server_command`` that runs this fake with `flags` on the manager's host and port."""
+    return [sys.executable, FAKE_SERVER, "--host", "{host}", "--port", "{port}", *flags]
 
 
 def gone(pid: int) -> bool:

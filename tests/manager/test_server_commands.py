@@ -119,11 +119,48 @@ def test_a_server_command_makes_it_available() -> None:
     assert SglangLoader().unavailable_reason(opt) is None
 
 
+def problem(*argv: str) -> str | None:
+    return VllmLoader().unavailable_reason(option(server_command=list(argv)))
+
+
 def test_server_command_problems() -> None:
-    no_port = VllmLoader().unavailable_reason(option(server_command=[sys.executable, "-V"]))
-    assert no_port is not None and "{port}" in no_port
-    missing = VllmLoader().unavailable_reason(option(server_command=["no-such-srv", "{port}"]))
+    neither = problem(sys.executable, "-V")
+    assert neither is not None and neither.startswith("server_command must pass {host} and {port}:")
+    no_port = problem(sys.executable, "--host", "{host}")
+    assert no_port == (
+        "server_command must pass {port}: the manager picks a free port for each start"
+    )
+    missing = problem("no-such-srv", "--host", "{host}", "{port}")
     assert missing == "server_command's program 'no-such-srv' was not found"
+
+
+def test_server_command_must_pass_the_host() -> None:
+    # vLLM without --host listens on every interface, with no authentication.
+    no_host = problem(sys.executable, "-m", "vllm", "--port", "{port}")
+    assert no_host is not None
+    assert no_host.startswith("server_command must pass {host}: ")
+    assert "loopback" in no_host
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--host", "{host}", "--port", "{port}", "--host", "0.0.0.0"),  # the last one wins
+        ("--host=0.0.0.0", "--port", "{port}", "--url", "http://{host}"),
+        ("--hostname", "192.168.1.5", "--port", "{port}", "{host}"),
+        ("--host", "::", "--port", "{port}", "{host}"),
+    ],
+)
+def test_server_command_must_not_listen_beyond_loopback(argv: tuple[str, ...]) -> None:
+    reason = problem(sys.executable, *argv)
+    assert reason is not None and reason.startswith("server_command passes the host '")
+    assert "must listen on loopback only" in reason
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "{host}"])
+def test_server_command_may_name_loopback(host: str) -> None:
+    assert problem(sys.executable, "--host", host, "--port", "{port}", "--x", "{host}") is None
+    assert problem(sys.executable, f"--host={host}", "--port", "{port}", "--x", "{host}") is None
 
 
 def test_registry_serves_vllm_and_sglang() -> None:

@@ -189,7 +189,7 @@ async def test_a_program_that_cannot_run_fails_cleanly(tmp_path: Path) -> None:
     script = tmp_path / "srv"
     script.write_text("#!/no/such/interpreter\n")
     script.chmod(0o755)
-    opt = option(server_command=[str(script), "--port", "{port}"])
+    opt = option(server_command=[str(script), "--host", "{host}", "--port", "{port}"])
     with pytest.raises(ServerStartError, match="No such file or directory"):
         await VllmLoader().load(opt, Recorder().context())
 
@@ -198,7 +198,7 @@ async def test_a_program_that_vanished_fails_cleanly(tmp_path: Path) -> None:
     script = tmp_path / "srv"
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
-    opt = option(server_command=[str(script), "--port", "{port}"])
+    opt = option(server_command=[str(script), "--host", "{host}", "--port", "{port}"])
     script.unlink()  # after the config was read
     with pytest.raises(LoaderUnavailable, match=r"server_command's program .*srv' was not found"):
         await VllmLoader().load(opt, Recorder().context())
