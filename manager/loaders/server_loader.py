@@ -458,6 +458,8 @@ def _hosts_passed(argv: tuple[str, ...]) -> list[str]:
 
 def _common_flags(option: ModelConfig, values: CommandValues) -> list[str]:
     flags = ["--host", values.host, "--port", str(values.port)]
+    if not option.allow_pickle:  # pickle checkpoints (.bin, .pt) can run code when read
+        flags += ["--load-format", "safetensors"]
     quantization = quantization_value(option.quantization)
     if quantization:
         flags += ["--quantization", quantization]

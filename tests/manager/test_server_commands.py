@@ -28,7 +28,8 @@ def test_vllm_default_command(vllm_on_path: None) -> None:
     argv = VllmLoader().command(option(quantization="awq"), "cuda:0", 41234, 80 * GIB)
     assert argv == [
         "vllm", "serve", "org/model-7b", "--host", "127.0.0.1", "--port", "41234",
-        "--quantization", "awq", "--gpu-memory-utilization", "0.25",
+        "--load-format", "safetensors", "--quantization", "awq",
+        "--gpu-memory-utilization", "0.25",
     ]  # fmt: skip
 
 
@@ -44,9 +45,21 @@ def test_sglang_default_command() -> None:
     argv = SglangLoader().command(opt, "cuda:0", 30000, 48 * GIB)
     assert argv == [
         sys.executable, "-m", "sglang.launch_server", "--model-path", "org/model-7b",
-        "--host", "127.0.0.1", "--port", "30000", "--quantization", "bitsandbytes",
+        "--host", "127.0.0.1", "--port", "30000", "--load-format", "safetensors",
+        "--quantization", "bitsandbytes",
         "--dtype", "bfloat16", "--trust-remote-code", "--mem-fraction-static", "0.417",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("loader", [VllmLoader(), SglangLoader()], ids=["vllm", "sglang"])
+def test_pickle_checkpoints_load_only_with_allow_pickle(
+    loader: VllmLoader | SglangLoader, vllm_on_path: None
+) -> None:
+    safe = loader.command(option(), "cuda:0", 1, 80 * GIB)
+    assert safe[safe.index("--load-format") + 1] == "safetensors"
+    assert safe.count("--load-format") == 1
+    allowed = loader.command(option(allow_pickle=True), "cuda:0", 1, 80 * GIB)
+    assert "--load-format" not in allowed  # the server's own choice: auto
 
 
 def test_no_memory_flag_without_an_estimate(vllm_on_path: None) -> None:
