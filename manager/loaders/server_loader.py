@@ -156,13 +156,19 @@ def quantization_value(quantization: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class CommandValues:
-    """What a server command is built from."""
+    """What a server command is built from.
+
+    `vram_bytes` and `total_bytes` (the option's estimate and the device's total, 0 when unknown)
+    say why `fraction` is None.
+    """
 
     model_id: str
     host: str
     port: int
     fraction: float | None
     device: str
+    vram_bytes: int = 0
+    total_bytes: int = 0
 
     def substitute(self, argv: tuple[str, ...] | list[str]) -> list[str]:
         """`argv` with ``{model_id}``, ``{host}``, ``{port}`` and ``{fraction}`` filled in.
@@ -174,11 +180,17 @@ class CommandValues:
             name = match.group(1)
             if name == "fraction":
                 if self.fraction is None:
-                    raise ValueError("server_command uses {fraction} but the option has no vram_gb")
+                    raise ValueError(f"server_command uses {{fraction}} but {self._no_fraction()}")
                 return f"{self.fraction:g}"
             return str(getattr(self, name))
 
         return [_PLACEHOLDER.sub(fill, arg) for arg in argv]
+
+    def _no_fraction(self) -> str:
+        """Why there is no `fraction`."""
+        if self.vram_bytes <= 0:
+            return "the option has no vram_gb"
+        return f"the total memory of {self.device} could not be read"
 
 
 class ServerLoader:
@@ -241,6 +253,8 @@ class ServerLoader:
             port=port,
             fraction=memory_fraction(option.vram_bytes, total_bytes),
             device=device,
+            vram_bytes=option.vram_bytes,
+            total_bytes=total_bytes,
         )
         if option.server_command:
             return values.substitute(option.server_command)

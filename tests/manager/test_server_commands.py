@@ -101,6 +101,18 @@ def test_fraction_placeholder_needs_an_estimate() -> None:
     values = CommandValues("m", "127.0.0.1", 1, None, "cuda:0")
     with pytest.raises(ValueError, match="no vram_gb"):
         values.substitute(["srv", "{fraction}"])
+    opt = option(vram_gb=0, server_command=["srv", "{host}", "{port}", "{fraction}"])
+    with pytest.raises(ValueError, match=r"uses \{fraction\} but the option has no vram_gb$"):
+        VllmLoader().command(opt, "cuda:0", 1, 80 * GIB)
+
+
+def test_fraction_placeholder_needs_the_device_total() -> None:
+    opt = option(vram_gb=20, server_command=["srv", "{host}", "{port}", "{fraction}"])
+    with pytest.raises(ValueError) as info:
+        VllmLoader().command(opt, "cuda:1", 1, 0)  # the probe could not read the total
+    assert str(info.value) == (
+        "server_command uses {fraction} but the total memory of cuda:1 could not be read"
+    )
 
 
 def test_environment_pins_the_placed_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
