@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .config import GIB, InferenceConfig
-from .memory import DeviceReading
+from .memory import HOST, DeviceReading, is_cuda
 
 
 def device_limit(total: int, inference: InferenceConfig) -> int:
@@ -26,16 +26,26 @@ def manager_limit(total: int, inference: InferenceConfig) -> int:
 
 
 def shortfall(
-    reading: DeviceReading, *, own: int, reserved: int, required: int, inference: InferenceConfig
+    reading: DeviceReading,
+    *,
+    own: int,
+    required: int,
+    inference: InferenceConfig,
+    pending_on_device: int = 0,
+    pending_in_budget: int = 0,
 ) -> int:
     """Bytes that must be freed on the device before `required` more fit (≤ 0: it fits now).
 
-    `own` is what the manager's loaded models hold there, `reserved` what loads in flight will.
+    `own` is what the manager's loaded models hold there. Loads in flight count too: in the
+    device's reading only for what it does not show yet (`pending_on_device`), and wholly
+    against the manager's budget (`pending_in_budget`), which `own` does not include.
     """
-    over_device = reading.used + reserved + required - device_limit(reading.total, inference)
+    limit = device_limit(reading.total, inference)
+    over_device = reading.used + pending_on_device + required - limit
     cap = inference.memory_budget_bytes
-    over_budget = own + reserved + required - cap if cap is not None else over_device
-    return max(over_device, over_budget)
+    if cap is None:
+        return over_device
+    return max(over_device, own + pending_in_budget + required - cap)
 
 
 @dataclass
@@ -81,10 +91,10 @@ def plan_placement(
         d: DevicePlan(d, r.name, r.total, manager_limit(r.total, inference))
         for d, r in readings.items()
     }
-    cuda = [d for d in plans if d.startswith("cuda")]
+    cuda = [d for d in plans if is_cuda(d)]
     fixed = {t: v for t, v in requirements.items() if v[0] != "auto"}
     auto = sorted(
-        ((t, v) for t, v in requirements.items() if v[0] == "auto"), key=lambda tv: -tv[1][1]
+        ((t, v) for t, v in requirements.items() if v[0] == "auto"), key=lambda item: -item[1][1]
     )
     for task, (device, need) in fixed.items():
         plan = plans.get(device)
@@ -92,7 +102,7 @@ def plan_placement(
             plan = plans.setdefault(device, DevicePlan(device, "not present", 0, 0))
         plan.tasks[task] = need
     for task, (_, need) in auto:
-        pool = cuda or ["cpu"]
+        pool = cuda or [HOST]
         best = max(pool, key=lambda d: plans[d].budget - plans[d].required)
         plans[best].tasks[task] = need
     return plans

@@ -234,6 +234,15 @@ class ModelConfig:
         """Whether this option can load here."""
         return self.unavailable_reason is None
 
+    def load_signature(self) -> tuple[Any, ...]:
+        """Everything that decides what a load of this option produces: two options with the same
+        signature load the same model the same way."""
+        return (
+            self.model_id, self.framework, self.device, self.dtype, self.quantization,
+            self.auto_class, self.trust_remote_code, self.allow_pickle, self.api_key_env,
+            self.api_endpoint, self.server_command, tuple(sorted(self.server_env.items())),
+        )  # fmt: skip
+
     def resolved_model_id(self) -> str:
         """`model_id` with ``~`` and ``$VARS`` expanded, for local folders; hub ids unchanged."""
         return os.path.expanduser(os.path.expandvars(self.model_id))

@@ -6,11 +6,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
-    """One loaded model and what it holds."""
+    """One loaded model, what it holds, and the option and loader it was loaded with (a config
+    reload may replace the task's option objects; the model still unloads the way it loaded)."""
 
     task: str
     option: str
@@ -18,7 +20,8 @@ class Entry:
     device: str
     bytes: int
     estimated_bytes: int
-    loaded_at: float = field(default_factory=time.time)
+    config: Any = None
+    loader: Any = None
     last_used: float = field(default_factory=time.monotonic)
     pinned: bool = False
     leases: int = 0

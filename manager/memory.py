@@ -11,6 +11,7 @@ NVML is wrapped once: "not supported" and friends become ``None``, never excepti
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -67,6 +68,10 @@ class MemoryProbe(Protocol):
     def close(self) -> None:
         """Release handles (NVML shutdown)."""
         ...
+
+
+class ProbeError(RuntimeError):
+    """A device's memory could not be read; the message names the device and the cause."""
 
 
 def is_cuda(device: str) -> bool:
@@ -163,8 +168,33 @@ class _Nvml:
                 self._ready = False
 
 
+def visible_indices(spec: str | None, uuids: list[str]) -> list[int]:
+    """The NVML indices that CUDA numbers 0, 1, … under ``CUDA_VISIBLE_DEVICES=spec``.
+
+    Entries are indices or (prefixes of) UUIDs; as CUDA does, the list ends at the first entry
+    that names no device.
+    """
+    if spec is None:
+        return list(range(len(uuids)))
+    chosen: list[int] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item.isdigit():
+            index: int | None = int(item) if int(item) < len(uuids) else None
+        else:
+            index = next((i for i, u in enumerate(uuids) if item and u.startswith(item)), None)
+        if index is None or index in chosen:
+            break
+        chosen.append(index)
+    return chosen
+
+
 class NvmlProbe:
-    """NVIDIA devices through NVML: device-wide memory and per-process use."""
+    """NVIDIA devices through NVML: device-wide memory and per-process use.
+
+    Devices are numbered as torch numbers them: only those in ``CUDA_VISIBLE_DEVICES``, in PCI
+    bus order (``CUDA_DEVICE_ORDER`` defaults to ``PCI_BUS_ID`` here, as NVML counts, so
+    ``cuda:N`` names the same card for the probe and for torch).
+    """
 
     name = "nvml"
 
@@ -172,17 +202,23 @@ class NvmlProbe:
         self._nvml = _Nvml()
         self._handles: list[Any] = []
         self._names: list[str] = []
-        if self._nvml.start():
-            import pynvml
+        if not self._nvml.start():
+            return
+        import pynvml
 
-            count = self._nvml.call(pynvml.nvmlDeviceGetCount) or 0
-            for i in range(count):
-                handle = self._nvml.call(pynvml.nvmlDeviceGetHandleByIndex, i)
-                if handle is None:
-                    continue
-                name = self._nvml.call(pynvml.nvmlDeviceGetName, handle) or f"GPU {i}"
-                self._handles.append(handle)
-                self._names.append(name.decode() if isinstance(name, bytes) else str(name))
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        handles = [
+            self._nvml.call(pynvml.nvmlDeviceGetHandleByIndex, i)
+            for i in range(self._nvml.call(pynvml.nvmlDeviceGetCount) or 0)
+        ]
+        uuids = [_text(self._nvml.call(pynvml.nvmlDeviceGetUUID, h)) if h else "" for h in handles]
+        for i in visible_indices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids):
+            if handles[i] is None:
+                continue
+            self._handles.append(handles[i])
+            self._names.append(
+                _text(self._nvml.call(pynvml.nvmlDeviceGetName, handles[i])) or f"GPU {i}"
+            )
 
     @property
     def available(self) -> bool:
@@ -200,9 +236,10 @@ class NvmlProbe:
 
         i = device_index(device)
         info = self._nvml.call(pynvml.nvmlDeviceGetMemoryInfo, self._handles[i])
-        total = int(info.total) if info is not None else 0
-        used = int(info.used) if info is not None else 0
-        return DeviceReading(device, self._names[i], total, used, self.name)
+        if info is None:
+            # No guess: a reading of 0 bytes would look like room, or like a full device.
+            raise ProbeError(f"cannot read the memory of {device} ({self._names[i]}) through NVML")
+        return DeviceReading(device, self._names[i], int(info.total), int(info.used), self.name)
 
     def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
         import pynvml
@@ -220,6 +257,12 @@ class NvmlProbe:
 
     def close(self) -> None:
         self._nvml.stop()
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TorchProbe:
@@ -317,9 +360,11 @@ __all__ = [
     "HostProbe",
     "MemoryProbe",
     "NvmlProbe",
+    "ProbeError",
     "SystemProbe",
     "TorchProbe",
     "device_index",
     "is_cuda",
     "torch_cached_free",
+    "visible_indices",
 ]

@@ -4,22 +4,27 @@ The API keeps every name of the original ``model_manager`` document (seed), sync
 lists them. Blocking work runs in one named worker thread per device, so the event loop never
 waits on a load and a device's memory delta around a load belongs to that load. Events are
 emitted on the loop's thread only.
+
+Concurrency rules, each kept in one place:
+- one load per task at a time (``_flight``); callers share it, shielded from their cancellation;
+- a switch of a task's option holds that task's switch lock, and new loads of the task wait for
+  it, so the loaded model always matches the selection;
+- eviction decisions and unloads on a device hold that device's lock, and re-check inside it
+  that the entry is still loaded and may go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import logging
 import os
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.trace import Span, Status, StatusCode
@@ -27,6 +32,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from . import telemetry as tm
 from .budget import manager_limit, plan_placement, shortfall
 from .config import GIB, InferenceConfig, ModelConfig, TaskConfig, load_config
+from .devices import DevicePool, Reservation
 from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
 from .events import (
     ConfigReloaded,
@@ -49,16 +55,17 @@ from .ledger import Ledger, default_ledger_path
 from .loaders import LoadContext, Loader, LoaderRegistry
 from .loaders.external_api import ExternalAPIConfig, external_api_config
 from .lru import Entry, LruTable
-from .memory import HOST, DeviceReading, MemoryProbe, SystemProbe, is_cuda, torch_cached_free
+from .memory import HOST, DeviceReading, MemoryProbe, is_cuda
 from .monitor import Housekeeper, MemoryMonitor
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: The pseudo-device of models that hold no local memory (external APIs).
 NO_DEVICE = "none"
 #: A freed model counts as returned once the device shows this share of its bytes free again.
 RETURNED_SHARE = 0.9
+#: How often `use()` reloads a model that others keep evicting before it gives up.
+USE_ATTEMPTS = 3
 
 
 def _gb(n: int | float) -> str:
@@ -107,20 +114,18 @@ class ModelManager:
         self.events = EventHub()
         self.registry = LoaderRegistry(loaders) if loaders is not None else LoaderRegistry.default()
         self.ledger = ledger if ledger is not None else Ledger(default_ledger_path())
-        self._probe = probe
+        self.devices = DevicePool(probe)
+        self.monitor = MemoryMonitor(self)
+        self._housekeeper = Housekeeper(self)
         self._lru = LruTable()
         self._loading: dict[str, asyncio.Task[Any]] = {}
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._reserved: dict[str, int] = defaultdict(int)
-        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._switch_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failures: dict[str, str] = {}
         self._progress: dict[str, tuple[float | None, str]] = {}
         self._last_samples: dict[str, MemorySampled] = {}
         self._load_durations: dict[str, float] = {}
-        self._closed = False
-        self.monitor = MemoryMonitor(self)
-        self._housekeeper = Housekeeper(self)
+        self._closing = False
         self._mark_availability()
         self._init_metrics()
 
@@ -129,9 +134,7 @@ class ModelManager:
     @property
     def probe(self) -> MemoryProbe:
         """The memory probe; detected on first use (NVML, else torch, plus host RAM)."""
-        if self._probe is None:
-            self._probe = SystemProbe.detect()
-        return self._probe
+        return self.devices.probe
 
     def _mark_availability(self) -> None:
         for task in self.tasks.values():
@@ -163,48 +166,25 @@ class ModelManager:
             self._last_samples[event.device] = event
         self.events.emit(event)
 
-    def _emit_threadsafe(self, event: Event) -> None:
-        """For callbacks that loaders may call from a worker thread."""
+    def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn` on the loop's thread: now when called there, else soon (from a worker)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            running = asyncio.get_running_loop()
+            on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
-            running = None
-        if running is loop:
-            self._emit(event)
+            on_loop = False
+        if on_loop:
+            fn(*args)
         else:
-            loop.call_soon_threadsafe(self._emit, event)
-
-    def _executor(self, device: str) -> ThreadPoolExecutor:
-        if device not in self._executors:
-            name = f"vramdeck-{device.replace(':', '')}"
-            self._executors[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        return self._executors[device]
-
-    async def _in_worker(self, device: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking `fn` in `device`'s worker (one thread per device)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(device), fn, *args)
+            loop.call_soon_threadsafe(fn, *args)
 
     def _started(self) -> None:
-        if self._closed:
+        if self._closing:
             raise RuntimeError("the manager was shut down")
         self._loop = asyncio.get_running_loop()
         self._housekeeper.ensure_running()
-
-    def _read(self, device: str) -> DeviceReading:
-        """The device as this process can use it: torch's free cached blocks count as free."""
-        reading = self.probe.read(device)
-        cached = torch_cached_free(device)
-        return dataclasses.replace(reading, used=reading.used - cached) if cached else reading
-
-    def _devices(self) -> list[str]:
-        return self.probe.devices()
-
-    def _cuda_devices(self) -> list[str]:
-        return [d for d in self._devices() if is_cuda(d)]
 
     def _loader(self, option: ModelConfig) -> Loader:
         return self.registry.get(option.framework)
@@ -217,8 +197,8 @@ class ModelManager:
     # ----------------------------------------------------------------- memory queries (seed)
 
     def _primary_readings(self) -> list[DeviceReading]:
-        cuda = self._cuda_devices()
-        return [self._read(d) for d in (cuda or [HOST])]
+        cuda = [d for d in self.devices.names() if is_cuda(d)]
+        return [self.devices.read(d) for d in (cuda or [HOST])]
 
     def get_available_vram(self) -> int:
         """Free memory in bytes, summed over the CUDA devices (system RAM when there are none)."""
@@ -236,16 +216,18 @@ class ModelManager:
 
     def check_memory_available(self, required_bytes: int) -> bool:
         """Whether some device could take `required_bytes` now, within budget, without evicting."""
-        devices = self._cuda_devices() or [HOST]
-        return any(self._shortfall_now(d, required_bytes) <= 0 for d in devices)
+        return any(
+            self._shortfall(r.device, r, required_bytes) <= 0 for r in self._primary_readings()
+        )
 
-    def _shortfall_now(self, device: str, required: int) -> int:
+    def _shortfall(self, device: str, reading: DeviceReading, required: int) -> int:
         return shortfall(
-            self._read(device),
+            reading,
             own=self._lru.bytes_on(device),
-            reserved=self._reserved[device],
             required=required,
             inference=self.inference_config,
+            pending_on_device=self.devices.outstanding(device, reading.used),
+            pending_in_budget=self.devices.reserved(device),
         )
 
     # ----------------------------------------------------------------- LRU (seed)
@@ -260,11 +242,10 @@ class ModelManager:
         entry = self._lru.lru()
         if entry is None:
             return None
-        async with self._locks[entry.device]:
-            if self._lru.get(entry.task) is not entry or not entry.evictable:
-                return None
-            await self._remove(entry, evicted=True, reason="evict_lru_model requested")
-        return entry.task
+        removed = await self._unload_entry(
+            entry, evicted=True, reason="evict_lru_model requested", force=False
+        )
+        return entry.task if removed else None
 
     # ----------------------------------------------------------------- loading (seed)
 
@@ -277,18 +258,30 @@ class ModelManager:
         """
         self._task(task_type)
         self._started()
-        if task_type in self.loaded_models:
+        switching = self._switch_locks[task_type]
+        while switching.locked():  # a switch in progress decides which model this gets
+            async with switching:
+                pass
+        if task_type in self._lru:
             self._touch(task_type)
             return self.loaded_models[task_type]
+        return await asyncio.shield(self._flight(task_type))
+
+    def _flight(self, task_type: str) -> asyncio.Task[Any]:
+        """The load in flight for `task_type`, started if there is none."""
         flight = self._loading.get(task_type)
         if flight is None:
             flight = asyncio.ensure_future(self._load(task_type))
+            self._loading[task_type] = flight
             # Retrieve the outcome even when every caller was cancelled: it was reported already.
             flight.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self._loading[task_type] = flight
             flight.add_done_callback(lambda f: self._loading.pop(task_type, None))
-        # Shielded: a cancelled caller must not abandon a load that is filling a device.
-        return await asyncio.shield(flight)
+        return flight
+
+    async def _settle(self, task_type: str) -> None:
+        """Wait until no load of `task_type` is in flight, whatever its outcome."""
+        while (flight := self._loading.get(task_type)) is not None:
+            await asyncio.wait([flight])
 
     async def get_model(self, task_type: str) -> Any:
         """Get the model for `task_type`, loading it if necessary."""
@@ -297,17 +290,23 @@ class ModelManager:
     @contextlib.asynccontextmanager
     async def use(self, task_type: str) -> AsyncIterator[Any]:
         """Hold a task's model: it is loaded if needed and never evicted until the block ends."""
-        model = await self.load_model(task_type)
-        entry = self._lru.get(task_type)
-        if entry is not None:
-            entry.leases += 1
+        for _ in range(USE_ATTEMPTS):
+            model = await self.load_model(task_type)
+            entry = self._lru.get(task_type)
+            # Others may have evicted it between the load and this line: take it only if not.
+            if entry is not None and self.loaded_models.get(task_type) is model:
+                break
+        else:
+            raise InsufficientMemoryError(
+                f"{task_type}: evicted again {USE_ATTEMPTS} times before it could be held"
+            )
+        entry.leases += 1
         try:
             yield model
         finally:
-            if entry is not None:
-                entry.leases -= 1
-                if self._lru.get(task_type) is entry:
-                    self._touch(task_type)
+            entry.leases -= 1
+            if self._lru.get(task_type) is entry:
+                self._touch(task_type)
 
     def _touch(self, task: str) -> None:
         if task in self._lru:
@@ -324,12 +323,10 @@ class ModelManager:
             tm.ATTR_OPTION: option.name,
         }
         with tm.tracer().start_as_current_span(tm.SPAN_LOAD, attributes=attrs) as span:
-            device = NO_DEVICE
             try:
                 if option.unavailable_reason:
-                    raise ModelLoadError(
-                        task_type, f"{option.name} cannot load here: {option.unavailable_reason}"
-                    )
+                    reason = f"{option.name} cannot load here: {option.unavailable_reason}"
+                    raise ModelLoadError(task_type, reason)
                 loader = self._loader(option)
                 device = await self._place(task_type, option, loader)
                 required = self.required_bytes(option, device) if loader.holds_device_memory else 0
@@ -338,28 +335,23 @@ class ModelManager:
                 self._failures.pop(task_type, None)
                 self._progress[task_type] = (0.0, "waiting for room")
                 self._emit(
-                    ModelLoading(
-                        task=task_type,
-                        option=option.name,
-                        model_id=option.model_id,
-                        device=device,
-                        required_bytes=required,
-                    )
-                )
+                    ModelLoading(task=task_type, option=option.name, model_id=option.model_id,
+                                 device=device, required_bytes=required)
+                )  # fmt: skip
                 model, measured = await self._load_with_room(
                     task_type, option, loader, device, required
                 )
             except BaseException as exc:
                 self._load_failed(task_type, option, exc, started, span)
-                if isinstance(
-                    exc, ModelLoadError | InsufficientMemoryError | asyncio.CancelledError
+                if not isinstance(exc, Exception) or isinstance(
+                    exc, ModelLoadError | InsufficientMemoryError
                 ):
                     raise
                 raise ModelLoadError(task_type, _reason(exc)) from exc
             finally:
                 self._progress.pop(task_type, None)
             duration = time.monotonic() - started
-            self._record_loaded(task, option, device, model, measured, duration)
+            self._record_loaded(task, option, loader, device, model, measured, duration)
             span.set_attribute(tm.ATTR_BYTES, measured)
             span.set_attribute(tm.ATTR_OUTCOME, "loaded")
             self._load_hist.record(duration, {"outcome": "loaded", "framework": option.framework})
@@ -368,33 +360,59 @@ class ModelManager:
     async def _load_with_room(
         self, task_type: str, option: ModelConfig, loader: Loader, device: str, required: int
     ) -> tuple[Any, int]:
+        ctx = LoadContext(
+            task=task_type,
+            device=device,
+            progress=lambda fraction, stage: self._call_on_loop(
+                self._on_progress, task_type, fraction, stage
+            ),
+            output=lambda line: self._call_on_loop(
+                self._emit, ServerOutput(task=task_type, line=line)
+            ),
+        )
         if not loader.holds_device_memory:
-            ctx = LoadContext(task=task_type, device=device)
-            return await self._call_loader(device, loader.load, option, ctx), 0
-        async with self._locks[device]:
+            return await self._call_loader(NO_DEVICE, loader.load, option, ctx), 0
+        async with self.devices.lock(device):
             reading = await self._make_room(device, required, for_task=task_type)
-            self._reserved[device] += required
+            reservation = self.devices.reserve(device, required)
+        ctx = LoadContext(
+            task=ctx.task, device=device, device_total_bytes=reading.total,
+            progress=ctx.progress, output=ctx.output,
+        )  # fmt: skip
         try:
-            ctx = LoadContext(
-                task=task_type,
-                device=device,
-                device_total_bytes=reading.total,
-                progress=lambda fraction, stage: self._report_progress(task_type, fraction, stage),
-                output=lambda line: self._emit_threadsafe(ServerOutput(task=task_type, line=line)),
-            )
             if inspect.iscoroutinefunction(loader.load):
+                if self.probe.attributes_frees(device):
+                    reservation.started_used = (await self.devices.read_async(device)).used
                 model = await loader.load(option, ctx)
                 return model, self._own_footprint(loader, model, device, option)
-            return await self._in_worker(device, self._measured_load, loader, option, ctx)
+            return await self._load_in_worker(loader, option, ctx, reservation)
         finally:
-            self._reserved[device] -= required
+            self.devices.release(reservation)
 
-    def _report_progress(self, task: str, fraction: float | None, stage: str) -> None:
-        self._progress[task] = (fraction, stage)
-        self._emit_threadsafe(LoadProgress(task=task, fraction=fraction, stage=stage))
+    async def _load_in_worker(
+        self, loader: Loader, option: ModelConfig, ctx: LoadContext, reservation: Reservation
+    ) -> tuple[Any, int]:
+        work = self.devices.submit(
+            ctx.device, self._measured_load, loader, option, ctx, reservation
+        )
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            # The worker cannot be stopped mid-load: give back what it loads once it is done.
+            def release_late(done: Any) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    loader.unload(done.result()[0], ctx.device)
+
+            work.add_done_callback(release_late)
+            raise
+
+    def _on_progress(self, task: str, fraction: float | None, stage: str) -> None:
+        if task in self._loading:  # a late report from a finished load changes nothing
+            self._progress[task] = (fraction, stage)
+            self._emit(LoadProgress(task=task, fraction=fraction, stage=stage))
 
     def _measured_load(
-        self, loader: Loader, option: ModelConfig, ctx: LoadContext
+        self, loader: Loader, option: ModelConfig, ctx: LoadContext, reservation: Reservation
     ) -> tuple[Any, int]:
         """Worker: load and measure. The device delta (allocator slack included) is what the
         model took where the probe can attribute it; elsewhere (host RAM) the loader's own count
@@ -403,10 +421,12 @@ class ModelManager:
         if prepare is not None:
             prepare(ctx.device)
         attributable = self.probe.attributes_frees(ctx.device)
-        before = self._read(ctx.device).used if attributable else 0
+        before = self.devices.read(ctx.device).used if attributable else 0
+        if attributable:
+            reservation.started_used = before
         model = loader.load(option, ctx)
         try:
-            delta = self._read(ctx.device).used - before if attributable else 0
+            delta = self.devices.read(ctx.device).used - before if attributable else 0
             own = self._own_footprint(loader, model, ctx.device, option)
         except BaseException:
             loader.unload(model, ctx.device)
@@ -420,27 +440,20 @@ class ModelManager:
         own = loader.footprint(model, device)
         return own if own is not None else option.vram_bytes
 
-    async def _call_loader(self, device: str, fn: Callable[..., Any], *args: Any) -> Any:
-        if inspect.iscoroutinefunction(fn):
-            return await fn(*args)
-        return await self._in_worker(device, fn, *args)
-
     def _record_loaded(
         self,
         task: TaskConfig,
         option: ModelConfig,
+        loader: Loader,
         device: str,
         model: Any,
         measured: int,
         duration: float,
     ) -> None:
         name = task.task_name
-        estimated = option.vram_bytes
-        self._lru.add(
-            Entry(
-                name, option.name, option.model_id, device, measured, estimated, pinned=task.pinned
-            )
-        )
+        entry = Entry(name, option.name, option.model_id, device, measured, option.vram_bytes,
+                      config=option, loader=loader, pinned=task.pinned)  # fmt: skip
+        self._lru.add(entry)
         self.loaded_models[name] = model
         self.loaded_models.move_to_end(name)
         self.model_load_times[name] = time.time()
@@ -449,10 +462,11 @@ class ModelManager:
         if device != NO_DEVICE:
             self.ledger.record(option, device, measured)
             # Saved by the device's worker, after the load: file I/O stays off the loop.
-            self._executor(device).submit(self.ledger.save)
+            self.devices.submit(device, self.ledger.save)
         self._emit(
             ModelLoaded(task=name, option=option.name, model_id=option.model_id, device=device,
-                        measured_bytes=measured, estimated_bytes=estimated, duration_s=duration)
+                        measured_bytes=measured, estimated_bytes=option.vram_bytes,
+                        duration_s=duration)
         )  # fmt: skip
 
     def _load_failed(
@@ -467,85 +481,83 @@ class ModelManager:
         self._load_hist.record(duration, {"outcome": "failed", "framework": option.framework})
         logger.warning("loading %s (%s) failed: %s", task, option.model_id, reason)
         self._emit(
-            LoadFailed(
-                task=task,
-                option=option.name,
-                model_id=option.model_id,
-                reason=reason,
-                duration_s=duration,
-            )
-        )
+            LoadFailed(task=task, option=option.name, model_id=option.model_id, reason=reason,
+                       duration_s=duration)
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- placement and room
 
     async def _place(self, task: str, option: ModelConfig, loader: Loader) -> str:
-        """The device for `option`: as configured, or for ``auto`` the CUDA device with the most
-        budget left that can hold it (the host when there is no CUDA device)."""
+        """The device for `option`: as configured, or for ``auto`` the CUDA device where it fits
+        best, counting what every process holds (the host when there is no CUDA device)."""
         if not loader.holds_device_memory:
             return NO_DEVICE
-        # The first call detects the probe (NVML start-up can take a while): off the loop.
-        devices = self._devices() if self._probe else await asyncio.to_thread(self._devices)
+        devices = await self.devices.names_async()
         if option.device != "auto":
             if option.device not in devices:
+                present = ", ".join(devices)
                 raise ModelLoadError(
-                    task,
-                    f"device {option.device} is not present here (devices: {', '.join(devices)})",
+                    task, f"device {option.device} is not present here (devices: {present})"
                 )
             return option.device
         cuda = [d for d in devices if is_cuda(d)]
         if not cuda:
             return HOST
-        readings = await asyncio.to_thread(lambda: {d: self._read(d) for d in cuda})
+        readings = await asyncio.to_thread(lambda: {d: self.devices.read(d) for d in cuda})
 
-        def headroom(device: str) -> tuple[bool, int]:
-            r = readings[device]
+        def fit(device: str) -> tuple[bool, int]:
             need = self.required_bytes(option, device)
-            free_now = (
-                manager_limit(r.total, self.inference_config)
-                - self._lru.bytes_on(device)
-                - self._reserved[device]
-            )
-            return (manager_limit(r.total, self.inference_config) >= need, free_now)
+            could_ever = manager_limit(readings[device].total, self.inference_config) >= need
+            return could_ever, -self._shortfall(device, readings[device], need)
 
-        return max(cuda, key=headroom)
+        return max(cuda, key=fit)
 
     async def _make_room(self, device: str, required: int, *, for_task: str) -> DeviceReading:
         """Evict LRU models on `device` until `required` bytes fit; call with its lock held.
 
-        Returns the reading that showed it fits."""
+        Returns the reading that showed it fits. Raises InsufficientMemoryError, having evicted
+        nothing, when even every candidate would not make room; or, having evicted some, when
+        the device did not show an evicted model's memory free.
+        """
+        evicted: list[str] = []
         while True:
-            reading = await asyncio.to_thread(self._read, device)
-            own = self._lru.bytes_on(device)
-            need = shortfall(
-                reading,
-                own=own,
-                reserved=self._reserved[device],
-                required=required,
-                inference=self.inference_config,
-            )
+            reading = await self.devices.read_async(device)
+            need = self._shortfall(device, reading, required)
             if need <= 0:
                 return reading
             victims = self._lru.victims(device, need)
             if victims is None:
                 raise InsufficientMemoryError(
-                    self._no_room_message(device, reading, own, required, need, for_task)
+                    self._no_room_message(device, reading, required, need, for_task, evicted)
                 )
             for victim in victims:
-                await self._remove(victim, evicted=True, reason=f"room for {for_task}")
+                if self._lru.get(victim.task) is not victim or not victim.evictable:
+                    break  # held or gone meanwhile: choose again from a fresh reading
+                returned = await self._remove(victim, evicted=True, reason=f"room for {for_task}")
+                evicted.append(victim.task)
+                if not returned:
+                    raise InsufficientMemoryError(
+                        f"{for_task}: evicted {', '.join(evicted)} from {device}, but the device "
+                        f"did not show {victim.task}'s {_gb(victim.bytes)} free again"
+                    )
 
     def _no_room_message(
-        self, device: str, r: DeviceReading, own: int, required: int, need: int, task: str
+        self, device: str, r: DeviceReading, required: int, need: int, task: str, evicted: list[str]
     ) -> str:
         evictable = sum(e.bytes for e in self._lru.on_device(device) if e.evictable)
         budget = self.inference_config.memory_budget_bytes
-        return (
+        threshold = self.inference_config.offload_threshold
+        message = (
             f"{task}: not enough memory on {device} ({r.name}): needs {_gb(required)}, must free "
             f"{_gb(need)} but only {_gb(evictable)} can be evicted; device {_gb(r.used)} used of "
-            f"{_gb(r.total)} (limit {_gb(self.inference_config.offload_threshold * r.total)} at "
-            f"offload_threshold {self.inference_config.offload_threshold:g}), vramdeck's models "
-            f"hold {_gb(own)}"
-            + (f" of memory_budget_gb {_gb(budget)}" if budget is not None else "")
+            f"{_gb(r.total)} (limit {_gb(threshold * r.total)} at offload_threshold "
+            f"{threshold:g}), vramdeck's models hold {_gb(self._lru.bytes_on(device))}"
         )
+        if budget is not None:
+            message += f" of memory_budget_gb {_gb(budget)}"
+        if evicted:
+            message += f"; already evicted for it: {', '.join(evicted)}"
+        return message
 
     # ----------------------------------------------------------------- unloading
 
@@ -554,28 +566,45 @@ class ModelManager:
 
         Raises ModelInUseError while callers hold it through ``use()``.
         """
-        await self._unload(task_type, reason="user")
-
-    async def _unload(self, task_type: str, *, reason: str, force: bool = False) -> None:
         self._task(task_type)
-        flight = self._loading.get(task_type)
-        if flight is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(flight)
-        entry = self._lru.get(task_type)
-        if entry is None:
-            return
-        if entry.leases and not force:
-            raise ModelInUseError(
-                f"{task_type} is in use by {entry.leases} caller(s); unload it when they are done"
-            )
-        async with self._locks[entry.device]:
-            if self._lru.get(task_type) is entry:
-                await self._remove(entry, evicted=False, reason=reason)
+        await self._unload_task(task_type, reason="user")
 
-    async def _remove(self, entry: Entry, *, evicted: bool, reason: str) -> None:
-        """Unload `entry`'s model, verify the memory came back, and report; lock held."""
-        span_name = tm.SPAN_EVICT if evicted else tm.SPAN_UNLOAD
+    async def _unload_task(self, task_type: str, *, reason: str, force: bool = False) -> None:
+        await self._settle(task_type)
+        entry = self._lru.get(task_type)
+        if entry is not None:
+            await self._unload_entry(entry, evicted=False, reason=reason, force=force)
+
+    async def _unload_entry(self, entry: Entry, *, evicted: bool, reason: str, force: bool) -> bool:
+        """Remove `entry` if it is still loaded (and, unless `force`, not held); device lock
+        taken here. Returns whether it was removed."""
+        async with self.devices.lock(entry.device):
+            if self._lru.get(entry.task) is not entry:
+                return False
+            if entry.leases and not force:
+                if evicted:
+                    return False
+                raise ModelInUseError(
+                    f"{entry.task} is in use by {entry.leases} caller(s); unload it when they "
+                    "are done"
+                )
+            await self._remove(entry, evicted=evicted, reason=reason)
+            return True
+
+    def _forget(self, entry: Entry) -> Any:
+        """Drop `entry` from every table; returns its model."""
+        self._lru.remove(entry.task)
+        self.model_memory_usage.pop(entry.task, None)
+        self.model_load_times.pop(entry.task, None)
+        self._load_durations.pop(entry.task, None)
+        return self.loaded_models.pop(entry.task, None)
+
+    async def _remove(self, entry: Entry, *, evicted: bool, reason: str) -> bool:
+        """Unload `entry`'s model, verify the memory came back, and report; lock held.
+
+        Returns False when the device did not show the memory free again. A loader that fails
+        to unload is logged and reported in the event's reason; the entry is gone either way.
+        """
         attrs: dict[str, str | int] = {
             tm.ATTR_TASK: entry.task,
             tm.ATTR_MODEL_ID: entry.model_id,
@@ -583,98 +612,83 @@ class ModelManager:
             tm.ATTR_BYTES: entry.bytes,
             tm.ATTR_REASON: reason,
         }
+        span_name = tm.SPAN_EVICT if evicted else tm.SPAN_UNLOAD
         with tm.tracer().start_as_current_span(span_name, attributes=attrs) as span:
             started = time.monotonic()
-            self._lru.remove(entry.task)
-            model = self.loaded_models.pop(entry.task, None)
-            self.model_memory_usage.pop(entry.task, None)
-            self.model_load_times.pop(entry.task, None)
-            self._load_durations.pop(entry.task, None)
-            option = (
-                self.tasks[entry.task].options.get(entry.option)
-                if entry.task in self.tasks
-                else None
-            )
-            loader = self._loader(option) if option is not None else None
-            freed = entry.bytes
-            if loader is not None and entry.device != NO_DEVICE:
-                freed = await self._unload_and_verify(loader, model, entry)
-            elif loader is not None:
-                await self._call_loader(entry.device, loader.unload, model, entry.device)
+            model = self._forget(entry)
+            try:
+                freed, returned = await self._unload_and_verify(entry, model)
+            except Exception as exc:
+                logger.exception("unloading %s (%s) failed", entry.task, entry.model_id)
+                reason = f"{reason}; the unload failed: {_reason(exc)}"
+                span.set_status(Status(StatusCode.ERROR, reason))
+                freed, returned = 0, False
             del model
-            duration = time.monotonic() - started
             span.set_attribute(tm.ATTR_OUTCOME, "evicted" if evicted else "unloaded")
             if evicted:
                 self._evictions.add(1, {"device": entry.device})
-                self._emit(
-                    ModelEvicted(
-                        task=entry.task,
-                        model_id=entry.model_id,
-                        device=entry.device,
-                        freed_bytes=freed,
-                        reason=reason,
-                        duration_s=duration,
-                    )
-                )
-            else:
-                self._emit(
-                    ModelUnloaded(
-                        task=entry.task,
-                        model_id=entry.model_id,
-                        device=entry.device,
-                        freed_bytes=freed,
-                        reason=reason,
-                        duration_s=duration,
-                    )
-                )
+            kind = ModelEvicted if evicted else ModelUnloaded
+            self._emit(
+                kind(task=entry.task, model_id=entry.model_id, device=entry.device,
+                     freed_bytes=freed, reason=reason, duration_s=time.monotonic() - started)
+            )  # fmt: skip
+            return returned
 
-    async def _unload_and_verify(self, loader: Loader, model: Any, entry: Entry) -> int:
-        """Unload in the device's worker, then poll until the device shows the memory free.
-
-        Returns the bytes freed: the device's own figure where it can attribute frees, else the
-        entry's measured bytes.
-        """
-        device = entry.device
+    async def _unload_and_verify(self, entry: Entry, model: Any) -> tuple[int, bool]:
+        """Unload in the device's worker (or on the loop for async loaders), then poll until the
+        device shows the memory free. Returns (bytes freed, whether they came back): the device's
+        own figure where it can attribute frees, else the entry's measured bytes."""
+        device, loader = entry.device, entry.loader
+        if device == NO_DEVICE:
+            await self._call_loader(device, loader.unload, model, device)
+            return entry.bytes, True
         attributable = self.probe.attributes_frees(device)
 
-        def unload() -> int:
-            before = self._read(device).used if attributable else 0
+        def read_then_unload() -> int:
+            before = self.devices.read(device).used if attributable else 0
             loader.unload(model, device)
             return before
 
         if inspect.iscoroutinefunction(loader.unload):
-            before = (await asyncio.to_thread(self._read, device)).used if attributable else 0
+            before = (await self.devices.read_async(device)).used if attributable else 0
             await loader.unload(model, device)
         else:
-            before = await self._in_worker(device, unload)
+            before = await self.devices.run(device, read_then_unload)
         if not attributable:
-            return entry.bytes
-        expected = int(entry.bytes * RETURNED_SHARE)
-        deadline = time.monotonic() + self.inference_config.evict_verify_timeout_s
-        pause = 0.005  # a driver usually shows the memory free within tens of ms: look often
-        while True:
-            returned = before - (await asyncio.to_thread(self._read, device)).used
-            if returned >= expected or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
-        if returned < expected:
+            return entry.bytes, True
+        returned = await self._await_returned(entry, before)
+        if returned < RETURNED_SHARE * entry.bytes:
             logger.warning(
                 "suspected leak: %s on %s freed %s of %s",
-                entry.task,
-                device,
-                _gb(returned),
-                _gb(entry.bytes),
-            )
+                entry.task, device, _gb(returned), _gb(entry.bytes),
+            )  # fmt: skip
             self._emit(
-                MemoryNotReturned(
-                    task=entry.task,
-                    device=device,
-                    expected_bytes=entry.bytes,
-                    returned_bytes=max(0, returned),
-                )
-            )
-        return max(0, returned)
+                MemoryNotReturned(task=entry.task, device=device, expected_bytes=entry.bytes,
+                                  returned_bytes=max(0, returned))
+            )  # fmt: skip
+            return max(0, returned), False
+        return returned, True
+
+    async def _await_returned(self, entry: Entry, before: int) -> int:
+        """Bytes the device shows free since `before`, polled until they reach the expected
+        share or the timeout passes (a driver can take tens of ms to show a free)."""
+        deadline = time.monotonic() + self.inference_config.evict_verify_timeout_s
+        pause = 0.005
+        while True:
+            returned = before - (await self.devices.read_async(entry.device)).used
+            if returned >= RETURNED_SHARE * entry.bytes or time.monotonic() >= deadline:
+                return returned
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def _call_loader(self, device: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Await an async loader method on the loop; run a blocking one in `device`'s worker
+        (in a plain thread for models that hold no device memory)."""
+        if inspect.iscoroutinefunction(fn):
+            return await fn(*args)
+        if device == NO_DEVICE:
+            return await asyncio.to_thread(fn, *args)
+        return await self.devices.run(device, fn, *args)
 
     # ----------------------------------------------------------------- selection and pins
 
@@ -682,33 +696,35 @@ class ModelManager:
         """Select `model_name` for `task_type`; a loaded task switches to the new model.
 
         If the new model fails to load, the old selection is restored (and reloaded) and the
-        error is raised. Raises ValueError naming the valid options for a wrong name.
+        error is raised. A cancelled caller does not cancel a switch half-way. Raises
+        ValueError naming the valid options for a wrong name.
         """
         task = self._task(task_type)
         if model_name not in task.options:
-            raise ValueError(
-                f"{task_type} has no option {model_name!r}; options: {', '.join(task.options)}"
-            )
-        old = task.selected
-        if model_name == old:
-            return
-        flight = self._loading.get(task_type)
-        if flight is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(flight)
-        was_loaded = task_type in self._lru
-        if was_loaded:
-            await self._unload(task_type, reason="switch")
-        self._select(task, model_name)
-        if not was_loaded:
-            return
-        try:
-            await self.load_model(task_type)
-        except BaseException:
-            self._select(task, old)
-            with contextlib.suppress(Exception):
-                await self.load_model(task_type)
-            raise
+            options = ", ".join(task.options)
+            raise ValueError(f"{task_type} has no option {model_name!r}; options: {options}")
+        self._started()
+        await asyncio.shield(asyncio.ensure_future(self._switch(task, model_name)))
+
+    async def _switch(self, task: TaskConfig, model_name: str) -> None:
+        async with self._switch_locks[task.task_name]:
+            old = task.selected
+            if model_name == old:
+                return
+            await self._settle(task.task_name)
+            was_loaded = task.task_name in self._lru
+            if was_loaded:
+                await self._unload_task(task.task_name, reason="switch")
+            self._select(task, model_name)
+            if not was_loaded:
+                return
+            try:
+                await asyncio.shield(self._flight(task.task_name))
+            except Exception:
+                self._select(task, old)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._flight(task.task_name))
+                raise
 
     def _select(self, task: TaskConfig, name: str) -> None:
         old, task.selected = task.selected, name
@@ -773,10 +789,10 @@ class ModelManager:
 
     def device_readings(self) -> dict[str, DeviceReading]:
         """A fresh reading of every device (blocks briefly: call it off the GUI thread)."""
-        return {d: self._read(d) for d in self._devices()}
+        return {d: self.devices.read(d) for d in self.devices.names()}
 
     def budget_bytes(self, device: str, total: int) -> int:
-        """What the manager's models may hold on `device` of `total` bytes."""
+        """What the manager's models may hold on a device of `total` bytes."""
         return manager_limit(total, self.inference_config)
 
     def validate_memory_budget(self) -> dict[str, Any]:
@@ -808,15 +824,12 @@ class ModelManager:
         plans = plan_placement(
             requirements, {**pool, **{d: readings[d] for d in fixed}}, self.inference_config
         )
-        total = sum(r.total for r in pool.values())
-        max_allowed = sum(p.budget for d, p in plans.items() if d in pool)
-        required = sum(v[1] for v in requirements.values())
         return {
             "valid": all(p.fits for p in plans.values()),
-            "total_vram_gb": total / GIB,
-            "total_required_gb": required / GIB,
+            "total_vram_gb": sum(r.total for r in pool.values()) / GIB,
+            "total_required_gb": sum(need for _, need in requirements.values()) / GIB,
             "threshold": self.inference_config.offload_threshold,
-            "max_allowed_gb": max_allowed / GIB,
+            "max_allowed_gb": sum(p.budget for d, p in plans.items() if d in pool) / GIB,
             "memory_budget_gb": self.inference_config.memory_budget_gb,
             "model_requirements": model_requirements,
             "devices": {d: p.as_dict() for d, p in plans.items()},
@@ -853,80 +866,81 @@ class ModelManager:
     async def reload_config(self, path: str | os.PathLike[str] | None = None) -> None:
         """Read the config again (or another one). On error the current config stays in force.
 
-        Models whose task and option still exist stay loaded; the others are unloaded.
+        Models whose task still selects an option that loads the same way stay loaded; the
+        others are unloaded. Loads in flight finish first.
         """
         loaded = load_config(path or self.config_path)
+        await self._drain_loads()
         for entry in list(self._lru):
             task = loaded.tasks.get(entry.task)
-            if task is None or task.selected != entry.option:
-                await self._unload(entry.task, reason="config reloaded", force=True)
+            option = task.options.get(entry.option) if task else None
+            keep = (
+                task is not None
+                and option is not None
+                and task.selected == entry.option
+                and option.load_signature() == entry.config.load_signature()
+            )
+            if not keep:
+                await self._unload_task(entry.task, reason="config reloaded", force=True)
         self.config_path, self.config = loaded.path, loaded.raw
         self.tasks, self.inference_config = loaded.tasks, loaded.inference
         self._mark_availability()
         for entry in self._lru:
             entry.pinned = self.tasks[entry.task].pinned
+            entry.config = self.tasks[entry.task].options[entry.option]
         self._failures.clear()
         self._emit(ConfigReloaded(path=str(loaded.path)))
 
+    async def _drain_loads(self) -> None:
+        while self._loading:
+            await asyncio.wait(list(self._loading.values()))
+
     async def unload_all(self, *, reason: str = "user") -> None:
-        """Unload every loaded model, pinned ones too, waiting for loads in flight."""
-        for flight in list(self._loading.values()):
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(flight)
+        """Unload every loaded model, pinned and held ones too, after loads in flight finish."""
+        await self._drain_loads()
         for entry in list(self._lru):
-            await self._unload(entry.task, reason=reason, force=True)
+            await self._unload_entry(entry, evicted=False, reason=reason, force=True)
 
     async def check_health(self) -> None:
         """Notice models whose process died, and unload idle ones (the housekeeper calls this)."""
         for entry in list(self._lru):
             model = self.loaded_models.get(entry.task)
-            option = (
-                self.tasks[entry.task].options.get(entry.option)
-                if entry.task in self.tasks
-                else None
-            )
-            if option is None or model is None:
+            if self._lru.get(entry.task) is not entry or model is None:
                 continue
-            loader = self._loader(option)
-            died = loader.check(model)
+            died = entry.loader.check(model)
             if died is not None:
-                await self._crashed(entry, loader, model, died)
-            elif getattr(loader, "live_footprint", False):
-                own = await asyncio.to_thread(loader.footprint, model, entry.device)
+                await self._crashed(entry, model, died)
+            elif getattr(entry.loader, "live_footprint", False):
+                own = await asyncio.to_thread(entry.loader.footprint, model, entry.device)
                 if own is not None and self._lru.get(entry.task) is entry:
                     entry.bytes = self.model_memory_usage[entry.task] = own
         idle_s = self.inference_config.idle_unload_s
         if idle_s is None:
             return
-        now = time.monotonic()
         for entry in list(self._lru):
-            if entry.evictable and now - entry.last_used >= idle_s:
+            if entry.evictable and time.monotonic() - entry.last_used >= idle_s:
                 with contextlib.suppress(ModelInUseError):
-                    await self._unload(entry.task, reason=f"idle for {idle_s:g} s")
+                    await self._unload_entry(
+                        entry, evicted=False, reason=f"idle for {idle_s:g} s", force=False
+                    )
 
     async def _crashed(
-        self, entry: Entry, loader: Loader, model: Any, died: tuple[int | None, tuple[str, ...]]
+        self, entry: Entry, model: Any, died: tuple[int | None, tuple[str, ...]]
     ) -> None:
-        async with self._locks[entry.device]:
+        async with self.devices.lock(entry.device):
             if self._lru.get(entry.task) is not entry:
                 return
-            self._lru.remove(entry.task)
-            self.loaded_models.pop(entry.task, None)
-            self.model_memory_usage.pop(entry.task, None)
-            self.model_load_times.pop(entry.task, None)
-            with contextlib.suppress(Exception):
-                await self._call_loader(entry.device, loader.unload, model, entry.device)
+            self._forget(entry)
+            try:
+                await self._call_loader(entry.device, entry.loader.unload, model, entry.device)
+            except Exception:
+                logger.exception("cleaning up after %s crashed failed", entry.task)
         code, lines = died
         self._failures[entry.task] = f"crashed with exit code {code}"
         self._emit(
-            ModelCrashed(
-                task=entry.task,
-                model_id=entry.model_id,
-                device=entry.device,
-                exit_code=code,
-                last_output=tuple(lines),
-            )
-        )
+            ModelCrashed(task=entry.task, model_id=entry.model_id, device=entry.device,
+                         exit_code=code, last_output=tuple(lines))
+        )  # fmt: skip
 
     def start_monitor(self, interval_s: float = 0.1) -> None:
         """Sample every device every `interval_s` and emit MemorySampled (needs a running loop)."""
@@ -944,18 +958,19 @@ class ModelManager:
             )  # fmt: skip
 
     async def shutdown(self) -> None:
-        """Unload all models and release the workers, the monitor and device handles."""
-        if self._closed:
+        """Unload all models and release the workers, the monitor and device handles.
+
+        New loads are refused from the start; loads in flight finish and are unloaded too.
+        """
+        if self._closing:
             return
-        await self.monitor.stop()
-        await self._housekeeper.stop()
-        await self.unload_all(reason="shutdown")
-        self._closed = True
-        for executor in self._executors.values():
-            executor.shutdown(wait=True)
-        self._executors.clear()
-        if self._probe is not None:
-            self._probe.close()
+        self._closing = True
+        try:
+            await self.monitor.stop()
+            await self._housekeeper.stop()
+            await self.unload_all(reason="shutdown")
+        finally:
+            await self.devices.close()
 
     def __repr__(self) -> str:
         loaded = list(self.loaded_models)

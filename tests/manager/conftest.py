@@ -46,7 +46,7 @@ def make_manager(write_config):
     yield make
     # Managers a test did not shut down are released here (their workers are daemon-less threads).
     for m in made:
-        for ex in m._executors.values():
+        for ex in m.devices.executors.values():
             ex.shutdown(wait=False)
 
 

@@ -243,6 +243,6 @@ async def test_torchs_free_cached_blocks_count_as_free(make_manager, monkeypatch
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
     m, _, _ = make_manager(THREE_TASKS, other_gb={"cuda:0": 6.5})  # 6.5 GiB used, 3 of it cache
     evicted = evictions(m)
-    assert m._read("cuda:0").used == int(3.5 * GIB)
+    assert m.devices.read("cuda:0").used == int(3.5 * GIB)
     await m.load_model("a")  # 3.5 + 3 ≤ 7: fits without touching anything
     assert evicted == [] and list(m.loaded_models) == ["a"]

@@ -60,7 +60,7 @@ async def test_failed_load_leaves_no_trace(make_manager):
     assert len(failed) == 1 and "cannot load chat-broken" in failed[0].reason
     assert m.loaded_models == {} and m.model_memory_usage == {}
     assert probe.used["cuda:0"] == 0
-    assert m._reserved["cuda:0"] == 0
+    assert m.devices.reserved("cuda:0") == 0
     assert m.task_state("chat") == "failed"
     assert "cannot load" in (m.failure_reason("chat") or "")
     # The manager stays usable, and a later good load clears the failure.
@@ -157,7 +157,7 @@ async def test_shutdown_unloads_everything_and_closes(make_manager):
     await m.shutdown()
     assert m.loaded_models == {}
     assert probe.used["cuda:0"] == 0
-    assert m._executors == {}
+    assert m.devices.executors == {}
     assert not m.monitor.running
     with pytest.raises(RuntimeError, match="shut down"):
         await m.load_model("chat")

@@ -99,7 +99,7 @@ async def test_missing_model_folder_fails_cleanly(write_config, tmp_path):
     m.events.subscribe(failed.append, LoadFailed)
     with pytest.raises(ModelLoadError, match="absent"):
         await m.load_model("t")
-    assert len(failed) == 1 and m.loaded_models == {} and m._reserved["cpu"] == 0
+    assert len(failed) == 1 and m.loaded_models == {} and m.devices.reserved("cpu") == 0
     await m.shutdown()
 
 
