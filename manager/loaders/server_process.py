@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import psutil
+
+from manager.logs import state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -413,12 +414,14 @@ _background: set[asyncio.Future[None]] = set()
 
 
 def _in_background(fn: Callable[[int], None], pid: int) -> None:
-    """Run `fn(pid)` in a thread without waiting for it (on the loop: file I/O)."""
+    """Run `fn(pid)` in a thread without waiting for it (on the loop: file I/O); with no loop
+    running in this thread (interpreter exit, another thread), run it here and now."""
     try:
-        task = asyncio.ensure_future(asyncio.to_thread(fn, pid))
-    except RuntimeError:  # no running loop (interpreter exit)
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
         fn(pid)
         return
+    task = loop.create_task(asyncio.to_thread(fn, pid))
     _background.add(task)
     task.add_done_callback(_background.discard)
 
@@ -493,11 +496,6 @@ def live_server_pids() -> list[int]:
     return _live.pids()
 
 
-def _state_dir() -> Path:
-    base = os.environ.get("VRAMDECK_STATE_DIR") or platformdirs.user_state_dir("vramdeck")
-    return Path(base)
-
-
 def _create_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
@@ -516,7 +514,7 @@ class _Records:
         self._lock = threading.Lock()
 
     def _path(self) -> Path:
-        return _state_dir() / "servers.json"
+        return state_dir() / "servers.json"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
+import warnings
 
 import pytest
 
@@ -10,7 +13,13 @@ from manager.config import GIB, ModelConfig
 from manager.loaders import LoaderRegistry, SglangLoader, VllmLoader
 from manager.loaders import server_loader as sl
 from manager.loaders.server_loader import CommandValues, memory_fraction, quantization_value
-from manager.loaders.server_process import _LineSplitter, describe_exit, free_port
+from manager.loaders.server_process import (
+    _background,
+    _in_background,
+    _LineSplitter,
+    describe_exit,
+    free_port,
+)
 from tests.manager.fake_server import fake_command
 
 
@@ -218,3 +227,23 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_background_work_without_a_running_loop_runs_at_once() -> None:
+    # At interpreter exit there is no loop: the work must be done, not left in a task that a
+    # loop made for the occasion would never run.
+    ran: list[tuple[int, threading.Thread]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no current event loop" deprecation either
+        _in_background(lambda pid: ran.append((pid, threading.current_thread())), 7)
+    assert ran == [(7, threading.current_thread())]
+    assert not _background
+
+
+async def test_background_work_on_the_loop_runs_in_a_thread() -> None:
+    ran: list[tuple[int, threading.Thread]] = []
+    _in_background(lambda pid: ran.append((pid, threading.current_thread())), 8)
+    await asyncio.gather(*_background)
+    assert len(ran) == 1 and ran[0][0] == 8
+    assert ran[0][1] is not threading.current_thread()
+    assert not _background
