@@ -44,7 +44,7 @@ def use_loader(m, loader) -> None:
 
 
 async def test_shutdown_refuses_new_loads_and_leaves_nothing(make_manager):
-    m, probe, loader = make_manager(SWITCH, delay_s=0.1)
+    m, probe, _loader = make_manager(SWITCH, delay_s=0.1)
     warmup = asyncio.ensure_future(m.warmup_models(force=True))
     await asyncio.sleep(0.05)
     await m.shutdown()
@@ -121,7 +121,7 @@ async def test_reload_waits_for_loads_and_unloads_changed_options_their_way(make
 
 
 async def test_a_failing_unload_is_reported_and_shutdown_still_completes(make_manager):
-    m, probe, loader = make_manager(SWITCH)
+    m, _probe, loader = make_manager(SWITCH)
 
     def broken_unload(model, device):
         raise RuntimeError("driver said no")
@@ -214,7 +214,7 @@ async def test_eviction_stops_when_the_memory_does_not_come_back(make_manager):
     probe.leak["cuda:0"] = 3 * GIB  # b's unload will keep all of its memory
     with pytest.raises(
         InsufficientMemoryError,
-        match="evicted b from cuda:0, but the device did not show b's 3.00 GiB free",
+        match=r"evicted b from cuda:0, but the device did not show b's 3\.00 GiB free",
     ):
         await m.load_model("c")
     assert list(m.loaded_models) == ["a"]  # a was not evicted too, in vain
