@@ -25,10 +25,6 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "vramdeck.loaders"
 
-#: Frameworks we know of that have no loader in this build, and what would make them loadable.
-KNOWN_WITHOUT_LOADER: dict[str, str] = {}
-
-
 def builtin_loaders() -> list[Loader]:
     return [TransformersLoader(), ExternalAPILoader(), VllmLoader(), SglangLoader()]
 
@@ -75,8 +71,6 @@ class LoaderRegistry:
         return loader.unavailable_reason(option)
 
     def _missing_reason(self, framework: str) -> str:
-        if framework in KNOWN_WITHOUT_LOADER:
-            return KNOWN_WITHOUT_LOADER[framework]
         known = ", ".join(sorted(self._by_framework))
         return (
             f"no loader for framework {framework!r} (known: {known}); install a package that "
