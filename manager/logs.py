@@ -1,8 +1,9 @@
 """The rotating log file in the user's state folder, with secrets masked.
 
 Secrets never reach it: the value of every environment variable whose name says it holds a
-key, token, secret or password is masked in each line written (the manager reads API keys only
-from the environment, see ``loaders/external_api.py``).
+key, token, secret, password or credential is masked in each line written (the manager reads API
+keys only from the environment, see ``loaders/external_api.py``). The server loaders mask the
+same values, and those of their ``server_env``, in what servers print (``loaders/server_loader``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ LOG_NAME = "vramdeck.log"
 MAX_BYTES = 1_000_000
 BACKUPS = 3
 MASK = "***"
-_SECRET_NAME = re.compile(r"API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 #: Values shorter than this are not masked: they would mask ordinary words, and are no real key.
 _MIN_SECRET_LEN = 6
 
@@ -30,10 +31,15 @@ def state_dir() -> Path:
     return Path(os.environ.get("VRAMDECK_STATE_DIR") or platformdirs.user_state_dir("vramdeck"))
 
 
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the environment variables whose names mark them as secrets, longest first."""
-    env = os.environ if environ is None else environ
-    found = {v for k, v in env.items() if _SECRET_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
+def secret_values(*environs: Mapping[str, str]) -> list[str]:
+    """Values of the variables whose names mark them as secrets, longest first, from each of
+    `environs` (default: the process's environment)."""
+    found = {
+        value
+        for env in environs or (os.environ,)
+        for name, value in env.items()
+        if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LEN
+    }
     return sorted(found, key=len, reverse=True)
 
 

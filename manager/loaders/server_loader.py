@@ -1,7 +1,8 @@
 """Inference servers as models: vLLM and SGLang (and plug-ins) run as managed child processes.
 
 Loading starts the server bound to 127.0.0.1 on a free port, passes every line it prints to the
-manager's events, and waits until its health endpoint answers. The "model" is a `ServerHandle`:
+manager's events (the values of secret variables masked), and waits until its health endpoint
+answers. The "model" is a `ServerHandle`:
 the OpenAI-compatible base URL, the model name, the pid and an async ``health()``. The memory is
 what the server's process tree holds on the device (NVML per process; RSS on the host), re-read
 while it runs. Unloading stops the whole process group: SIGTERM, ``stop_timeout_s``, SIGKILL.
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 from manager.config import GIB, ModelConfig
+from manager.logs import redact, secret_values
 from manager.memory import MemoryProbe, SystemProbe, device_index, is_cuda
 
 from .base import LoadContext, LoaderUnavailable
@@ -57,7 +59,8 @@ _FRESH_S = 0.25
 class ServerStartError(RuntimeError):
     """A server exited or timed out before it was ready; nothing of it is left running.
 
-    The message is one line ending with the last lines of output; `last_output` has more.
+    The message is one line ending with the last lines of output; `last_output` has more. Both
+    have the values of secret variables masked (see `ServerLoader.secrets`).
     """
 
     def __init__(self, message: str, *, exit_code: int | None, last_output: tuple[str, ...]):
@@ -122,7 +125,7 @@ class ServerHandle:
 
     @property
     def last_output(self) -> tuple[str, ...]:
-        """The last lines the server printed."""
+        """The last lines the server printed (secrets masked)."""
         return self.process.tail
 
     async def health(self, timeout_s: float = 2.0) -> bool:
@@ -271,6 +274,11 @@ class ServerLoader:
         env.update(option.server_env)
         return env
 
+    def secrets(self, option: ModelConfig) -> list[str]:
+        """What is masked in the server's output: the values of the variables whose names mark
+        them as secrets (KEY, TOKEN, SECRET, PASSWORD, CREDENTIAL), ours and ``server_env``'s."""
+        return secret_values(os.environ, option.server_env)
+
     # ----------------------------------------------------------------- the loader protocol
 
     async def load(self, option: ModelConfig, ctx: LoadContext) -> ServerHandle:
@@ -283,11 +291,12 @@ class ServerLoader:
             ctx.device_total_bytes or (await asyncio.to_thread(self.probe.read, ctx.device)).total
         )
         env = self.environment(option, ctx.device)
+        secrets = self.secrets(option)
         for attempt in range(2):
             port = free_port()
             argv = self.command(option, ctx.device, port, total)
             try:
-                return await self._start(option, ctx, argv, env, port)
+                return await self._start(option, ctx, argv, env, port, secrets)
             except ServerStartError as exc:
                 if attempt or not exc.port_taken:
                     raise
@@ -295,7 +304,13 @@ class ServerLoader:
         raise AssertionError("unreachable")
 
     async def _start(
-        self, option: ModelConfig, ctx: LoadContext, argv: list[str], env: dict[str, str], port: int
+        self,
+        option: ModelConfig,
+        ctx: LoadContext,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        secrets: list[str],
     ) -> ServerHandle:
         ctx.progress(0.0, f"starting {self.display_name} on port {port}")
         starting = True
@@ -307,11 +322,13 @@ class ServerLoader:
 
         try:
             process = await ServerProcess.start(
-                argv, env, on_line=on_line, stop_timeout_s=option.stop_timeout_s
+                argv, env, on_line=on_line, stop_timeout_s=option.stop_timeout_s, secrets=secrets
             )
         except OSError as exc:  # FileNotFoundError, PermissionError
             raise ServerStartError(
-                f"cannot start {argv[0]}: {exc.strerror or exc}", exit_code=None, last_output=()
+                redact(f"cannot start {argv[0]}: {exc.strerror or exc}", secrets),
+                exit_code=None,
+                last_output=(),
             ) from exc
         handle = ServerHandle(
             framework=option.framework,

@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 
-from manager.logs import state_dir
+from manager.logs import redact, state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -200,27 +200,39 @@ def describe_exit(code: int | None) -> str:
 
 
 class _LineSplitter:
-    """Bytes → lines: splits on \\n, \\r\\n and \\r (progress bars), drops ANSI colours."""
+    """Bytes → lines: splits on \\n, \\r\\n and \\r (progress bars), drops ANSI colours, and
+    masks `secrets` (see `manager.logs.redact`) before a line is cut to MAX_LINE."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
+        self._secrets = tuple(secrets)
+        # What an endless line keeps back when it is cut: a secret it may end with the start of.
+        self._hold = max(map(len, self._secrets), default=1) - 1
 
     def feed(self, data: bytes, *, final: bool = False) -> list[str]:
         text = self._partial + self._decoder.decode(data, final=final)
         *lines, self._partial = _LINE_BREAK.split(text)
-        if final or len(self._partial) > MAX_LINE:
+        if final:
             lines.append(self._partial)
             self._partial = ""
-        cleaned = (_ANSI.sub("", line).rstrip()[:MAX_LINE] for line in lines)
+        elif len(self._partial) > MAX_LINE:
+            # Cut (and masked) now: a line without end must not grow without bound.
+            masked = redact(self._partial, self._secrets)
+            cut = max(0, len(masked) - self._hold)
+            lines.append(masked[:cut])
+            self._partial = masked[cut:]
+        cleaned = (redact(_ANSI.sub("", line), self._secrets).rstrip()[:MAX_LINE] for line in lines)
         return [line for line in cleaned if line]
 
 
 class _ServerProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, on_line: Callable[[str], None], tail: deque[str]) -> None:
+    def __init__(
+        self, on_line: Callable[[str], None], tail: deque[str], secrets: Sequence[str]
+    ) -> None:
         self._on_line = on_line
         self._tail = tail
-        self._splitter = _LineSplitter()
+        self._splitter = _LineSplitter(secrets)
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[None] = loop.create_future()
         self.output_closed: asyncio.Future[None] = loop.create_future()
@@ -277,16 +289,18 @@ class ServerProcess:
         *,
         on_line: Callable[[str], None],
         stop_timeout_s: float = 30.0,
+        secrets: Sequence[str] = (),
     ) -> ServerProcess:
         """Start `argv` in a new session; every output line (stdout and stderr) goes to
-        `on_line` on the loop's thread. Raises FileNotFoundError for a missing program."""
+        `on_line` on the loop's thread, and into `tail`, with each of `secrets` masked (``***``).
+        Raises FileNotFoundError for a missing program."""
         loop = asyncio.get_running_loop()
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         if shutil.which(argv[0], path=env.get("PATH")) is None and not os.access(argv[0], os.X_OK):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
         tied, pre_exec = await asyncio.to_thread(_tied_to_parent, argv)
         transport, protocol = await loop.subprocess_exec(
-            lambda: _ServerProtocol(on_line, tail),
+            lambda: _ServerProtocol(on_line, tail, secrets),
             *tied,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

@@ -3,7 +3,8 @@
 Run as a script (standard library only, plus torch for ``--cuda-mb``)::
 
     python fake_server.py --port 8000 [--hold-mb 60] [--start-delay 1] [--fail-after 0.2]
-        [--crash-after 0.5] [--ignore-sigterm] [--spawn-child] [--listen-early] ...
+        [--crash-after 0.5] [--ignore-sigterm] [--spawn-child] [--listen-early]
+        [--print-env HF_TOKEN] ...
 
 It prints its progress like a real server (``Loading weights: 50%``), answers ``GET /health``
 with 200 once ready (503 before, with ``--listen-early``) and ``GET /v1/models``, and holds real
@@ -116,6 +117,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grow-mb", type=float, default=0, help="hold this much more …")
     p.add_argument("--grow-after", type=float, default=0.5, help="… this long after ready")
     p.add_argument("--term-file", help="write 'terminated' here on a graceful stop")
+    p.add_argument(
+        "--print-env", action="append", default=[], metavar="NAME",
+        help="print NAME=value of this environment variable, as vLLM prints its settings",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -132,6 +137,8 @@ def main(argv: list[str]) -> int:
     else:
         signal.signal(signal.SIGTERM, on_sigterm)
     say(f"fake server pid {os.getpid()} starting for {args.model} on port {args.port}")
+    for name in args.print_env:
+        say(f"environment: {name}={os.environ.get(name, '')}")
     held: list[object] = [hold(args.hold_mb)]
     if args.cuda_mb:
         held.append(hold_cuda(args.cuda_mb))

@@ -216,6 +216,26 @@ def test_line_splitter_handles_progress_bars_and_colours() -> None:
     assert splitter.feed(b"tail", final=True) == ["tail"]
 
 
+def test_line_splitter_masks_secrets() -> None:
+    splitter = _LineSplitter(["hf_abcdefgh", "sk-123456"])
+    assert splitter.feed(b"token hf_abcdefgh, key sk-123456\nhf_abcd") == ["token ***, key ***"]
+    assert splitter.feed(b"efgh done\n") == ["*** done"]  # a secret split across reads
+    assert splitter.feed(b"\x1b[1msk-123456\x1b[0m\n") == ["***"]
+
+
+@pytest.mark.parametrize("at", [1990, 1995, 1999, 2003, 4086, 4090, 4095])
+def test_line_splitter_masks_a_secret_where_an_endless_line_is_cut(at: int) -> None:
+    """Masked before a long line is cut to 2000 characters, and across the read that cuts it."""
+    secret = "sk-0123456789"
+    splitter = _LineSplitter([secret])
+    data = ("x" * at + secret + "y" * 5000).encode()
+    lines = [*splitter.feed(data[:4096]), *splitter.feed(data[4096:], final=True)]
+    assert lines and all(len(line) <= 2000 for line in lines)
+    assert not any(secret[:3] in line for line in lines), lines
+    if at > 4096 - len(secret):  # the read ended inside the secret: held back, then masked
+        assert lines[1].startswith("x" * (at - 4096 + len(secret) - 1) + "***yyy")
+
+
 def test_describe_exit() -> None:
     assert describe_exit(3) == "exit code 3"
     assert describe_exit(-9) == "signal SIGKILL"

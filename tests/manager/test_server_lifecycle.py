@@ -172,6 +172,38 @@ async def test_a_cancelled_load_leaves_nothing() -> None:
     assert wait_gone([int(rec.lines[0].split()[3])], 3) == []
 
 
+TOKEN = "hf_Fake0Secret0Token0123"
+PROCESS_KEY = "sk-process-key-4567"
+
+
+async def test_secrets_are_masked_in_output_last_lines_and_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MY_SERVICE_KEY", PROCESS_KEY)  # the manager's own environment
+    flags = ["--print-env", "HF_TOKEN", "--print-env", "MY_SERVICE_KEY", "--print-env", "HF_HOME"]
+    opt = option(
+        *flags, "--fail-after", "0.2", server_env={"HF_TOKEN": TOKEN, "HF_HOME": "/models/hf"}
+    )
+    loader, rec = VllmLoader(), Recorder()
+    with pytest.raises(ServerStartError) as info:
+        await loader.load(opt, rec.context())
+    err = info.value
+    for text in (*rec.lines, *err.last_output, str(err), *(s for _, s in rec.progress)):
+        assert TOKEN not in text and PROCESS_KEY not in text
+    assert "environment: HF_TOKEN=***" in rec.lines  # ServerOutput events
+    assert "environment: MY_SERVICE_KEY=***" in err.last_output
+    assert "environment: HF_HOME=/models/hf" in rec.lines  # not a secret: shown
+    assert loader.secrets(opt) == [TOKEN, PROCESS_KEY]
+
+
+async def test_secrets_are_masked_in_a_running_servers_last_lines() -> None:
+    loader, handle, rec = await start("--print-env", "VLLM_API_KEY", server_env={
+        "VLLM_API_KEY": TOKEN})  # fmt: skip
+    assert "environment: VLLM_API_KEY=***" in handle.last_output
+    assert not any(TOKEN in line for line in rec.lines)
+    await loader.unload(handle, HOST)
+
+
 async def test_a_taken_port_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
