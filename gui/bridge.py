@@ -57,6 +57,9 @@ T = TypeVar("T")
 
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
+#: Frameworks whose models load into this process (and so import torch).
+IN_PROCESS_FRAMEWORKS = ("transformers", "pytorch")
+
 #: How long after a load ends to read its row again (see _on_event).
 SETTLE_MS = 50
 
@@ -144,6 +147,14 @@ class ManagerBridge(QObject):
 
     def task_names(self) -> list[str]:
         return list(self._manager.tasks)
+
+    def loads_in_process(self) -> bool:
+        """Whether any option that can load here loads in this process (torch, transformers)."""
+        return any(
+            o.framework in IN_PROCESS_FRAMEWORKS and o.available
+            for t in self._manager.tasks.values()
+            for o in t.options.values()
+        )
 
     def model_ids(self) -> list[str]:
         return [o.model_id for t in self._manager.tasks.values() for o in t.options.values()]

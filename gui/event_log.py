@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -43,6 +43,11 @@ class EventLog(QWidget):
         super().__init__(parent)
         self.setObjectName("eventLog")
         self.model = EventLogModel(self, max_rows=max_rows)
+        self._pending: list[LogEntry] = []
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(100)
+        self._flush_timer.timeout.connect(self.flush)
         self.proxy = EventLogFilter(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.set_hide_progress(True)  # NO_PROGRESS, the combo box's default
@@ -116,12 +121,24 @@ class EventLog(QWidget):
         return table
 
     def add_entry(self, entry: LogEntry) -> None:
-        """Append an entry; keep the view at the newest line if it was there."""
+        """Queue an entry; queued entries are shown together (`flush`), at most 10 times a
+        second, since a load brings several events and each insertion repaints the table."""
+        self._pending.append(entry)
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def flush(self) -> None:
+        """Show the queued entries; keep the view at the newest line if it was there."""
+        self._flush_timer.stop()
+        entries, self._pending = self._pending, []
+        if not entries:
+            return
         bar = self.table.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 2
-        self.model.append(entry)
-        if self.kind_combo.findData(entry.kind) < 0:
-            self.kind_combo.addItem(kind_label(entry.kind), entry.kind)
+        self.model.extend(entries)
+        for kind in dict.fromkeys(e.kind for e in entries):
+            if self.kind_combo.findData(kind) < 0:
+                self.kind_combo.addItem(kind_label(kind), kind)
         if at_bottom:
             self.table.scrollToBottom()
         self._update_count()
@@ -145,7 +162,8 @@ class EventLog(QWidget):
         self.count.setText(f"{total}" if shown == total else f"{shown} of {total}")
 
     def visible_entries(self) -> list[LogEntry]:
-        """The entries the filter lets through, oldest first."""
+        """The entries the filter lets through, oldest first (queued ones included)."""
+        self.flush()
         return self.proxy.visible_entries()
 
     def export(self, path: str | Path) -> int:

@@ -32,6 +32,14 @@ class LogColumn(IntEnum):
     REASON = 6
 
 
+_COLUMNS = list(LogColumn)  # index → LogColumn without Enum.__call__ (data() is hot)
+_ROLES = frozenset(
+    {
+        Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.BackgroundRole,
+        Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.FontRole,
+        Qt.ItemDataRole.TextAlignmentRole, ENTRY_ROLE,
+    }
+)  # fmt: skip
 HEADERS = ("Time", "Event", "Task", "Model", "Bytes", "Duration", "Reason")
 #: Short names for the Event column and the filter; exports keep the event's class name.
 KIND_LABELS = {
@@ -67,14 +75,23 @@ class EventLogModel(QAbstractTableModel):
         self._entries: list[LogEntry] = []
 
     def append(self, entry: LogEntry) -> None:
-        if len(self._entries) >= self.max_rows:
-            drop = max(1, self.max_rows // 10)  # in chunks: removing rows one by one is slow
+        self.extend([entry])
+
+    def extend(self, entries: list[LogEntry]) -> None:
+        """Append `entries` in one insertion (one repaint), dropping the oldest beyond max_rows."""
+        if not entries:
+            return
+        entries = entries[-self.max_rows :]
+        overflow = len(self._entries) + len(entries) - self.max_rows
+        if overflow > 0:
+            # In chunks of a tenth: removing a few rows at every insertion would be slow.
+            drop = min(len(self._entries), max(overflow, self.max_rows // 10))
             self.beginRemoveRows(QModelIndex(), 0, drop - 1)
             del self._entries[:drop]
             self.endRemoveRows()
         n = len(self._entries)
-        self.beginInsertRows(QModelIndex(), n, n)
-        self._entries.append(entry)
+        self.beginInsertRows(QModelIndex(), n, n + len(entries) - 1)
+        self._entries.extend(entries)
         self.endInsertRows()
 
     def clear(self) -> None:
@@ -102,10 +119,10 @@ class EventLogModel(QAbstractTableModel):
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._entries):
+        if role not in _ROLES or not index.isValid() or index.row() >= len(self._entries):
             return None
         entry = self._entries[index.row()]
-        column = LogColumn(index.column())
+        column = _COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             return _text(entry, column)
         if role == ENTRY_ROLE:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
@@ -21,13 +21,16 @@ from qasync import asyncSlot
 from . import settings as saved
 from .bridge import SHUTDOWN, ManagerBridge
 from .budget_view import BudgetView
+from .chart_slot import DEFAULT_FPS, ChartSlot
 from .error_banner import ErrorBanner
 from .event_log import EventLog
 from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample
 from .status_bar import StatusBar
 from .task_table import TaskTableModel
 from .task_view import TaskTableView
-from .vram_chart import VramChart
+
+if TYPE_CHECKING:
+    from .vram_chart import VramChart
 from .window_actions import build_actions
 
 #: Events after which the budget plan may have changed (a measured size, a selection, a config).
@@ -42,7 +45,7 @@ class MainWindow(QMainWindow):
     closeRequested = Signal()
 
     def __init__(
-        self, bridge: ManagerBridge, settings: QSettings | None = None, chart_fps: int = 10
+        self, bridge: ManagerBridge, settings: QSettings | None = None, chart_fps: int = DEFAULT_FPS
     ) -> None:
         super().__init__()
         self.setObjectName("mainWindow")
@@ -54,13 +57,16 @@ class MainWindow(QMainWindow):
         self.banner = ErrorBanner(self)
         self.table_model = TaskTableModel(self)
         self.table = TaskTableView(self.table_model, self)
-        self.chart = VramChart(parent=self, fps=chart_fps)
+        self.chart_slot = ChartSlot(self, fps=chart_fps)
         self.budget = BudgetView(self)
         self.log = EventLog(self)
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
         self.actions_ = build_actions(self)
         self.splitters = self._build_layout()
+        self._dirty_rows: set[str] = set()
+        self._row_timer = QTimer(self, singleShot=True, interval=30)
+        self._row_timer.timeout.connect(self._refresh_dirty_rows)
         self._plan_timer = QTimer(self, singleShot=True, interval=300)
         self._plan_timer.timeout.connect(self._replan)
         self._clock = QTimer(self, interval=1000)
@@ -77,7 +83,7 @@ class MainWindow(QMainWindow):
 
     def _build_layout(self) -> dict[str, QSplitter]:
         left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(self.chart)
+        left.addWidget(self.chart_slot)
         left.addWidget(self.budget)
         left.setStretchFactor(0, 4)
         left.setStretchFactor(1, 1)
@@ -138,18 +144,32 @@ class MainWindow(QMainWindow):
 
     def _on_event(self, entry: LogEntry) -> None:
         self.log.add_entry(entry)
-        self.chart.add_event(entry)
+        self.chart_slot.add_event(entry)
         if entry.kind in REPLAN_KINDS:
             self._plan_timer.start()
 
     def _on_sample(self, sample: MemorySample) -> None:
-        self.chart.add_sample(sample)
+        self.chart_slot.add_sample(sample)
         self.status.show_sample(sample)
 
     def _refresh_row(self, task: str) -> None:
-        row = self.bridge.task_row(task)
-        if row is not None:
-            self.table_model.update_row(row)
+        """Read `task`'s row again soon: a load brings several events in a few milliseconds,
+        and one refresh for all of them is enough."""
+        self._dirty_rows.add(task)
+        if not self._row_timer.isActive():
+            self._row_timer.start()
+
+    def flush(self) -> None:
+        """Show now what is queued: changed rows and new log lines (screenshots, tests)."""
+        self._refresh_dirty_rows()
+        self.log.flush()
+
+    def _refresh_dirty_rows(self) -> None:
+        tasks, self._dirty_rows = self._dirty_rows, set()
+        for task in tasks:
+            row = self.bridge.task_row(task)
+            if row is not None:
+                self.table_model.update_row(row)
 
     def _refresh_rows(self) -> None:
         for row in self.bridge.task_rows():
@@ -158,7 +178,7 @@ class MainWindow(QMainWindow):
     def _reset_rows(self) -> None:
         self.table_model.set_rows(self.bridge.task_rows())
         tasks = self.bridge.task_names()
-        self.chart.set_task_order(tasks)
+        self.chart_slot.set_task_order(tasks)
         self.budget.set_task_order(tasks)
         self._plan_timer.start()
 
@@ -176,7 +196,7 @@ class MainWindow(QMainWindow):
     def _on_devices(self, devices: list[DeviceInfo]) -> None:
         primary = self.bridge.primary_device
         self.status.show_devices(devices, primary)
-        self.chart.set_device(primary)
+        self.chart_slot.set_device(primary)
 
     def _on_config_loaded(self, path: str) -> None:
         if self.settings is not None:
@@ -261,8 +281,17 @@ class MainWindow(QMainWindow):
         task.add_done_callback(self._tasks.discard)
         return task
 
+    @property
+    def chart(self) -> VramChart:
+        """The memory chart (built now if the window has not built it yet)."""
+        return self.chart_slot.chart
+
+    def build_chart_soon(self, delay_ms: int = 30) -> None:
+        """Build the chart once the window has painted (its imports take ~0.4 s)."""
+        QTimer.singleShot(delay_ms, self, self.chart_slot.build)
+
     def set_chart_window(self, seconds: int) -> None:
-        self.chart.set_window(seconds)
+        self.chart_slot.set_window(seconds)
         for s, action in self.actions_.windows.items():
             action.setChecked(s == seconds)
         if self.settings is not None:
@@ -301,6 +330,7 @@ class MainWindow(QMainWindow):
         if self._may_close:
             self._clock.stop()
             self._plan_timer.stop()
+            self._row_timer.stop()
             event.accept()
             return
         event.ignore()

@@ -80,4 +80,18 @@ def decimate_max(rows: NDArray[np.float64], max_rows: int) -> NDArray[np.float64
     return out
 
 
-__all__ = ["RingBuffer", "decimate_max"]
+def step_points(x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+    """The points of a step-like series that a line through them needs: the first, the last,
+    and both ends of every change. A model's memory is flat between loads, so a band of 600
+    samples usually draws as a handful of points."""
+    n = y.shape[0]
+    if n <= 2:
+        return x, y
+    keep = np.empty(n, dtype=bool)
+    keep[0] = keep[-1] = True
+    changed = y[1:] != y[:-1]
+    keep[1:-1] = changed[:-1] | changed[1:]
+    return x[keep], y[keep]
+
+
+__all__ = ["RingBuffer", "decimate_max", "step_points"]

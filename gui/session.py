@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -42,13 +43,16 @@ class AppSession:
         self.exit_code = 0
         self.shutdown_ran = False
         self.warmup: asyncio.Task[Any] | None = None
+        self.preload: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._disposed = False
+        self._frozen_after_load = False
         app.setQuitOnLastWindowClosed(False)
         app.lastWindowClosed.connect(self._closed.set)
         window.closeRequested.connect(self.request_close)
+        bridge.eventLogged.connect(self._freeze_after_first_load)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `work` in the background, keeping a reference until it is done."""
@@ -57,13 +61,17 @@ class AppSession:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def start(self, *, sample_interval_s: float = 0.1, warm_up: bool = True) -> None:
-        """Detect devices, start sampling, make the demo models if the config uses them, and
-        warm up if the config says so. Returns once sampling runs; the rest goes on behind."""
+    async def start(
+        self, *, sample_interval_s: float = 0.1, warm_up: bool = True, preload: bool = True
+    ) -> None:
+        """Detect devices, start sampling, import torch and transformers ahead of the first load
+        (`preload`), make the demo models if the config uses them, and warm up if the config
+        says so. Returns once sampling runs; the rest goes on behind."""
         await self.bridge.start(sample_interval_s)
-        if uses := demo_models.uses_demo_models(self.bridge.model_ids()):
+        if self.bridge.loads_in_process() and preload:
+            self.preload = self.spawn(self._preload_frameworks())
+        if demo_models.uses_demo_models(self.bridge.model_ids()):
             self.bridge.set_prerequisite(self.spawn(self._prepare_demo_models()))
-        logger.debug("config uses demo models: %s", uses)
         if warm_up:
             self.warmup = self.spawn(self.bridge.warm_up(force=False))
 
@@ -118,6 +126,7 @@ class AppSession:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self.warmup), timeout_s)
         await asyncio.sleep(max(0.0, min(settle_s, timeout_s - (time.monotonic() - started))))
+        self.window.flush()
         self.window.chart.redraw()
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.window.grab().save(str(path), "PNG"):
@@ -126,6 +135,25 @@ class AppSession:
             print(f"vramdeck: could not save a screenshot to {path}", file=sys.stderr)
             self.exit_code = 1
         self.window.close()
+
+    def _freeze_after_first_load(self, entry: Any) -> None:
+        """The first load imports transformers' model code (another ~100k objects): freeze
+        those too, so the collections that unloads run (gc.collect() in the manager's worker,
+        holding the GIL) stay short."""
+        if entry.kind == "ModelLoaded" and entry.device and not self._frozen_after_load:
+            self._frozen_after_load = True
+            gc.freeze()
+
+    async def _preload_frameworks(self) -> None:
+        """Import torch and transformers now, while the person looks at the window, instead of
+        in the first load; then freeze the heap: their million objects need never be scanned
+        by the garbage collector again (a full collection would hold the GIL ~0.2 s)."""
+        try:
+            await _in_daemon_thread(_import_frameworks)
+        except ImportError as exc:
+            logger.info("not preloading: %s", exc)  # the loads will say what is missing
+            return
+        gc.freeze()
 
     async def _prepare_demo_models(self) -> None:
         folder = Path(os.environ.get(demo_models.DEMO_ENV) or demo_models.demo_dir())
@@ -147,6 +175,17 @@ class AppSession:
             status.end_progress()
             return
         status.end_progress(f"Demo models ready in {folder}")
+
+
+def _import_frameworks() -> None:
+    import torch  # noqa: F401
+    import transformers
+
+    # transformers imports lazily, on first use of a name: use the ones every load needs.
+    # PreTrainedModel alone is 2.7 s of imports (generation, integrations, safetensors).
+    transformers.AutoConfig  # noqa: B018
+    transformers.AutoModel  # noqa: B018
+    transformers.PreTrainedModel  # noqa: B018
 
 
 def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:

@@ -43,6 +43,7 @@ class Column(IntEnum):
     ACTIONS = 10
 
 
+_COLUMNS = list(Column)  # index → Column without Enum.__call__ (data() is called a lot)
 HEADERS = {
     Column.TASK: "Task",
     Column.MODEL: "Model",
@@ -150,7 +151,7 @@ class TaskTableModel(QAbstractTableModel):
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.row() >= len(self._rows):
             return None
-        row, column = self._rows[index.row()], Column(index.column())
+        row, column = self._rows[index.row()], _COLUMNS[index.column()]
         if role == ROW_ROLE:
             return row
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):

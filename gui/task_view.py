@@ -78,17 +78,32 @@ class TaskTableView(QTableView):
         header.setHighlightSections(False)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setMinimumSectionSize(36)
-        fit = QHeaderView.ResizeMode.ResizeToContents  # a few rows: measuring them is cheap
-        for column in Column:
-            header.setSectionResizeMode(column, fit)
-        header.setSectionResizeMode(Column.MODEL, QHeaderView.ResizeMode.Interactive)
-        self.setColumnWidth(Column.MODEL, 290)
+        # Interactive, sized to the contents when rows are set (fit_columns): ResizeToContents
+        # would measure every row again at each change of a row, several times a load.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(Column.STATE, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(Column.ACTIONS, QHeaderView.ResizeMode.Fixed)
         probe = RowActions("", self)
         probe.ensurePolished()
         self.setColumnWidth(Column.ACTIONS, probe.sizeHint().width() + 12)
         probe.deleteLater()
+
+    def fit_columns(self) -> None:
+        """Size the columns to their contents, leaving room for the texts that change."""
+        metrics = self.fontMetrics()
+        room = {  # the widest text a column shows while running
+            Column.MEASURED: "000.00 GiB", Column.ESTIMATED: "000.00 GiB",
+            Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "00 min 00 s",
+            Column.DEVICE: "cuda:0",
+        }  # fmt: skip
+        for column in Column:
+            if column in (Column.STATE, Column.ACTIONS):
+                continue
+            self.resizeColumnToContents(column)
+            if column in room:
+                wanted = metrics.horizontalAdvance(room[column]) + 16
+                self.setColumnWidth(column, max(self.columnWidth(column), wanted))
+        self.setColumnWidth(Column.MODEL, max(self.columnWidth(Column.MODEL), 240))
 
     def row_actions(self, task: str) -> RowActions | None:
         """The Load/Unload buttons of `task`'s row (tests drive them)."""
@@ -97,6 +112,7 @@ class TaskTableView(QTableView):
     def _install_row_widgets(self) -> None:
         """(Re)create the combo boxes and buttons after the rows were replaced."""
         self._actions.clear()
+        self.fit_columns()
         for i, row in enumerate(self._model.rows()):
             self.openPersistentEditor(self._model.index(i, Column.MODEL))
             actions = RowActions(row.task)

@@ -193,7 +193,7 @@ def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., P
         panel = Panel(qloop, manager, bridge, window, session)
         made.append(panel)
         if start:
-            panel.run(session.start(sample_interval_s=0.05, warm_up=False))
+            panel.run(session.start(sample_interval_s=0.05, warm_up=False, preload=False))
         return panel
 
     yield make

@@ -19,6 +19,7 @@ def combo(panel: Panel, task: str) -> QComboBox:
 
 
 def row(panel: Panel, task: str):
+    panel.window.flush()  # rows are refreshed on a short timer; read them as they are now
     return next(r for r in panel.window.table_model.rows() if r.task == task)
 
 
@@ -40,8 +41,13 @@ def click_unload(panel: Panel, task: str) -> None:
     QTest.mouseClick(actions.unload_button, Qt.MouseButton.LeftButton)
 
 
+def log_entries(panel: Panel) -> list:
+    panel.window.flush()
+    return panel.window.log.model.entries()
+
+
 def log_kinds(panel: Panel) -> list[tuple[str, str]]:
-    return [(e.kind, e.task) for e in panel.window.log.model.entries()]
+    return [(e.kind, e.task) for e in log_entries(panel)]
 
 
 def test_choosing_another_option_switches_the_loaded_model(panel: Panel) -> None:
@@ -87,7 +93,7 @@ def test_warm_up_all_loads_the_rows_and_shows_the_eviction(panel: Panel) -> None
     # a (0.5 MiB) + b (1.8 MiB) fit the 2.6 MiB budget; c needs room: alpha, least recent, goes.
     assert states == {"alpha": "unloaded", "beta": "loaded", "gamma": "loaded",
                       "remote": "external"}  # fmt: skip
-    evicted = [e for e in window.log.model.entries() if e.kind == "ModelEvicted"]
+    evicted = [e for e in log_entries(panel) if e.kind == "ModelEvicted"]
     assert [(e.task, e.reason) for e in evicted] == [("alpha", "room for gamma")]
     window.chart.redraw()
     tips = [p.data() for p in window.chart.markers.points()]
@@ -106,15 +112,17 @@ def test_unloading_makes_memory_fall(panel: Panel) -> None:
     async def flow() -> None:
         click_load(panel, "beta")
         await until(lambda: manager_bytes() > 1024**2, "a sample shows beta's memory")
+        await until(lambda: settled(panel, "beta", "loaded"), "the row shows beta loaded")
         click_unload(panel, "beta")
         await until(lambda: manager_bytes() == 0, "a sample shows the memory freed")
+        await until(lambda: ("ModelUnloaded", "beta") in log_kinds(panel), "the unload is logged")
 
     panel.run(flow())
     chart.redraw()
     _, beta = chart.bands["beta"].getData()
     assert beta.max() > 1.0 and beta[-1] == 0  # MiB: up while loaded, down after
     assert row(panel, "beta").state == "unloaded"
-    unloaded = next(e for e in panel.window.log.model.entries() if e.kind == "ModelUnloaded")
+    unloaded = next(e for e in log_entries(panel) if e.kind == "ModelUnloaded")
     assert unloaded.task == "beta" and unloaded.bytes > 1024**2 and unloaded.reason == "user"
 
 
@@ -123,9 +131,10 @@ def test_a_failing_load_shows_failed_and_the_panel_stays_usable(panel: Panel) ->
     window = panel.window
 
     async def flow() -> None:
-        box = combo(panel, "alpha")
-        QTest.keyClick(box, Qt.Key.Key_Down)
-        QTest.keyClick(box, Qt.Key.Key_Down)  # small → large → broken
+        QTest.keyClick(combo(panel, "alpha"), Qt.Key.Key_Down)  # small → large
+        await until(lambda: row(panel, "alpha").selected == "large", "large is selected")
+        await until(lambda: settled(panel, "alpha", "unloaded"), "the switch is done")
+        QTest.keyClick(combo(panel, "alpha"), Qt.Key.Key_Down)  # large → broken
         await until(lambda: row(panel, "alpha").selected == "broken", "broken is selected")
         await until(lambda: settled(panel, "alpha", "unloaded"), "the switch is done")
         click_load(panel, "alpha")
@@ -215,5 +224,5 @@ def test_closing_unloads_everything_and_runs_the_managers_shutdown(panel: Panel)
     assert not panel.manager.loaded_models
     assert progress[0] == (0, 2) and progress[-1] == (2, 2)
     assert not panel.window.isVisible()
-    reasons = {e.reason for e in panel.window.log.model.entries() if e.kind == "ModelUnloaded"}
+    reasons = {e.reason for e in log_entries(panel) if e.kind == "ModelUnloaded"}
     assert reasons == {"shutdown"}

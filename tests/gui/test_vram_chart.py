@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from gui.memory_history import MemoryHistory
@@ -43,13 +42,14 @@ def test_curves_hold_the_samples_of_the_window(chart: VramChart) -> None:
         chart.add_sample(sample(1000 + i / 10, {"alpha": 1 * GIB, "beta": GIB // 2},
                                 used=2 * GIB + i * MIB))  # fmt: skip
     chart.redraw(now=1010.0)
-    x, y = chart.used_curve.getData()
+    x, y = chart.view_data(chart.used_curve)
     assert len(x) == 100
-    assert x[0] == pytest.approx(-10.0) and x[-1] == pytest.approx(-0.1)
+    assert x[0] == pytest.approx(-10.0)  # the first sample: nothing is drawn before it
+    assert x[-2] == pytest.approx(-0.2) and x[-1] == 0  # the last one reaches now
     assert y[0] == pytest.approx(2.0) and y[-1] == pytest.approx(2 + 99 / 1024)
-    # Stacked in config order: alpha at the bottom, beta on top of it.
-    assert chart.bands["alpha"].getData()[1] == pytest.approx(np.full(100, 1.0))
-    assert chart.bands["beta"].getData()[1] == pytest.approx(np.full(100, 1.5))
+    # Stacked in config order: alpha at the bottom, beta on top of it. Flat: two points each.
+    assert chart.view_data(chart.bands["alpha"])[1] == pytest.approx([1.0, 1.0])
+    assert chart.view_data(chart.bands["beta"])[1] == pytest.approx([1.5, 1.5])
     # The device's lines: whole-device scale because the budget is a large share of it.
     assert chart.lines["total"].value() == pytest.approx(8.0)
     assert chart.lines["threshold"].value() == pytest.approx(7.2)
@@ -58,11 +58,24 @@ def test_curves_hold_the_samples_of_the_window(chart: VramChart) -> None:
 
 
 def test_window_drops_old_samples(chart: VramChart) -> None:
-    for i in range(1200):  # two minutes
-        chart.add_sample(sample(1000 + i / 10, {"alpha": GIB}))
+    for i in range(1200):  # two minutes, a different value each time
+        chart.add_sample(sample(1000 + i / 10, {"alpha": GIB}, used=i * MIB))
     chart.redraw(now=1120.0)
-    x, _ = chart.used_curve.getData()
-    assert x.min() >= -60.0 and len(x) == 600
+    x, y = chart.view_data(chart.used_curve)
+    assert len(x) == 600 and x[0] == -60.0  # older samples exist: the curve starts at the edge
+    assert y[0] == pytest.approx(600 / 1024)  # the sample of 60 s ago
+
+
+def test_a_flat_curve_is_not_set_again(chart: VramChart) -> None:
+    for i in range(50):
+        chart.add_sample(sample(1000 + i / 10, {"alpha": GIB}))
+    chart.redraw(now=1005.0)
+    band = chart.bands["alpha"]
+    path_before = band.getData()[0].copy()
+    chart.add_sample(sample(1005.0, {"alpha": GIB}))
+    chart.redraw(now=1005.1)
+    assert (band.getData()[0] == path_before).all()  # only moved, not rebuilt
+    assert chart.view_data(band)[0] == pytest.approx([-5.1, 0.0])
 
 
 def test_small_budget_scales_to_the_models_and_hides_the_device_line(chart: VramChart) -> None:
@@ -75,7 +88,7 @@ def test_small_budget_scales_to_the_models_and_hides_the_device_line(chart: Vram
     assert chart.lines["budget"].isVisible()
     assert chart.lines["budget"].value() == pytest.approx(164)
     assert not chart.used_curve.isVisible()  # 10 GiB would be far off this scale
-    assert chart.bands["alpha"].getData()[1][-1] == pytest.approx(80)
+    assert chart.view_data(chart.bands["alpha"])[1][-1] == pytest.approx(80)
     chart.scale_combo.setCurrentText("Whole device")
     chart.redraw(now=1002.0)
     assert chart.used_curve.isVisible()
@@ -89,7 +102,7 @@ def test_an_hour_of_history_is_drawn_with_few_points_and_keeps_peaks(chart: Vram
         chart.add_sample(sample(i / 10, per_task))
     chart.set_window(3600)
     chart.redraw(now=n / 10)
-    x, y = chart.bands["alpha"].getData()
+    x, y = chart.view_data(chart.bands["alpha"])
     assert len(x) <= MAX_POINTS
     assert y.max() == pytest.approx(3.0)
     assert x.min() >= -60.0  # minutes on the axis for an hour
@@ -107,7 +120,8 @@ def test_markers_show_loads_and_evictions_with_tooltips(chart: VramChart) -> Non
     points = chart.markers.points()
     assert len(points) == 2
     assert [p.pos().y() for p in points] == pytest.approx([1.0, 1.0])  # GiB, held then
-    assert [p.pos().x() for p in points] == pytest.approx([-1.5, -1.0])
+    shift = chart.scrolling.pos().x()
+    assert [p.pos().x() + shift for p in points] == pytest.approx([-1.5, -1.0])
     assert "Evicted: alpha" in points[1].data() and "room for beta" in points[1].data()
 
 
