@@ -506,12 +506,13 @@ def _log_entry(event: Event, option: str) -> LogEntry:
 def _reason(event: Event) -> str:
     match event:
         case ModelLoading():
-            return f"option {event.option}; needs {fmt_bytes(event.required_bytes)}"
+            return f"needs {fmt_bytes(event.required_bytes)}" if event.required_bytes else ""
         case LoadProgress():
             share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
             return event.stage + share
         case ModelLoaded():
-            return f"option {event.option}; estimated {fmt_bytes(event.estimated_bytes)}"
+            estimated = fmt_bytes(event.estimated_bytes)
+            return f"estimated {estimated}" if event.estimated_bytes else ""
         case LoadFailed() | ModelEvicted() | ModelUnloaded():
             return event.reason
         case MemoryNotReturned():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -105,14 +106,15 @@ class EventLog(QWidget):
         header = table.horizontalHeader()
         header.setHighlightSections(False)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        metrics = table.fontMetrics()
+        bold = table.font()
+        bold.setBold(True)  # evictions and errors are bold: size for them
+        metrics = QFontMetrics(bold)
         samples = {
             LogColumn.TIME: "00:00:00.000",
-            LogColumn.KIND: "Not returned",
+            LogColumn.KIND: "Load failed",
             LogColumn.TASK: "text_generation",
             LogColumn.MODEL: "gpt2-medium",
-            LogColumn.REASON: "room for text_generation",
-            LogColumn.BYTES: "000 MiB",
+            LogColumn.BYTES: "00 MiB",
             LogColumn.DURATION: "Duration",
         }
         for column, sample in samples.items():

@@ -303,7 +303,7 @@ class MainWindow(QMainWindow):
         rows = max(3, min(len(self.table_model.rows()), 10))
         table_height = rows * self.table.verticalHeader().defaultSectionSize() + 60
         self.splitters["main"].setSizes([table_height, 900 - table_height])
-        self.splitters["bottom"].setSizes([680, 720])
+        self.splitters["bottom"].setSizes([640, 760])
         self.splitters["left"].setSizes([420, 130])
 
     def _restore_layout(self) -> None:

@@ -70,8 +70,9 @@ class AppSession:
         await self.bridge.start(sample_interval_s)
         if self.bridge.loads_in_process() and preload:
             self.preload = self.spawn(self._preload_frameworks())
-        if demo_models.uses_demo_models(self.bridge.model_ids()):
-            self.bridge.set_prerequisite(self.spawn(self._prepare_demo_models()))
+        # Loads wait for the imports and the demo models: two threads importing transformers
+        # at once can see its lazy module half made ("no attribute 'AutoConfig'").
+        self.bridge.set_prerequisite(self.spawn(self._before_loads()))
         if warm_up:
             self.warmup = self.spawn(self.bridge.warm_up(force=False))
 
@@ -135,6 +136,12 @@ class AppSession:
             print(f"vramdeck: could not save a screenshot to {path}", file=sys.stderr)
             self.exit_code = 1
         self.window.close()
+
+    async def _before_loads(self) -> None:
+        if self.preload is not None:
+            await asyncio.shield(self.preload)
+        if demo_models.uses_demo_models(self.bridge.model_ids()):
+            await self._prepare_demo_models()
 
     def _freeze_after_first_load(self, entry: Any) -> None:
         """The first load imports transformers' model code (another ~100k objects): freeze

@@ -103,7 +103,10 @@ class TaskTableView(QTableView):
             if column in room:
                 wanted = metrics.horizontalAdvance(room[column]) + 16
                 self.setColumnWidth(column, max(self.columnWidth(column), wanted))
-        self.setColumnWidth(Column.MODEL, max(self.columnWidth(Column.MODEL), 240))
+        # The combo box needs its arrow and frame beside the longest option's label.
+        labels = [o.label for r in self._model.rows() for o in r.options]
+        widest = max((metrics.horizontalAdvance(text) for text in labels), default=200)
+        self.setColumnWidth(Column.MODEL, min(420, widest + 48))
 
     def row_actions(self, task: str) -> RowActions | None:
         """The Load/Unload buttons of `task`'s row (tests drive them)."""

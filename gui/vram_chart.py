@@ -440,7 +440,7 @@ class VramChart(QWidget):
         if key == self._legend_key:
             return
         self._legend_key = key
-        swatch = "<span style='color:{c}; font-size:14px'>■</span>&nbsp;{t}"
+        swatch = "<span style='color:{c}; font-size:14px'>■</span>&nbsp;{t}"  # t: no spaces
         line = "<span style='color:{c}'>━━</span>&nbsp;{t}"
         parts = [swatch.format(c=self._color(t), t=t) for t in self._shown_tasks]
         parts += [
@@ -450,7 +450,7 @@ class VramChart(QWidget):
             f"<span style='color:{OK_COLOR}'>▲</span>&nbsp;load",
             f"<span style='color:{ERROR_COLOR}'>✕</span>&nbsp;eviction",
         ]
-        self.legend.setText("&nbsp;&nbsp;&nbsp;".join(parts))
+        self.legend.setText(" &nbsp;&nbsp;".join(parts))  # breaks only between entries
 
 
 def _moved(old: tuple[float, float], new: tuple[float, float]) -> bool:
