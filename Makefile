@@ -38,6 +38,10 @@ bench: $(STAMP)
 screenshot: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/vramdeck --screenshot resources/screenshot.png
 
+# The panel's latency: launch to window, chart CPU, loop stalls during real loads (~1.5 min).
+bench-gui: $(STAMP)
+	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python bench/gui_latency.py
+
 # A one-folder bundle of the app in dist/vramdeck/ (large: torch comes along), then its smoke
 # test. Not part of `make test`.
 bundle: $(STAMP)
