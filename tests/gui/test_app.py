@@ -120,3 +120,22 @@ def test_options_are_parsed_and_the_rest_goes_to_qt() -> None:
     parsed, rest = app.parse_args(["--config", "x.yaml", "--screenshot", "s.png", "-reverse"])
     assert parsed.config == "x.yaml" and parsed.screenshot == Path("s.png")
     assert rest == ["-reverse"]
+
+
+def test_opentelemetry_is_set_up_only_when_the_environment_asks() -> None:
+    code = (
+        "from gui.telemetry_setup import configure_from_env; stop = configure_from_env();"
+        "from opentelemetry import trace; print(type(trace.get_tracer_provider()).__name__);"
+        "stop()"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+    def provider(**extra: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert provider() == "ProxyTracerProvider"  # the API's no-op until an SDK is installed
+    assert provider(OTEL_TRACES_EXPORTER="console") == "TracerProvider"
+    assert provider(OTEL_TRACES_EXPORTER="none") == "ProxyTracerProvider"
