@@ -60,9 +60,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def run(argv: list[str]) -> int:
     """Run the panel until its window is closed; the exit status."""
     options, qt_args = parse_args(argv)
-    # Hand the GIL to the GUI thread sooner while a worker runs Python (imports at start-up,
-    # a load's Python parts): the loop's p99 stall while torch imports fell from ~19 to ~11 ms.
-    sys.setswitchinterval(0.001)
     _configure_logging()
     route_qt_messages()
     stop_telemetry = configure_from_env()

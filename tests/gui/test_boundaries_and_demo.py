@@ -102,3 +102,32 @@ def test_the_environment_points_the_demo_config_at_the_models(
     assert Path(os.environ[demo_models.MINILM_ENV], "config.json").is_file()
     assert demo_models.uses_demo_models(["${VRAMDECK_DEMO_MODELS}/gpt2-small", "org/x"])
     assert not demo_models.uses_demo_models(["org/x"])
+
+
+def test_garbage_is_collected_on_the_gui_thread_only(qtbot) -> None:
+    import gc
+    import threading
+
+    from gui.gc_guard import GuiThreadCollector
+
+    collector = GuiThreadCollector(interval_ms=5)
+    collected_in: list[str] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            collected_in.append(threading.current_thread().name)
+
+    collector.start()
+    try:
+        assert not gc.isenabled()
+        for _ in range(5000):  # past the young generation's threshold
+            Cycle()
+        qtbot.waitUntil(lambda: len(collected_in) > 100, timeout=3000)
+    finally:
+        collector.stop()
+        collector.deleteLater()
+    assert gc.isenabled()
+    assert set(collected_in) == {threading.main_thread().name}
