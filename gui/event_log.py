@@ -53,32 +53,45 @@ class EventLog(QWidget):
         self.proxy.setSourceModel(self.model)
         self.proxy.set_hide_progress(True)  # NO_PROGRESS, the combo box's default
         self.table = self._make_table()
-        self.kind_combo = QComboBox(self)
-        self.kind_combo.addItem(ALL_KINDS, ALL_KINDS)
-        self.kind_combo.addItem(NO_PROGRESS, NO_PROGRESS)
-        for kind in KNOWN_KINDS:
-            self.kind_combo.addItem(kind_label(kind), kind)
-        self.kind_combo.setCurrentIndex(1)
-        self.kind_combo.setToolTip("Show one kind of event")
-        self.kind_combo.currentIndexChanged.connect(self._on_kind)
+        self.kind_combo = self._make_kind_combo()
         self.search = QLineEdit(self)
         self.search.setPlaceholderText("Search task, model, reason…")
         self.search.setClearButtonEnabled(True)
         self.search.setMinimumWidth(160)
         self.search.textChanged.connect(self.proxy.set_text)
         self.search.textChanged.connect(lambda _t: self._update_count())
-        self.export_button = QToolButton(self)
-        self.export_button.setText("Export")
-        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        menu = QMenu(self.export_button)
-        menu.addAction("CSV…", lambda: self.export_dialog("csv"))
-        menu.addAction("JSON Lines…", lambda: self.export_dialog("jsonl"))
-        self.export_button.setMenu(menu)
+        self.export_button = self._make_export_button()
         self.count = QLabel(self)
         self.count.setObjectName("logCount")
-        row = QHBoxLayout()
+        self._lay_out()
+        self._update_count()
+
+    def _make_kind_combo(self) -> QComboBox:
+        combo = QComboBox(self)
+        combo.addItem(ALL_KINDS, ALL_KINDS)
+        combo.addItem(NO_PROGRESS, NO_PROGRESS)
+        for kind in KNOWN_KINDS:
+            combo.addItem(kind_label(kind), kind)
+        combo.setCurrentIndex(1)
+        combo.setToolTip("Show one kind of event")
+        combo.currentIndexChanged.connect(self._on_kind)
+        return combo
+
+    def _make_export_button(self) -> QToolButton:
+        button = QToolButton(self)
+        button.setText("Export")
+        button.setToolTip("Save the events shown (the filter applies)")
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(button)
+        menu.addAction("CSV…", lambda: self.export_dialog("csv"))
+        menu.addAction("JSON Lines…", lambda: self.export_dialog("jsonl"))
+        button.setMenu(menu)
+        return button
+
+    def _lay_out(self) -> None:
         title = QLabel("Events", self)
         title.setObjectName("sectionTitle")
+        row = QHBoxLayout()
         row.addWidget(title)
         row.addWidget(self.count)
         row.addStretch(1)
@@ -90,7 +103,6 @@ class EventLog(QWidget):
         layout.setSpacing(4)
         layout.addLayout(row)
         layout.addWidget(self.table, 1)
-        self._update_count()
 
     def _make_table(self) -> QTableView:
         table = QTableView(self)

@@ -66,11 +66,6 @@ class DeviceHistory:
     def since(self, t0: float) -> NDArray[np.float64]:
         return self.ring.since(t0)
 
-    def peak_manager(self, t0: float) -> float:
-        """The most the manager's models held since `t0` (0 when no sample)."""
-        rows = self.since(t0)
-        return float(rows[:, MANAGER].max()) if rows.shape[0] else 0.0
-
 
 class MemoryHistory:
     """Every device's samples for `history_s` seconds at `rate_hz`, and the markers."""

@@ -105,12 +105,6 @@ class TaskTableModel(QAbstractTableModel):
                     self.dataChanged.emit(self.index(i, 0), self.index(i, last))
                 return
 
-    def refresh_times(self) -> None:
-        """Repaint the "Last used" column (its text moves with the clock)."""
-        if self._rows:
-            col = Column.LAST_USED
-            self.dataChanged.emit(self.index(0, col), self.index(len(self._rows) - 1, col))
-
     def rows(self) -> list[TaskRow]:
         return list(self._rows)
 

@@ -119,16 +119,15 @@ class TaskTableView(QTableView):
         for i, row in enumerate(self._model.rows()):
             self.openPersistentEditor(self._model.index(i, Column.MODEL))
             actions = RowActions(row.task)
-            actions.load_button.clicked.connect(lambda _=False, t=row.task: self._request_load(t))
+            actions.load_button.clicked.connect(
+                lambda _=False, t=row.task: self.loadRequested.emit(t)
+            )
             actions.unload_button.clicked.connect(
                 lambda _=False, t=row.task: self.unloadRequested.emit(t)
             )
             actions.show_row(row)
             self.setIndexWidget(self._model.index(i, Column.ACTIONS), actions)
             self._actions[row.task] = actions
-
-    def _request_load(self, task: str) -> None:
-        self.loadRequested.emit(task)
 
     def _on_data_changed(self, top_left: QModelIndex, bottom_right: QModelIndex) -> None:
         for i in range(top_left.row(), bottom_right.row() + 1):
