@@ -139,3 +139,24 @@ def test_opentelemetry_is_set_up_only_when_the_environment_asks() -> None:
     assert provider() == "ProxyTracerProvider"  # the API's no-op until an SDK is installed
     assert provider(OTEL_TRACES_EXPORTER="console") == "TracerProvider"
     assert provider(OTEL_TRACES_EXPORTER="none") == "ProxyTracerProvider"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "models.yaml"])
+def test_the_shipped_configs_load_and_plan(qloop, name: str) -> None:
+    from gui.bridge import open_bridge
+    from tests.gui.helpers import run
+
+    config = paths.shipped_config(name)
+    assert config is not None
+    bridge = open_bridge(config)
+    report = run(qloop, bridge.plan_budget())
+    assert report is not None and report.plans
+    rows = bridge.task_rows()
+    assert all(r.options for r in rows)
+    if name == "demo.yaml":
+        # Together the selected models need more than the demo's budget: warm-up must evict.
+        assert not report.valid
+        assert {r.option.framework for r in rows} >= {"transformers", "external_api"}
+        assert any(not o.available for r in rows for o in r.options)  # the vLLM option
+    run(qloop, bridge.shutdown())
+    bridge.deleteLater()
