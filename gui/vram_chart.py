@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -101,6 +102,11 @@ class VramChart(QWidget):
             "Budget: fit the models and their budget; Whole device: 0 to the device's total"
         )
         self.scale_combo.currentTextChanged.connect(lambda _t: self._invalidate_range())
+        self.pause_button = QToolButton(self)
+        self.pause_button.setText("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Hold the chart still to read it; samples are still kept")
+        self.pause_button.toggled.connect(self._on_pause)
         self.title = QLabel("Memory", self)
         self.title.setObjectName("chartTitle")
         self.summary = QLabel("waiting for the first sample…", self)
@@ -119,6 +125,7 @@ class VramChart(QWidget):
                              ("Scale", self.scale_combo)):  # fmt: skip
             row.addWidget(QLabel(label, self))
             row.addWidget(combo)
+        row.addWidget(self.pause_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(3)
@@ -229,7 +236,25 @@ class VramChart(QWidget):
     def _invalidate_range(self) -> None:
         self._y_range = None
 
+    @property
+    def paused(self) -> bool:
+        return self.pause_button.isChecked()
+
+    def set_paused(self, paused: bool) -> None:
+        """Hold the picture still (samples are still kept), or go live again."""
+        self.pause_button.setChecked(paused)
+
+    def _on_pause(self, paused: bool) -> None:
+        self.pause_button.setText("Resume" if paused else "Pause")
+        if paused:
+            self._timer.stop()
+        else:
+            self._restart_timer()
+            self.redraw()
+
     def _restart_timer(self) -> None:
+        if self.paused:
+            return
         width = max(200, self.plot.width()) if hasattr(self, "plot") else 800
         seconds_per_pixel = self.window_s / width
         interval = max(1000 / self.fps, min(2000.0, 1000 * seconds_per_pixel))

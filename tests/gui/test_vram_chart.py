@@ -139,3 +139,24 @@ def test_history_keeps_one_ring_per_device() -> None:
     assert set(history.devices) == {"cuda:0", "cuda:1"}
     assert history.capacity == 110
     assert history.devices["cuda:1"].task_columns == {"b": 3}
+
+
+def test_hovering_a_marker_says_what_happened(chart: VramChart, qtbot) -> None:
+    from PySide6.QtTest import QTest
+
+    chart.set_paused(True)  # only the redraws below, at their fixed times
+    assert chart.pause_button.text() == "Resume"
+    chart.add_sample(sample(1000.0, {"alpha": GIB}))
+    chart.add_event(LogEntry(at=1001.0, kind="ModelEvicted", task="alpha", model="small",
+                             device="cuda:0", bytes=GIB, duration_s=0.1,
+                             reason="room for beta", severity="eviction"))  # fmt: skip
+    chart.redraw(now=1003.0)
+    qtbot.wait(50)  # the scene takes the new positions
+    point = chart.markers.points()[0]
+    where = chart.plot.mapFromScene(chart.markers.mapToScene(point.pos()))
+    QTest.mouseMove(chart.plot.viewport(), where)
+    qtbot.waitUntil(lambda: chart.plot.getPlotItem().getViewBox().toolTip() != "", timeout=2000)
+    tip = chart.plot.getPlotItem().getViewBox().toolTip()
+    assert tip.startswith("Evicted: alpha (small)") and "room for beta" in tip
+    chart.set_paused(False)
+    assert chart.pause_button.text() == "Pause"
