@@ -152,7 +152,15 @@ def write_config(folder: Path, args: argparse.Namespace) -> Path:
         "framework": "vllm",
         "vram_gb": (args.hold_mb + args.cuda_mb + 100) / 1024,
         "device": args.device,
-        "server_command": [sys.executable, str(FAKE), "--host", "{host}", "--port", "{port}", *fake_flags(args)],
+        "server_command": [
+            sys.executable,
+            str(FAKE),
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            *fake_flags(args),
+        ],
         "stop_timeout_s": 10,
     }
     path = folder / "models.yaml"

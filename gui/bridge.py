@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
 
 from manager import (
     ConfigError,
@@ -55,13 +54,11 @@ from .records import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 #: Frameworks whose models load into this process (and so import torch).
 IN_PROCESS_FRAMEWORKS = ("transformers", "pytorch")
 
 #: How long after a load ends to read its row again (see _on_event).
-SETTLE_MS = 50
 
 #: Busy keys of the commands that act on all tasks (the toolbar's actions).
 WARMUP, UNLOAD_ALL, EVICT, RELOAD, VALIDATE, SHUTDOWN = (
@@ -106,10 +103,8 @@ class ManagerBridge(QObject):
         self._devices: list[DeviceInfo] = []
         self._prerequisite: asyncio.Future[Any] | None = None
         self._shutdown_total = 0
-        self._failed_option: dict[str, str] = {}  # task → the option whose load failed last
         self._shutdown_done = 0
         self._closed = False
-        self._mark_unset_variables()
         self._unsubscribe = manager.events.subscribe(self._on_event)
 
     # ----------------------------------------------------------------- state for the widgets
@@ -173,14 +168,7 @@ class ManagerBridge(QObject):
         task = manager.tasks[name]
         option = task.get_selected_config()
         state = manager.task_state(name)
-        if state == "loading" and loaded is not None:
-            # ModelLoaded is emitted before the manager forgets the finished load.
-            state = "in use" if loaded.get("in_use") else "loaded"
         failure = manager.failure_reason(name)
-        if state == "failed" and self._failed_option.get(name) not in (None, task.selected):
-            # The manager keeps a task's last failure after another option is selected; the
-            # failure was the other option's, so this one is simply not loaded.
-            state, failure = "unloaded", None
         if state in ("loaded", "in use") and option.is_external:
             state = "external"
         progress = manager.load_progress(name)
@@ -217,52 +205,32 @@ class ManagerBridge(QObject):
             return
         self.eventLogged.emit(_log_entry(event, self._option_name(event)))
         if isinstance(event, ConfigReloaded):
-            self._mark_unset_variables()
             self._set_dirty(False)
             self.tasksReset.emit()
             return
         if isinstance(event, SelectionChanged):
             self._set_dirty(True)
-        if isinstance(event, LoadFailed):
-            self._failed_option[event.task] = event.option
         if isinstance(event, ModelUnloaded) and event.reason == "shutdown":
             self._shutdown_done += 1
             self.shutdownProgress.emit(self._shutdown_done, self._shutdown_total)
         task = getattr(event, "task", None)
         if isinstance(task, str):
             self.taskChanged.emit(task)
-            if isinstance(event, ModelLoaded | LoadFailed):
-                # The manager drops the finished load just after this event: read the row again
-                # once it has, or a failed load would still read "loading".
-                QTimer.singleShot(SETTLE_MS, self, lambda t=task: self._emit_task_changed(t))
-
-    def _emit_task_changed(self, task: str) -> None:
-        if not self._closed:
-            self.taskChanged.emit(task)
 
     def _option_name(self, event: Event) -> str:
-        """The name of the option an event is about (events name the model by its id)."""
+        """The name of the option an event is about, where it concerns one."""
         option = getattr(event, "option", None) or getattr(event, "new", None)
-        if isinstance(option, str):
-            return option
-        task = self._manager.tasks.get(str(getattr(event, "task", "")))
-        model_id = getattr(event, "model_id", None)
-        if task is None or model_id is None:
-            return ""
-        if task.get_selected_config().model_id == model_id:
-            return task.selected
-        return next((o.name for o in task.options.values() if o.model_id == model_id), "")
+        return option if isinstance(option, str) else ""
 
     def _sample(self, event: MemorySampled) -> MemorySample:
-        inference = self._manager.inference_config
         return MemorySample(
             device=event.device,
             at=event.at,
             used=event.used_bytes,
             total=event.total_bytes,
             limit=event.budget_bytes,
-            threshold=int(inference.offload_threshold * event.total_bytes),
-            memory_budget=inference.memory_budget_bytes,
+            threshold=event.threshold_bytes,
+            memory_budget=event.memory_budget_bytes,
             manager=event.manager_bytes,
             per_task=dict(event.per_task),
         )
@@ -271,17 +239,6 @@ class ManagerBridge(QObject):
         if dirty != self._config_dirty:
             self._config_dirty = dirty
             self.configDirtyChanged.emit(dirty)
-
-    def _mark_unset_variables(self) -> None:
-        """An option whose model_id names an unset environment variable cannot load: say so in
-        the option list instead of failing later with a path that has a '$' in it."""
-        for task in self._manager.tasks.values():
-            for option in task.options.values():
-                unset = [v for v in _UNSET_VAR.findall(option.model_id) if v not in os.environ]
-                if unset and option.unavailable_reason is None:
-                    option.unavailable_reason = (
-                        f"its model_id uses ${unset[0]}, which is not set in the environment"
-                    )
 
     # ----------------------------------------------------------------- commands
 
@@ -406,7 +363,8 @@ class ManagerBridge(QObject):
         """validate_memory_budget, off the GUI thread (it reads the devices)."""
 
         async def work() -> BudgetReport:
-            plan = await asyncio.to_thread(self._manager.validate_memory_budget)
+            readings = await asyncio.to_thread(self._manager.device_readings)
+            plan = self._manager.validate_memory_budget(readings=readings)
             report = _budget_report(plan)
             self.budgetPlanned.emit(report)
             return report

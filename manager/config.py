@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 _warned_unknown: set[str] = set()
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
 class ConfigError(ValueError):
@@ -242,6 +244,14 @@ class ModelConfig:
             self.auto_class, self.trust_remote_code, self.allow_pickle, self.api_key_env,
             self.api_endpoint, self.server_command, tuple(sorted(self.server_env.items())),
         )  # fmt: skip
+
+    def unset_variables_reason(self) -> str | None:
+        """Why `model_id` cannot be resolved: it names environment variables that are not set."""
+        missing = sorted(set(_VARIABLE.findall(self.model_id)) - set(os.environ))
+        if not missing:
+            return None
+        names = ", ".join(f"${name}" for name in missing)
+        return f"model_id {self.model_id!r} uses {names}, which is not set"
 
     def resolved_model_id(self) -> str:
         """`model_id` with ``~`` and ``$VARS`` expanded, for local folders; hub ids unchanged."""

@@ -76,6 +76,7 @@ class ModelUnloaded(Event):
     """A model was unloaded on request (`reason`: user, idle, switch, shutdown, crash)."""
 
     task: str
+    option: str
     model_id: str
     device: str
     freed_bytes: int
@@ -88,6 +89,7 @@ class ModelEvicted(Event):
     """A model was evicted to make room; `reason` says for what, e.g. which task needed room."""
 
     task: str
+    option: str
     model_id: str
     device: str
     freed_bytes: int
@@ -110,6 +112,7 @@ class ModelCrashed(Event):
     """A loaded model's process died on its own; its accounting was freed."""
 
     task: str
+    option: str
     model_id: str
     device: str
     exit_code: int | None
@@ -150,13 +153,18 @@ class ConfigReloaded(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemorySampled(Event):
-    """One reading of a device: what every process holds, and what each loaded model holds."""
+    """One reading of a device: what every process holds, and what each loaded model holds.
+
+    `budget_bytes` is what vramdeck's models may hold there: the smaller of `threshold_bytes`
+    (offload_threshold × total) and `memory_budget_bytes` (memory_budget_gb, when set)."""
 
     device: str
     used_bytes: int
     total_bytes: int
     budget_bytes: int
     manager_bytes: int
+    threshold_bytes: int = 0
+    memory_budget_bytes: int | None = None
     per_task: Mapping[str, int] = field(default_factory=dict)
 
 

@@ -30,7 +30,7 @@ from opentelemetry import metrics
 from opentelemetry.trace import Span, Status, StatusCode
 
 from . import telemetry as tm
-from .budget import manager_limit, plan_placement, shortfall
+from .budget import device_limit, manager_limit, plan_placement, shortfall
 from .config import GIB, InferenceConfig, ModelConfig, TaskConfig, load_config
 from .devices import DevicePool, Reservation
 from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
@@ -121,7 +121,7 @@ class ModelManager:
         self._loading: dict[str, asyncio.Task[Any]] = {}
         self._switch_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._failures: dict[str, str] = {}
+        self._failures: dict[tuple[str, str], str] = {}  # (task, option) → why it failed
         self._progress: dict[str, tuple[float | None, str]] = {}
         self._last_samples: dict[str, MemorySampled] = {}
         self._load_durations: dict[str, float] = {}
@@ -139,7 +139,9 @@ class ModelManager:
     def _mark_availability(self) -> None:
         for task in self.tasks.values():
             for option in task.options.values():
-                option.unavailable_reason = self.registry.unavailable_reason(option)
+                option.unavailable_reason = option.unset_variables_reason() or (
+                    self.registry.unavailable_reason(option)
+                )
 
     def _init_metrics(self) -> None:
         found = tm.instruments()
@@ -275,8 +277,15 @@ class ModelManager:
             self._loading[task_type] = flight
             # Retrieve the outcome even when every caller was cancelled: it was reported already.
             flight.add_done_callback(lambda f: f.cancelled() or f.exception())
-            flight.add_done_callback(lambda f: self._loading.pop(task_type, None))
+            flight.add_done_callback(lambda f: self._landed(task_type, f))
         return flight
+
+    def _landed(self, task_type: str, flight: object) -> None:
+        """The load `flight` of `task_type` is over: not in flight, before its outcome is
+        reported, so that subscribers asking `task_state` see the outcome."""
+        if self._loading.get(task_type) is flight:
+            del self._loading[task_type]
+        self._progress.pop(task_type, None)
 
     async def _settle(self, task_type: str) -> None:
         """Wait until no load of `task_type` is in flight, whatever its outcome."""
@@ -332,7 +341,7 @@ class ModelManager:
                 required = self.required_bytes(option, device) if loader.holds_device_memory else 0
                 span.set_attribute(tm.ATTR_DEVICE, device)
                 span.set_attribute(tm.ATTR_REQUIRED, required)
-                self._failures.pop(task_type, None)
+                self._failures.pop((task_type, option.name), None)
                 self._progress[task_type] = (0.0, "waiting for room")
                 self._emit(
                     ModelLoading(task=task_type, option=option.name, model_id=option.model_id,
@@ -342,15 +351,15 @@ class ModelManager:
                     task_type, option, loader, device, required
                 )
             except BaseException as exc:
+                self._landed(task_type, asyncio.current_task())
                 self._load_failed(task_type, option, exc, started, span)
                 if not isinstance(exc, Exception) or isinstance(
                     exc, ModelLoadError | InsufficientMemoryError
                 ):
                     raise
                 raise ModelLoadError(task_type, _reason(exc)) from exc
-            finally:
-                self._progress.pop(task_type, None)
             duration = time.monotonic() - started
+            self._landed(task_type, asyncio.current_task())
             self._record_loaded(task, option, loader, device, model, measured, duration)
             span.set_attribute(tm.ATTR_BYTES, measured)
             span.set_attribute(tm.ATTR_OUTCOME, "loaded")
@@ -473,7 +482,7 @@ class ModelManager:
         self, task: str, option: ModelConfig, exc: BaseException, started: float, span: Span
     ) -> None:
         reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else _reason(exc)
-        self._failures[task] = reason
+        self._failures[(task, option.name)] = reason
         span.set_attribute(tm.ATTR_OUTCOME, "failed")
         span.set_attribute(tm.ATTR_REASON, reason)
         span.set_status(Status(StatusCode.ERROR, reason))
@@ -629,8 +638,9 @@ class ModelManager:
                 self._evictions.add(1, {"device": entry.device})
             kind = ModelEvicted if evicted else ModelUnloaded
             self._emit(
-                kind(task=entry.task, model_id=entry.model_id, device=entry.device,
-                     freed_bytes=freed, reason=reason, duration_s=time.monotonic() - started)
+                kind(task=entry.task, option=entry.option, model_id=entry.model_id,
+                     device=entry.device, freed_bytes=freed, reason=reason,
+                     duration_s=time.monotonic() - started)
             )  # fmt: skip
             return returned
 
@@ -775,13 +785,13 @@ class ModelManager:
             return "loading"
         if entry is not None:
             return "in use" if entry.leases else "loaded"
-        if task_type in self._failures:
+        if self.failure_reason(task_type) is not None:
             return "failed"
         return "unavailable" if task.get_selected_config().unavailable_reason else "unloaded"
 
     def failure_reason(self, task_type: str) -> str | None:
-        """Why the last load of `task_type` failed, until it loads again."""
-        return self._failures.get(task_type)
+        """Why the last load of `task_type`'s selected option failed, until it loads again."""
+        return self._failures.get((task_type, self._task(task_type).selected))
 
     def load_progress(self, task_type: str) -> tuple[float | None, str] | None:
         """(fraction, stage) of a load in flight, or None."""
@@ -795,13 +805,16 @@ class ModelManager:
         """What the manager's models may hold on a device of `total` bytes."""
         return manager_limit(total, self.inference_config)
 
-    def validate_memory_budget(self) -> dict[str, Any]:
+    def validate_memory_budget(
+        self, *, readings: Mapping[str, DeviceReading] | None = None
+    ) -> dict[str, Any]:
         """Whether the selected models of all tasks fit their devices' budgets together.
 
         Returns the seed's keys (valid, total_vram_gb, total_required_gb, threshold,
-        max_allowed_gb, model_requirements) and ``devices``: the plan per device.
+        max_allowed_gb, model_requirements) and ``devices``: the plan per device. Pass
+        `readings` (from `device_readings()`, read off the loop) to read no device here.
         """
-        readings = self.device_readings()
+        readings = readings if readings is not None else self.device_readings()
         cuda = {d: r for d, r in readings.items() if is_cuda(d)}
         pool = cuda or {HOST: readings[HOST]}
         requirements: dict[str, tuple[str, int]] = {}
@@ -936,9 +949,10 @@ class ModelManager:
             except Exception:
                 logger.exception("cleaning up after %s crashed failed", entry.task)
         code, lines = died
-        self._failures[entry.task] = f"crashed with exit code {code}"
+        self._failures[(entry.task, entry.option)] = f"crashed with exit code {code}"
         self._emit(
-            ModelCrashed(task=entry.task, model_id=entry.model_id, device=entry.device,
+            ModelCrashed(task=entry.task, option=entry.option, model_id=entry.model_id,
+                         device=entry.device,
                          exit_code=code, last_output=tuple(lines))
         )  # fmt: skip
 
@@ -954,6 +968,8 @@ class ModelManager:
             self._emit(
                 MemorySampled(device=device, used_bytes=r.used, total_bytes=r.total,
                               budget_bytes=manager_limit(r.total, self.inference_config),
+                              threshold_bytes=device_limit(r.total, self.inference_config),
+                              memory_budget_bytes=self.inference_config.memory_budget_bytes,
                               manager_bytes=sum(per_task.values()), per_task=per_task)
             )  # fmt: skip
 

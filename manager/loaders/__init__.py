@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "vramdeck.loaders"
 
+
 def builtin_loaders() -> list[Loader]:
     return [TransformersLoader(), ExternalAPILoader(), VllmLoader(), SglangLoader()]
 

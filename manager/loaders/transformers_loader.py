@@ -27,9 +27,13 @@ _BITS = {
 }
 
 
-def _free_cached(device: str) -> None:
-    """Give freed blocks back: collect cycles, then return CUDA's cached blocks to the driver."""
-    gc.collect()
+def _free_cached(device: str, *, collect: bool = False) -> None:
+    """Return CUDA's cached blocks to the driver; with `collect`, first free the tensors that
+    only reference cycles still hold (a failed load's traceback frames). Not on every unload:
+    a full collection in a worker thread holds the GIL for a while, and may finalize an app's
+    objects (Qt's) off their thread."""
+    if collect:
+        gc.collect()
     if is_cuda(device):
         import torch
 
@@ -68,7 +72,7 @@ class TransformersLoader:
         try:
             return self._load(option, ctx)
         except BaseException:
-            _free_cached(ctx.device)
+            _free_cached(ctx.device, collect=True)
             raise
 
     def _load(self, option: ModelConfig, ctx: LoadContext) -> Any:
@@ -130,8 +134,9 @@ class TransformersLoader:
         return total
 
     def unload(self, model: Any, device: str) -> None:
-        # Moving to "meta" frees every weight even while a caller still holds the module, so an
-        # unload really gives the memory back; a caller that uses it afterwards gets a clear error.
+        # Moving to "meta" frees every weight even while a caller still holds the module (no
+        # garbage collection needed), so an unload really gives the memory back; a caller that
+        # uses it afterwards gets a clear error.
         try:
             model.to("meta")
         except Exception:

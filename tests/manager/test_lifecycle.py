@@ -178,6 +178,7 @@ async def test_monitor_samples_every_device(make_manager):
     assert len(gpu) >= 3 and {s.device for s in samples} == {"cuda:0", "cpu"}
     assert gpu[0].per_task == {"chat": 2 * GIB} and gpu[0].manager_bytes == 2 * GIB
     assert gpu[0].total_bytes == 10 * GIB and gpu[0].budget_bytes == int(0.9 * 10 * GIB)
+    assert gpu[0].threshold_bytes == int(0.9 * 10 * GIB) and gpu[0].memory_budget_bytes is None
 
 
 async def test_reload_config_keeps_matching_models_and_rejects_bad_files(
@@ -196,3 +197,49 @@ async def test_reload_config_keeps_matching_models_and_rejects_bad_files(
     with pytest.raises(ConfigError, match="invalid YAML"):
         await m.reload_config()
     assert "audio" in m.tasks and list(m.loaded_models) == ["chat"]
+
+
+async def test_subscribers_see_the_outcome_in_task_state(make_manager):
+    m, _, _ = make_manager(TWO_OPTIONS, fail={"chat-broken"})
+    states: list[tuple[str, str]] = []
+    m.events.subscribe(
+        lambda e: states.append((e.kind, m.task_state(e.task))), ModelLoaded, LoadFailed
+    )
+    await m.load_model("chat")
+    with pytest.raises(ModelLoadError):
+        await m.set_selected_model("chat", "broken")  # fails, restores small
+    assert states == [
+        ("ModelLoaded", "loaded"),
+        ("LoadFailed", "failed"),
+        ("ModelLoaded", "loaded"),
+    ]
+
+
+async def test_a_failure_belongs_to_the_option_that_failed(make_manager):
+    m, _, _ = make_manager(TWO_OPTIONS, fail={"chat-broken"})
+    await m.set_selected_model("chat", "broken")
+    with pytest.raises(ModelLoadError):
+        await m.load_model("chat")
+    assert m.task_state("chat") == "failed"
+    await m.set_selected_model("chat", "big")
+    assert m.task_state("chat") == "unloaded" and m.failure_reason("chat") is None
+    await m.set_selected_model("chat", "broken")  # it failed before: it still says so
+    assert m.task_state("chat") == "failed"
+
+
+async def test_unload_events_name_the_option(make_manager):
+    m, _, _ = make_manager(TWO_OPTIONS)
+    seen: list[ModelUnloaded] = []
+    m.events.subscribe(seen.append, ModelUnloaded)
+    await m.load_model("chat")
+    await m.unload_model("chat")
+    assert [(e.task, e.option, e.model_id) for e in seen] == [("chat", "small", "chat-small")]
+
+
+def test_a_model_id_with_an_unset_variable_is_unavailable(make_manager, monkeypatch):
+    monkeypatch.delenv("VRAMDECK_NOWHERE", raising=False)
+    m, _, _ = make_manager("models: {t: {options: {a: {model_id: '${VRAMDECK_NOWHERE}/gpt2'}}}}\n")
+    reason = m.tasks["t"].options["a"].unavailable_reason
+    assert reason == "model_id '${VRAMDECK_NOWHERE}/gpt2' uses $VRAMDECK_NOWHERE, which is not set"
+    monkeypatch.setenv("VRAMDECK_NOWHERE", "/models")
+    assert m.tasks["t"].options["a"].unset_variables_reason() is None
