@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QApplication
 
 from . import demo_models, paths
 from . import settings as saved
-from .bridge import ManagerBridge, open_bridge
+from .bridge import ManagerBridge, open_bridge, start_file_logging
 from .gc_guard import GuiThreadCollector
 from .main_window import MainWindow
 from .qt_logging import route_qt_messages
@@ -81,6 +81,12 @@ def run(argv: list[str]) -> int:
 def _configure_logging() -> None:
     level = os.environ.get("VRAMDECK_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # the terminal keeps its level when the file takes INFO
+    try:
+        start_file_logging()  # INFO and up, to the rotating file in the user's state folder
+    except OSError as exc:
+        logging.getLogger(__name__).warning("no log file: %s", exc)
 
 
 def _application(qt_args: list[str]) -> QApplication:

@@ -38,6 +38,8 @@ from manager import (
     SelectionChanged,
     ServerOutput,
 )
+from manager.config_store import ConfigChangedOnDisk, save_selections
+from manager.logs import setup_file_logging
 
 from .formatting import fmt_bytes, short_model_id
 from .records import (
@@ -58,12 +60,12 @@ T = TypeVar("T")
 #: Frameworks whose models load into this process (and so import torch).
 IN_PROCESS_FRAMEWORKS = ("transformers", "pytorch")
 
-#: How long after a load ends to read its row again (see _on_event).
-
 #: Busy keys of the commands that act on all tasks (the toolbar's actions).
-WARMUP, UNLOAD_ALL, EVICT, RELOAD, VALIDATE, SHUTDOWN = (
-    "warmup", "unload_all", "evict", "reload", "validate", "shutdown",
+WARMUP, UNLOAD_ALL, EVICT, RELOAD, VALIDATE, SHUTDOWN, SAVE = (
+    "warmup", "unload_all", "evict", "reload", "validate", "shutdown", "save",
 )  # fmt: skip
+#: What save_config reports.
+SAVED, CHANGED_ON_DISK = "saved", "changed on disk"
 
 
 class ManagerBridge(QObject):
@@ -359,6 +361,30 @@ class ManagerBridge(QObject):
         title = f"Could not load {Path(path).name if path else old}; still using {old}"
         return bool(await self._run(RELOAD, title, work))
 
+    async def save_config(self, *, overwrite: bool = False) -> str | None:
+        """Write the selections into the config file (only `selected:` values change).
+
+        Returns SAVED, or CHANGED_ON_DISK when the file changed since it was read and
+        `overwrite` is False (then nothing was written: ask the person first); None on failure,
+        reported through errorRaised.
+        """
+
+        async def work() -> str:
+            path = self._manager.config_path
+            expected = None if overwrite else self._config_mtime
+            try:
+                await asyncio.to_thread(
+                    save_selections, path, self.selections(), expected_mtime=expected
+                )
+            except ConfigChangedOnDisk:
+                return CHANGED_ON_DISK
+            self._config_mtime = _mtime(path)
+            self._set_dirty(False)
+            self.notice.emit(f"Saved the selections to {path} (the previous file is {path}.bak)")
+            return SAVED
+
+        return await self._run(SAVE, f"Could not save {self.config_path.name}", work)
+
     async def plan_budget(self, *, key: str = VALIDATE) -> BudgetReport | None:
         """validate_memory_budget, off the GUI thread (it reads the devices)."""
 
@@ -387,6 +413,11 @@ class ManagerBridge(QObject):
             await self._run(SHUTDOWN, "Shutdown failed", work)
         finally:
             self._unsubscribe()
+
+
+def start_file_logging() -> Path:
+    """Log to the rotating file in the user's state folder (keys masked); returns its path."""
+    return setup_file_logging()
 
 
 def open_bridge(config_path: str | os.PathLike[str]) -> ManagerBridge:
@@ -491,12 +522,16 @@ def _reason(event: Event) -> str:
 
 
 __all__ = [
+    "CHANGED_ON_DISK",
     "EVICT",
     "RELOAD",
+    "SAVE",
+    "SAVED",
     "SHUTDOWN",
     "UNLOAD_ALL",
     "VALIDATE",
     "WARMUP",
     "ManagerBridge",
     "open_bridge",
+    "start_file_logging",
 ]

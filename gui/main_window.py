@@ -15,11 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 from qasync import asyncSlot
 
 from . import settings as saved
-from .bridge import SHUTDOWN, ManagerBridge
+from .bridge import CHANGED_ON_DISK, SAVE, SHUTDOWN, ManagerBridge
 from .budget_view import BudgetView
 from .chart_slot import DEFAULT_FPS, ChartSlot
 from .error_banner import ErrorBanner
@@ -130,6 +137,7 @@ class MainWindow(QMainWindow):
         self.table.unloadRequested.connect(self.unload_task)
         a.open_config.triggered.connect(self.open_config)
         a.reload_config.triggered.connect(lambda: self.reload_config())
+        a.save_config.triggered.connect(self.save_config)
         a.warm_up.triggered.connect(self.warm_up)
         a.unload_all.triggered.connect(self.unload_all)
         a.evict.triggered.connect(self.evict_lru)
@@ -187,8 +195,14 @@ class MainWindow(QMainWindow):
             for action in self.actions_.commands():
                 action.setEnabled(not busy)
             return
+        if key == SAVE:  # Save is there only while the selections differ from the file
+            self.actions_.save_config.setEnabled(not busy and self._may_save())
+            return
         for action in self.actions_.busy_keys.get(key, []):
             action.setEnabled(not busy and not self._close_requested)
+
+    def _may_save(self) -> bool:
+        return self.bridge.config_dirty and not self._close_requested
 
     def _on_budget(self, report: BudgetReport) -> None:
         self.budget.show_report(report)
@@ -207,6 +221,7 @@ class MainWindow(QMainWindow):
 
     def _show_config(self, path: str) -> None:
         dirty = self.bridge.config_dirty
+        self.actions_.save_config.setEnabled(self._may_save())
         self.setWindowTitle(f"{Path(path).name}[*] — vramdeck")
         self.setWindowModified(dirty)
         self.status.show_config(path, dirty)
@@ -254,6 +269,33 @@ class MainWindow(QMainWindow):
     def reload_config(self, path: str | None = None) -> asyncio.Task[Any]:
         """Read the config again (or `path`); a bad file keeps the current config."""
         return self._spawn(self.bridge.reload_config(path))
+
+    def save_config(self, overwrite: bool = False) -> asyncio.Task[Any]:
+        """Save the selections; a file changed on disk meanwhile is overwritten only if the
+        person says so (asked outside the task: a modal dialog must not run inside its step)."""
+
+        async def save() -> None:
+            if await self.bridge.save_config(overwrite=overwrite) == CHANGED_ON_DISK:
+                QTimer.singleShot(0, self, self._ask_overwrite)
+
+        return self._spawn(save())
+
+    def _ask_overwrite(self) -> None:
+        if self.confirm_overwrite(self.bridge.config_path):
+            self.save_config(overwrite=True)
+        else:
+            self.status.showMessage("Not saved: the file changed on disk", 6000)
+
+    def confirm_overwrite(self, path: Path) -> bool:
+        """Ask whether to save over a config that changed on disk (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            "The config changed on disk",
+            f"{path} was changed by another program since vramdeck read it.\n\n"
+            "Save your selections into it anyway? Only the `selected:` lines change; "
+            "the other edits stay.",
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def open_config(self) -> None:
         # A sync slot on purpose: the modal dialog runs a nested event loop, which must not

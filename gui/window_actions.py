@@ -17,6 +17,7 @@ class WindowActions:
 
     open_config: QAction
     reload_config: QAction
+    save_config: QAction
     warm_up: QAction
     unload_all: QAction
     evict: QAction
@@ -38,8 +39,8 @@ class WindowActions:
 
     def commands(self) -> list[QAction]:
         """The actions that start manager work (all disabled while shutting down)."""
-        return [self.open_config, self.reload_config, self.warm_up, self.unload_all,
-                self.evict, self.validate]  # fmt: skip
+        return [self.open_config, self.reload_config, self.save_config, self.warm_up,
+                self.unload_all, self.evict, self.validate]  # fmt: skip
 
 
 def _action(
@@ -68,6 +69,9 @@ def build_actions(window: QMainWindow) -> WindowActions:
         reload_config=_action(window, "Reload config", ["Ctrl+R", "F5"],
                               "Read the config file again (a bad file keeps the current one)",
                               sp.SP_BrowserReload),
+        save_config=_action(window, "Save selections", ["Ctrl+S"],
+                            "Write the selected models into the config file (a .bak keeps the "
+                            "previous one)", sp.SP_DialogSaveButton),
         warm_up=_action(window, "Warm up all", ["Ctrl+L"], "Load every task's selected model",
                         sp.SP_MediaPlay),
         unload_all=_action(window, "Unload all", ["Ctrl+U"], "Unload every model, pinned too",
@@ -96,7 +100,7 @@ def build_actions(window: QMainWindow) -> WindowActions:
 def _build_menus(window: QMainWindow, a: WindowActions) -> None:
     bar = window.menuBar()
     file_menu = bar.addMenu("&File")
-    file_menu.addActions([a.open_config, a.reload_config])
+    file_menu.addActions([a.open_config, a.reload_config, a.save_config])
     file_menu.addSeparator()
     file_menu.addActions([a.export_csv, a.export_jsonl])
     file_menu.addSeparator()
@@ -117,7 +121,7 @@ def _build_toolbar(window: QMainWindow, a: WindowActions) -> None:
     toolbar.setMovable(False)
     toolbar.setIconSize(QSize(16, 16))
     toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-    toolbar.addActions([a.open_config, a.reload_config])
+    toolbar.addActions([a.open_config, a.reload_config, a.save_config])
     toolbar.addSeparator()
     toolbar.addActions([a.warm_up, a.unload_all, a.evict])
     toolbar.addSeparator()
