@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from manager import Ledger, ModelManager
+from manager.loaders import live_server_pids, stop_all_servers
 from tests.fakes import FakeLoader, FakeProbe
+
+
+@pytest.fixture(autouse=True)
+def no_server_left() -> Iterator[None]:
+    """No test leaves a model server running (one that would is stopped, and the test fails)."""
+    yield
+    left = live_server_pids()
+    stop_all_servers(timeout_s=1)
+    assert not left, f"servers left running: {left}"
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -20,19 +19,11 @@ from manager.loaders import (
     VllmLoader,
 )
 from manager.loaders import server_loader as sl
-from manager.loaders.server_process import ServerProcess, live_server_pids, stop_all_servers
+from manager.loaders.server_process import ServerProcess, live_server_pids
 from manager.memory import HOST
 from tests.manager.fake_server import fake_command, gone, wait_gone
 
 MB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def no_server_left() -> Iterator[None]:
-    yield
-    left = live_server_pids()
-    stop_all_servers(timeout_s=1)
-    assert not left, f"servers left running: {left}"
 
 
 class Recorder:

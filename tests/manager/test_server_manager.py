@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +29,10 @@ from manager.loaders import (
     TransformersLoader,
     VllmLoader,
     live_server_pids,
-    stop_all_servers,
 )
 from tests.manager.fake_server import fake_command, gone, wait_gone
 
 MB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def no_server_left() -> Iterator[None]:
-    yield
-    left = live_server_pids()
-    stop_all_servers(timeout_s=1)
-    assert not left, f"servers left running: {left}"
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from manager.loaders import live_server_pids, stop_all_servers
 from manager.loaders.server_process import _records
 from tests.manager.fake_server import fake_command, gone, wait_gone
 
@@ -38,14 +36,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture(autouse=True)
-def no_server_left() -> Iterator[None]:
-    yield
-    left = live_server_pids()
-    stop_all_servers(timeout_s=1)
-    assert not left, f"servers left running: {left}"
 
 
 def start_manager(tmp_path: Path, then: str, *flags: str) -> tuple[subprocess.Popen[str], Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,12 @@ from manager.loaders import (
     LoadContext,
     Loader,
     LoaderRegistry,
-    live_server_pids,
-    stop_all_servers,
 )
 from manager.memory import HOST
 from tests.manager.fake_server import fake_command, gone
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", ROOT / "docs" / "loaders.md")
-
-
-@pytest.fixture(autouse=True)
-def no_server_left() -> Iterator[None]:
-    yield
-    left = live_server_pids()
-    stop_all_servers(timeout_s=1)
-    assert not left, f"servers left running: {left}"
 
 
 def doc_example(first_line: str) -> str:
