@@ -369,25 +369,13 @@ class ModelManager:
     async def _load_with_room(
         self, task_type: str, option: ModelConfig, loader: Loader, device: str, required: int
     ) -> tuple[Any, int]:
-        ctx = LoadContext(
-            task=task_type,
-            device=device,
-            progress=lambda fraction, stage: self._call_on_loop(
-                self._on_progress, task_type, fraction, stage
-            ),
-            output=lambda line: self._call_on_loop(
-                self._emit, ServerOutput(task=task_type, line=line)
-            ),
-        )
         if not loader.holds_device_memory:
+            ctx = self._load_context(task_type, device, total_bytes=0)
             return await self._call_loader(NO_DEVICE, loader.load, option, ctx), 0
         async with self.devices.lock(device):
             reading = await self._make_room(device, required, for_task=task_type)
             reservation = self.devices.reserve(device, required)
-        ctx = LoadContext(
-            task=ctx.task, device=device, device_total_bytes=reading.total,
-            progress=ctx.progress, output=ctx.output,
-        )  # fmt: skip
+        ctx = self._load_context(task_type, device, total_bytes=reading.total)
         try:
             if inspect.iscoroutinefunction(loader.load):
                 if self.probe.attributes_frees(device):
@@ -397,6 +385,18 @@ class ModelManager:
             return await self._load_in_worker(loader, option, ctx, reservation)
         finally:
             self.devices.release(reservation)
+
+    def _load_context(self, task: str, device: str, *, total_bytes: int) -> LoadContext:
+        """What a loader gets: its callbacks turn into events on the loop's thread."""
+        return LoadContext(
+            task=task,
+            device=device,
+            device_total_bytes=total_bytes,
+            progress=lambda fraction, stage: self._call_on_loop(
+                self._on_progress, task, fraction, stage
+            ),
+            output=lambda line: self._call_on_loop(self._emit, ServerOutput(task=task, line=line)),
+        )
 
     async def _load_in_worker(
         self, loader: Loader, option: ModelConfig, ctx: LoadContext, reservation: Reservation
