@@ -145,8 +145,7 @@ class AppSession:
 
     def _freeze_after_first_load(self, entry: Any) -> None:
         """The first load imports transformers' model code (another ~100k objects): freeze
-        those too, so the collections that unloads run (gc.collect() in the manager's worker,
-        holding the GIL) stay short."""
+        those too, so that later full collections, which hold the GIL, stay short."""
         if entry.kind == "ModelLoaded" and entry.device and not self._frozen_after_load:
             self._frozen_after_load = True
             gc.freeze()
