@@ -11,7 +11,6 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 from .event_log_model import EventLogFilter, EventLogModel, LogColumn, kind_label
 from .log_export import write_csv, write_jsonl
 from .records import LogEntry
+from .table_style import style_read_only_table
 
 ALL_KINDS = "All events"
 NO_PROGRESS = "All but progress"
@@ -108,13 +108,7 @@ class EventLog(QWidget):
         table = QTableView(self)
         table.setObjectName("eventTable")
         table.setModel(self.proxy)
-        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        table.setShowGrid(False)
-        table.setWordWrap(False)
-        table.setAlternatingRowColors(True)
-        table.verticalHeader().hide()
-        table.verticalHeader().setDefaultSectionSize(22)
+        style_read_only_table(table, row_height=22)
         header = table.horizontalHeader()
         header.setHighlightSections(False)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)

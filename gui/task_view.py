@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
 from .option_delegate import OptionDelegate
 from .records import TaskRow
 from .state_delegate import StateDelegate
+from .table_style import style_read_only_table
 from .task_table import ROW_ROLE, Column, TaskTableModel
 
 
@@ -60,14 +61,8 @@ class TaskTableView(QTableView):
         self._actions: dict[str, RowActions] = {}
         self.setItemDelegateForColumn(Column.MODEL, OptionDelegate(self))
         self.setItemDelegateForColumn(Column.STATE, StateDelegate(self))
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        style_read_only_table(self, row_height=34)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setAlternatingRowColors(True)
-        self.setShowGrid(False)
-        self.setWordWrap(False)
-        self.verticalHeader().hide()
-        self.verticalHeader().setDefaultSectionSize(34)
         self._size_columns()
         model.modelReset.connect(self._install_row_widgets)
         model.dataChanged.connect(self._on_data_changed)
