@@ -64,9 +64,9 @@ def chart_cpu(seconds: float) -> dict[str, float]:
     from PySide6.QtCore import QTimer
     from PySide6.QtTest import QTest
 
-    from gui.memory_history import MemoryHistory
-    from gui.records import MemorySample
-    from gui.vram_chart import VramChart
+    from vramdeck.gui.memory_history import MemoryHistory
+    from vramdeck.gui.records import MemorySample
+    from vramdeck.gui.vram_chart import VramChart
 
     tasks = ["text_generation", "code_completion", "embeddings", "classification"]
 
@@ -121,7 +121,9 @@ def chart_cpu(seconds: float) -> dict[str, float]:
 
 def make_demo_models(cache: Path) -> Path:
     """The demo models, made in a subprocess so that this process has not imported torch."""
-    code = "import sys; from gui.demo_models import ensure_demo_models as e; e(sys.argv[1])"
+    code = (
+        "import sys; from vramdeck.gui.demo_models import ensure_demo_models as e; e(sys.argv[1])"
+    )
     folder = cache / "demo-models"
     subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, check=True, timeout=300)
     return folder
@@ -165,10 +167,10 @@ class StallProbe:
 def load_stalls(folder: Path, tmp: Path, rounds: int) -> dict[str, tuple[list[float], float]]:
     from PySide6.QtWidgets import QApplication
 
-    from gui.bridge import open_bridge
-    from gui.gc_guard import GuiThreadCollector
-    from gui.main_window import MainWindow
-    from gui.session import AppSession
+    from vramdeck.gui.bridge import open_bridge
+    from vramdeck.gui.gc_guard import GuiThreadCollector
+    from vramdeck.gui.main_window import MainWindow
+    from vramdeck.gui.session import AppSession
 
     config = tmp / "bench.yaml"
     config.write_text(CONFIG.format(folder=folder), encoding="utf-8")

@@ -64,7 +64,7 @@ async def main() -> None:
     parser.add_argument("--embd", type=int, default=1024)
     args = parser.parse_args()
 
-    from manager import Ledger, ModelManager
+    from vramdeck.manager import Ledger, ModelManager
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "gpt2"

@@ -38,10 +38,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from manager import Ledger, ModelManager  # noqa: E402
-from manager.loaders import ServerHandle, VllmLoader  # noqa: E402
-from manager.loaders.server_process import alive, free_port  # noqa: E402
-from manager.memory import SystemProbe  # noqa: E402
+from vramdeck.manager import Ledger, ModelManager  # noqa: E402
+from vramdeck.manager.loaders import ServerHandle, VllmLoader  # noqa: E402
+from vramdeck.manager.loaders.server_process import alive, free_port  # noqa: E402
+from vramdeck.manager.memory import SystemProbe  # noqa: E402
 
 FAKE = ROOT / "tests" / "manager" / "fake_server.py"
 MEASURED: list[int] = []  # what the manager measured the server to hold, per round

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from manager import (
+from vramdeck.manager import (
     ConfigError,
     ConfigReloaded,
     Event,
@@ -38,8 +38,8 @@ from manager import (
     SelectionChanged,
     ServerOutput,
 )
-from manager.config_store import ConfigChangedOnDisk, save_selections
-from manager.logs import setup_file_logging
+from vramdeck.manager.config_store import ConfigChangedOnDisk, save_selections
+from vramdeck.manager.logs import setup_file_logging
 
 from .formatting import fmt_bytes, short_model_id
 from .records import (

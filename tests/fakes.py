@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from manager.config import GIB, ModelConfig
-from manager.loaders import LoadContext
-from manager.memory import DeviceReading
+from vramdeck.manager.config import GIB, ModelConfig
+from vramdeck.manager.loaders import LoadContext
+from vramdeck.manager.memory import DeviceReading
 
 
 class FakeProbe:

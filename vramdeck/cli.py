@@ -107,8 +107,8 @@ def _positive_int(text: str) -> int:
 def run_command(args: list[str]) -> int:
     """Run a headless command; returns the exit code (argparse exits 2 on a bad command line)."""
     options = build_parser().parse_args(args)
-    from manager.config import ConfigError
     from vramdeck import commands
+    from vramdeck.manager.config import ConfigError
 
     try:
         if options.command == "validate":
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(args)
         except SystemExit as exc:  # --help, --version and usage errors from argparse
             return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    from gui.app import run
+    from vramdeck.gui.app import run
 
     return run(args)
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from manager.config import GIB, ConfigError
-from manager.memory import MemoryProbe, SystemProbe
-from manager.model_manager import ModelManager
+from vramdeck.manager.config import GIB, ConfigError
+from vramdeck.manager.memory import MemoryProbe, SystemProbe
+from vramdeck.manager.model_manager import ModelManager
 from vramdeck.planning import EXHAUSTIVE_LIMIT, Planner
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_CONFIG = 0, 1, 2

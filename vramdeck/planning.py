@@ -10,9 +10,9 @@ import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from manager.budget import DevicePlan, plan_placement
-from manager.config import InferenceConfig, ModelConfig, TaskConfig
-from manager.memory import HOST, DeviceReading, is_cuda
+from vramdeck.manager.budget import DevicePlan, plan_placement
+from vramdeck.manager.config import InferenceConfig, ModelConfig, TaskConfig
+from vramdeck.manager.memory import HOST, DeviceReading, is_cuda
 
 #: Above this many combinations the search is greedy instead of exhaustive.
 EXHAUSTIVE_LIMIT = 50_000

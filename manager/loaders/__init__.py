@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
-from manager.config import ModelConfig
+from vramdeck.manager.config import ModelConfig
 
 from .base import LoadContext, Loader, LoaderUnavailable
 from .external_api import ExternalAPIConfig, ExternalAPILoader, MissingAPIKey

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from manager.config import ModelConfig
+from vramdeck.manager.config import ModelConfig
 
 
 def _ignore_progress(fraction: float | None, stage: str) -> None:

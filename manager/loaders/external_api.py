@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from manager.config import ModelConfig
+from vramdeck.manager.config import ModelConfig
 
 from .base import LoadContext
 

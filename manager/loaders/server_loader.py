@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
-from manager.config import GIB, ModelConfig
-from manager.logs import redact, secret_values
-from manager.memory import MemoryProbe, SystemProbe, device_index, is_cuda
+from vramdeck.manager.config import GIB, ModelConfig
+from vramdeck.manager.logs import redact, secret_values
+from vramdeck.manager.memory import MemoryProbe, SystemProbe, device_index, is_cuda
 
 from .base import LoadContext, LoaderUnavailable
 from .server_process import (

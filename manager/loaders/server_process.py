@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 
-from manager.logs import redact, state_dir
+from vramdeck.manager.logs import redact, state_dir
 
 logger = logging.getLogger(__name__)
 

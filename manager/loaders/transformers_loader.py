@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from manager.config import ModelConfig
-from manager.memory import is_cuda
+from vramdeck.manager.config import ModelConfig
+from vramdeck.manager.memory import is_cuda
 
 from .base import LoadContext, LoaderUnavailable
 

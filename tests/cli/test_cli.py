@@ -117,6 +117,7 @@ def test_headless_commands_import_no_qt_and_no_torch(write_config, command: str)
         "from vramdeck.cli import main\n"
         f"main({args!r})\n"
         "top = {m.split('.')[0] for m in sys.modules}\n"
+        "top |= {'gui' for m in sys.modules if m.startswith('vramdeck.gui')}\n"
         f"print('LOADED', ','.join(sorted(top & set({QT_AND_TORCH!r}))))\n"
     )
     result = subprocess.run(

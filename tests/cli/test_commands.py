@@ -9,11 +9,11 @@ import types
 
 import pytest
 
-from manager.config import GIB, load_config, parse_config
-from manager.ledger import Ledger, default_ledger_path
 from tests.cli.conftest import BAD_VALUE, DOES_NOT_FIT, FITS, NOTHING_FITS
 from tests.fakes import FakeProbe
 from vramdeck import cli, commands
+from vramdeck.manager.config import GIB, load_config, parse_config
+from vramdeck.manager.ledger import Ledger, default_ledger_path
 from vramdeck.planning import Planner
 
 
@@ -232,9 +232,9 @@ def test_usage_errors_exit_2(capsys):
 
 def test_anything_else_goes_to_the_window(monkeypatch):
     seen: list[list[str]] = []
-    fake_app = types.ModuleType("gui.app")
+    fake_app = types.ModuleType("vramdeck.gui.app")
     fake_app.run = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gui.app", fake_app)
+    monkeypatch.setitem(sys.modules, "vramdeck.gui.app", fake_app)
     assert cli.main(["--config", "x.yaml", "--screenshot", "s.png"]) == 0
     assert cli.main([]) == 0
     assert seen == [["--config", "x.yaml", "--screenshot", "s.png"], []]

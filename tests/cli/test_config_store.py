@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from manager.config import ConfigError, load_config, parse_config
-from manager.config_store import (
+from vramdeck.manager.config import ConfigError, load_config, parse_config
+from vramdeck.manager.config_store import (
     ConfigChangedOnDisk,
     apply_selections,
     backup_path,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from manager import telemetry
-from manager.config import InferenceConfig, ModelConfig, TaskConfig
+from vramdeck.manager import telemetry
+from vramdeck.manager.config import InferenceConfig, ModelConfig, TaskConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

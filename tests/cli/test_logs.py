@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from manager.logs import LOG_NAME, redact, setup_file_logging, state_dir
+from vramdeck.manager.logs import LOG_NAME, redact, setup_file_logging, state_dir
 
 KEY = "sk-test-0123456789abcdef"
 

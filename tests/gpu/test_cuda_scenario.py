@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from manager import Ledger, MemoryNotReturned, ModelEvicted, ModelManager
-from manager.config import GIB
+from vramdeck.manager import Ledger, MemoryNotReturned, ModelEvicted, ModelManager
+from vramdeck.manager.config import GIB
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ async def test_cuda_load_evict_reload_switch(cuda_config: Path):
         assert m.get_loaded_models()["second"]["device"] == "cuda:0"  # auto on the only GPU
     finally:
         await m.shutdown()
-    from manager.memory import SystemProbe
+    from vramdeck.manager.memory import SystemProbe
 
     after = SystemProbe.detect().read("cuda:0").used  # the manager closed its own NVML handle
     assert leaks == []
@@ -109,7 +109,7 @@ async def test_nvml_sees_per_process_memory():
 
     import torch
 
-    from manager.memory import SystemProbe
+    from vramdeck.manager.memory import SystemProbe
 
     probe = SystemProbe.detect()
     if probe.name != "nvml":

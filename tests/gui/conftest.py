@@ -21,8 +21,8 @@ import shiboken6
 from PySide6.QtCore import QCoreApplication, QEvent
 from PySide6.QtWidgets import QApplication
 
-from gui.qt_logging import HARMLESS
 from tests.gui.helpers import Panel, run
+from vramdeck.gui.qt_logging import HARMLESS
 
 HERE = Path(__file__).resolve().parent
 
@@ -176,10 +176,10 @@ def gui_config(tmp_path: Path, tiny_models: dict[str, Path]) -> Path:
 @pytest.fixture
 def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., Panel]]:
     """Build a panel over a config (real loaders unless `manager` is given)."""
-    from gui.bridge import ManagerBridge
-    from gui.main_window import MainWindow
-    from gui.session import AppSession
-    from manager import Ledger, ModelManager
+    from vramdeck.gui.bridge import ManagerBridge
+    from vramdeck.gui.main_window import MainWindow
+    from vramdeck.gui.session import AppSession
+    from vramdeck.manager import Ledger, ModelManager
 
     made: list[Panel] = []
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings
 
-from gui import app, paths
-from gui import settings as saved
 from tests.gui.helpers import write_config
+from vramdeck.gui import app, paths
+from vramdeck.gui import settings as saved
 
 VRAMDECK = Path(sys.executable).with_name("vramdeck")
 
@@ -89,9 +89,9 @@ def test_a_broken_remembered_config_falls_back_to_the_demo(
 
 
 def test_window_layout_is_remembered(qtbot, qloop, settings: QSettings, gui_config: Path) -> None:
-    from gui.bridge import ManagerBridge
-    from gui.main_window import MainWindow
-    from manager import Ledger, ModelManager
+    from vramdeck.gui.bridge import ManagerBridge
+    from vramdeck.gui.main_window import MainWindow
+    from vramdeck.manager import Ledger, ModelManager
 
     bridge = ManagerBridge(ModelManager(gui_config, ledger=Ledger(None)))
     first = MainWindow(bridge, settings)
@@ -124,7 +124,7 @@ def test_options_are_parsed_and_the_rest_goes_to_qt() -> None:
 
 def test_opentelemetry_is_set_up_only_when_the_environment_asks() -> None:
     code = (
-        "from gui.telemetry_setup import configure_from_env; stop = configure_from_env();"
+        "from vramdeck.gui.telemetry_setup import configure_from_env; stop = configure_from_env();"
         "from opentelemetry import trace; print(type(trace.get_tracer_provider()).__name__);"
         "stop()"
     )
@@ -143,8 +143,8 @@ def test_opentelemetry_is_set_up_only_when_the_environment_asks() -> None:
 
 @pytest.mark.parametrize("name", ["demo.yaml", "models.yaml"])
 def test_the_shipped_configs_load_and_plan(qloop, name: str) -> None:
-    from gui.bridge import open_bridge
     from tests.gui.helpers import run
+    from vramdeck.gui.bridge import open_bridge
 
     config = paths.shipped_config(name)
     assert config is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gui import demo_models
+from vramdeck.gui import demo_models
 
 GUI = Path(__file__).resolve().parents[2] / "gui"
 
@@ -30,14 +30,17 @@ def test_only_the_bridge_imports_the_manager() -> None:
     importers = sorted(
         p.name
         for p in GUI.glob("*.py")
-        if any(m == "manager" or m.startswith("manager.") for m in imported_modules(p))
+        if any(
+            m == "vramdeck.manager" or m.startswith("vramdeck.manager.")
+            for m in imported_modules(p)
+        )
     )
     assert importers == ["bridge.py"]
 
 
 def test_the_window_does_not_import_torch() -> None:
     code = (
-        "import sys; from gui.bridge import open_bridge; from gui.main_window import MainWindow;"
+        "import sys; from vramdeck.gui.bridge import open_bridge; from vramdeck.gui.main_window import MainWindow;"
         "from PySide6.QtWidgets import QApplication; app = QApplication([]);"
         "w = MainWindow(open_bridge('configs/demo.yaml')); w.show(); app.processEvents();"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
@@ -108,7 +111,7 @@ def test_garbage_is_collected_on_the_gui_thread_only(qtbot) -> None:
     import gc
     import threading
 
-    from gui.gc_guard import GuiThreadCollector
+    from vramdeck.gui.gc_guard import GuiThreadCollector
 
     collector = GuiThreadCollector(interval_ms=5)
     collected_in: list[str] = []

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from gui.bridge import ManagerBridge
-from gui.records import BudgetReport, LogEntry, MemorySample
-from manager import Ledger, ModelManager
-from manager.loaders import ExternalAPILoader
 from tests.fakes import FakeLoader, FakeProbe
 from tests.gui.helpers import run, until, write_config
+from vramdeck.gui.bridge import ManagerBridge
+from vramdeck.gui.records import BudgetReport, LogEntry, MemorySample
+from vramdeck.manager import Ledger, ModelManager
+from vramdeck.manager.loaders import ExternalAPILoader
 
 CONFIG = """\
 inference:

@@ -4,9 +4,9 @@ import csv
 import json
 from pathlib import Path
 
-from gui.formatting import fmt_ago, fmt_bytes, fmt_duration, short_model_id
-from gui.log_export import write_csv, write_jsonl, write_log
-from gui.records import LogEntry
+from vramdeck.gui.formatting import fmt_ago, fmt_bytes, fmt_duration, short_model_id
+from vramdeck.gui.log_export import write_csv, write_jsonl, write_log
+from vramdeck.gui.records import LogEntry
 
 
 def test_formatting() -> None:

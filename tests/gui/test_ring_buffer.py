@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gui.ring_buffer import RingBuffer, decimate_max
+from vramdeck.gui.ring_buffer import RingBuffer, decimate_max
 
 
 def test_latest_rows_are_one_contiguous_view_after_wrapping() -> None:

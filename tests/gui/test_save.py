@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gui.bridge import CHANGED_ON_DISK, SAVED
+from vramdeck.gui.bridge import CHANGED_ON_DISK, SAVED
 
 CONFIG = """\
 # my workstation

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from gui.event_log import ALL_KINDS, EventLog
-from gui.records import LogEntry, OptionInfo, TaskRow
-from gui.task_table import ROW_ROLE, Column, TaskTableModel, state_text
+from vramdeck.gui.event_log import ALL_KINDS, EventLog
+from vramdeck.gui.records import LogEntry, OptionInfo, TaskRow
+from vramdeck.gui.task_table import ROW_ROLE, Column, TaskTableModel, state_text
 
 OPTIONS = (
     OptionInfo("small", "/m/a", "transformers", 0.5, "fast", "auto"),

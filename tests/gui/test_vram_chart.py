@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gui.memory_history import MemoryHistory
-from gui.records import LogEntry, MemorySample
-from gui.vram_chart import MAX_POINTS, VramChart
+from vramdeck.gui.memory_history import MemoryHistory
+from vramdeck.gui.records import LogEntry, MemorySample
+from vramdeck.gui.vram_chart import MAX_POINTS, VramChart
 
 GIB = 1024**3
 MIB = 1024**2

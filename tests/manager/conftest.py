@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from manager import Ledger, ModelManager
-from manager.loaders import live_server_pids, stop_all_servers
 from tests.fakes import FakeLoader, FakeProbe
+from vramdeck.manager import Ledger, ModelManager
+from vramdeck.manager.loaders import live_server_pids, stop_all_servers
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +42,7 @@ def make_manager(write_config):
     def make(text: str, *, devices: dict[str, float] | None = None, other_gb=None, **loader_kw):
         probe = FakeProbe(devices or {"cuda:0": 10.0, "cpu": 64.0}, other_gb=other_gb)
         loader = FakeLoader(probe, **loader_kw)
-        from manager.loaders import ExternalAPILoader
+        from vramdeck.manager.loaders import ExternalAPILoader
 
         m = ModelManager(
             write_config(text),

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from manager import ConfigError, InferenceConfig, ModelConfig, TaskConfig, load_config
-from manager.config import GIB
+from vramdeck.manager import ConfigError, InferenceConfig, ModelConfig, TaskConfig, load_config
+from vramdeck.manager.config import GIB
 
 GOOD = """\
 # a workstation
@@ -181,7 +181,7 @@ def test_missing_file_is_a_config_error(tmp_path):
 
 
 def test_unknown_framework_loads_but_marks_the_option_unavailable(write_config):
-    from manager import ModelManager
+    from vramdeck.manager import ModelManager
 
     path = write_config(
         "models:\n  t:\n    options:\n"

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from manager import InsufficientMemoryError, ModelEvicted, ModelInUseError
-from manager.config import GIB
+from vramdeck.manager import InsufficientMemoryError, ModelEvicted, ModelInUseError
+from vramdeck.manager.config import GIB
 
 THREE_TASKS = """
 models:
@@ -195,7 +195,7 @@ async def test_budget_checks_use_the_measured_size(make_manager):
 
 
 async def test_suspected_leak_is_reported(make_manager):
-    from manager import MemoryNotReturned
+    from vramdeck.manager import MemoryNotReturned
 
     m, probe, _ = make_manager(
         THREE_TASKS.replace("offload_threshold: 0.7", "evict_verify_timeout_s: 0.2")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from manager import ExternalAPIConfig, ModelLoadError
-from manager.config import GIB
+from vramdeck.manager import ExternalAPIConfig, ModelLoadError
+from vramdeck.manager.config import GIB
 
 SECRET = "sk-test-0123456789-very-secret"
 

@@ -1,4 +1,4 @@
-"""`import manager` must load no Qt (the layers point one way) and no torch (start-up speed)."""
+"""`import vramdeck.manager` must load no Qt (the layers point one way) and no torch (start-up speed)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ FORBIDDEN = ("PySide6", "PyQt5", "PyQt6", "qasync", "pyqtgraph", "torch", "trans
 
 def test_importing_manager_loads_no_qt_and_no_torch():
     code = (
-        "import sys, manager, manager.loaders, manager.model_manager\n"
+        "import sys, vramdeck.manager, vramdeck.manager.loaders, vramdeck.manager.model_manager\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
         "print(','.join(bad))"
     )
@@ -25,7 +25,7 @@ def test_constructing_a_manager_imports_no_torch(tmp_path):
     config = tmp_path / "m.yaml"
     config.write_text("models: {t: {options: {a: {model_id: x}}}}\n")
     code = (
-        "import sys, manager\n"
+        "import sys, vramdeck.manager as manager\n"
         f"m = manager.ModelManager({str(config)!r})\n"
         "m.validate_memory_budget()\n"
         "print(m.probe.name, 'torch' in sys.modules)"

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from manager import (
+from vramdeck.manager import (
     LoadFailed,
     LoadProgress,
     ModelLoaded,
@@ -16,7 +16,7 @@ from manager import (
     ModelUnloaded,
     SelectionChanged,
 )
-from manager.config import GIB
+from vramdeck.manager.config import GIB
 
 TWO_OPTIONS = """
 models:
@@ -165,7 +165,7 @@ async def test_shutdown_unloads_everything_and_closes(make_manager):
 
 
 async def test_monitor_samples_every_device(make_manager):
-    from manager import MemorySampled
+    from vramdeck.manager import MemorySampled
 
     m, _, _ = make_manager(TWO_OPTIONS, devices={"cuda:0": 10, "cpu": 8})
     samples: list[MemorySampled] = []
@@ -184,7 +184,7 @@ async def test_monitor_samples_every_device(make_manager):
 async def test_reload_config_keeps_matching_models_and_rejects_bad_files(
     make_manager, write_config
 ):
-    from manager import ConfigError
+    from vramdeck.manager import ConfigError
 
     m, _, _ = make_manager(TWO_OPTIONS)
     await m.load_model("chat")

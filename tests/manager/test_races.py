@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from manager import (
+from tests.fakes import FakeLoader, FakeModel
+from vramdeck.manager import (
     InsufficientMemoryError,
     ModelEvicted,
     ModelInUseError,
     ModelLoadError,
     ModelUnloaded,
 )
-from manager.config import GIB
-from manager.memory import ProbeError, visible_indices
-from tests.fakes import FakeLoader, FakeModel
+from vramdeck.manager.config import GIB
+from vramdeck.manager.memory import ProbeError, visible_indices
 
 SWITCH = """
 models:
@@ -38,7 +38,7 @@ class SlowUnload(FakeLoader):
 
 
 def use_loader(m, loader) -> None:
-    from manager.loaders import ExternalAPILoader, LoaderRegistry
+    from vramdeck.manager.loaders import ExternalAPILoader, LoaderRegistry
 
     m.registry = LoaderRegistry([loader, ExternalAPILoader()])
 

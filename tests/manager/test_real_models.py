@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from manager import Ledger, LoadFailed, ModelEvicted, ModelLoadError, ModelManager
-from manager.config import GIB
+from vramdeck.manager import Ledger, LoadFailed, ModelEvicted, ModelLoadError, ModelManager
+from vramdeck.manager.config import GIB
 
 
 def tensor_bytes(model: torch.nn.Module) -> int:

@@ -9,18 +9,22 @@ import warnings
 
 import pytest
 
-from manager.config import GIB, ModelConfig
-from manager.loaders import LoaderRegistry, SglangLoader, VllmLoader
-from manager.loaders import server_loader as sl
-from manager.loaders.server_loader import CommandValues, memory_fraction, quantization_value
-from manager.loaders.server_process import (
+from tests.manager.fake_server import fake_command
+from vramdeck.manager.config import GIB, ModelConfig
+from vramdeck.manager.loaders import LoaderRegistry, SglangLoader, VllmLoader
+from vramdeck.manager.loaders import server_loader as sl
+from vramdeck.manager.loaders.server_loader import (
+    CommandValues,
+    memory_fraction,
+    quantization_value,
+)
+from vramdeck.manager.loaders.server_process import (
     _background,
     _in_background,
     _LineSplitter,
     describe_exit,
     free_port,
 )
-from tests.manager.fake_server import fake_command
 
 
 def option(**fields: object) -> ModelConfig:

@@ -10,18 +10,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from manager.config import ModelConfig
-from manager.loaders import (
+from tests.manager.fake_server import fake_command, gone, wait_gone
+from vramdeck.manager.config import ModelConfig
+from vramdeck.manager.loaders import (
     LoadContext,
     LoaderUnavailable,
     ServerHandle,
     ServerStartError,
     VllmLoader,
 )
-from manager.loaders import server_loader as sl
-from manager.loaders.server_process import ServerProcess, live_server_pids
-from manager.memory import HOST
-from tests.manager.fake_server import fake_command, gone, wait_gone
+from vramdeck.manager.loaders import server_loader as sl
+from vramdeck.manager.loaders.server_process import ServerProcess, live_server_pids
+from vramdeck.manager.memory import HOST
 
 MB = 2**20
 

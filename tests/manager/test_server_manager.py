@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from manager import (
+from tests.manager.fake_server import fake_command, gone, wait_gone
+from vramdeck.manager import (
     Event,
     Ledger,
     LoadFailed,
@@ -22,7 +23,7 @@ from manager import (
     ModelManager,
     ServerOutput,
 )
-from manager.loaders import (
+from vramdeck.manager.loaders import (
     Loader,
     ServerHandle,
     SglangLoader,
@@ -30,7 +31,6 @@ from manager.loaders import (
     VllmLoader,
     live_server_pids,
 )
-from tests.manager.fake_server import fake_command, gone, wait_gone
 
 MB = 2**20
 

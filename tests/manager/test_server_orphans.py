@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from manager.loaders.server_process import _records
 from tests.manager.fake_server import fake_command, gone, wait_gone
+from vramdeck.manager.loaders.server_process import _records
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux signals")
 
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 MANAGER_SCRIPT = """
 import asyncio, json, sys
 sys.path.insert(0, sys.argv[3])
-from manager import Ledger, ModelManager
-from manager.loaders import VllmLoader
+from vramdeck.manager import Ledger, ModelManager
+from vramdeck.manager.loaders import VllmLoader
 
 async def main():
     manager = ModelManager(sys.argv[1], loaders=[VllmLoader()], ledger=Ledger(None))

@@ -11,16 +11,16 @@ from typing import Any
 import psutil
 import pytest
 
-import manager.loaders as loaders
-from manager.config import GIB, ModelConfig
-from manager.loaders import (
+import vramdeck.manager.loaders as loaders
+from tests.manager.fake_server import fake_command, gone
+from vramdeck.manager.config import GIB, ModelConfig
+from vramdeck.manager.loaders import (
     ENTRY_POINT_GROUP,
     LoadContext,
     Loader,
     LoaderRegistry,
 )
-from manager.memory import HOST
-from tests.manager.fake_server import fake_command, gone
+from vramdeck.manager.memory import HOST
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", ROOT / "docs" / "loaders.md")
@@ -91,7 +91,7 @@ async def test_the_docs_plugin_runs_a_server(llamacpp_plugin: Any) -> None:
 
 
 def test_a_framework_without_a_loader_stays_listed_as_unavailable(tmp_path: Path) -> None:
-    from manager import ModelManager
+    from vramdeck.manager import ModelManager
 
     config = tmp_path / "models.yaml"
     config.write_text(
