@@ -157,6 +157,7 @@ def test_exhaustive_and_greedy_agree_on_an_easy_case_with_two_gpus():
         + "".join(f"      o{gb}: {{model_id: m{t}{gb}, vram_gb: {gb}}}\n" for gb in gbs)
         for t, gbs in sizes.items()
     )
+    text += "inference: {offload_threshold: 0.9}\n"  # not the default 0.85
     planner = planner_for(text, {"cuda:0": 10, "cuda:1": 10, "cpu": 64})  # 9 GiB budget each
     current = {"t1": "o1", "t2": "o2", "t3": "o3"}
     exhaustive = planner.best(current)
