@@ -173,7 +173,8 @@ def _quantization(d: Any, key: str, source: Source) -> str | None:
         return None
     if isinstance(quant, bool) or not isinstance(quant, str | int) or not str(quant).strip():
         raise source.error(
-            f"{key}.quantization", f"expected a string such as '4bit' or 'awq', got {quant!r}"
+            f"{key}.quantization",
+            f"expected a string such as '4bit' or 'awq', got {describe(quant)}",
         )
     return str(quant)
 
@@ -181,17 +182,19 @@ def _quantization(d: Any, key: str, source: Source) -> str | None:
 def _server_problems(
     argv: tuple[str, ...] | None, key: str, source: Source
 ) -> tuple[ConfigError, ...]:
-    """A ConfigError for each ``--host``/``--hostname`` in `argv` that is not loopback."""
+    """A ConfigError for each ``--host``/``--hostname`` value in `argv` that is not loopback."""
+    args = argv or ()
     found = []
-    for i, arg in enumerate(argv or ()):
+    for i, arg in enumerate(args):
         flag, eq, value = arg.partition("=")
-        if flag not in _HOST_FLAGS or not (eq or i + 1 < len(argv or ())):
+        at = i if eq else i + 1  # --host=X, or --host X
+        if flag not in _HOST_FLAGS or at >= len(args):
             continue
-        host = value if eq else (argv or ())[i + 1]
+        host = value if eq else args[at]
         if host.strip("[]").lower() not in _LOOPBACK_HOSTS:
             found.append(
                 source.error(
-                    f"{key}[{i}]",
+                    f"{key}[{at}]",
                     f"passes the host {shorten(host, 60)!r}: a managed server must listen on "
                     "loopback only (pass {host}, or 127.0.0.1, localhost or ::1); the option "
                     "cannot load",

@@ -21,6 +21,9 @@ import yaml
 #: The longest key path a message prints whole; longer ones keep their start and end.
 MAX_KEY_CHARS_SHOWN = 120
 
+#: Every character str.splitlines() breaks at, written as an escape instead.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple = 2, 4, 4, 4
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 60, 40
@@ -47,7 +50,9 @@ class ConfigError(ValueError):
         self.file, self.line, self.key = file, line, key
         where = file + (f":{line}" if line else "")
         prefix = ": ".join(p for p in (where, shorten(key, MAX_KEY_CHARS_SHOWN)) if p)
-        self.message = f"{prefix}: {message}" if prefix else message
+        text = f"{prefix}: {message}" if prefix else message
+        # One line, always: a key or value may hold a line break, and tools read one line.
+        self.message = text.translate(_LINE_BREAKS)
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -80,13 +85,13 @@ class Source:
         return ConfigError(message, file=self.file, line=self.line_of(key), key=key)
 
     def line_of(self, key: str) -> int | None:
+        """The line of `key` (``a.b[2].c``), else of its nearest parent that has one."""
         lines = self.lines or {}
-        parts = key.split(".")
-        while parts:
-            found = lines.get(".".join(parts))
+        while key:
+            found = lines.get(key)
             if found is not None:
                 return found
-            parts.pop()
+            key = key[: max(key.rfind("."), key.rfind("["), 0)]
         return None
 
 

@@ -97,7 +97,7 @@ def read_yaml(text: str, *, file: str) -> tuple[Any, dict[str, int]]:
         raise ConfigSyntaxError(exc.message, file=file, line=exc.line, key=exc.key) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "unreadable"
+        problem = ", ".join(p for p in (exc.context, exc.problem) if p) or "unreadable"
         line: int | None = mark.line + 1 if mark is not None else None
         raise ConfigSyntaxError(
             f"invalid YAML: {problem}", file=file, line=line, key=loader.key_at(line)
@@ -172,6 +172,8 @@ class _BoundedLoader(yaml.SafeLoader):
         assert node is not None  # an event was there: PyYAML composes a node for it
         self._sizes[id(node)] = self._nodes - before
         self._node_lines[id(node)] = (node.start_mark.line + 1, self.path())
+        if self._keys and self._keys[-1].startswith("["):  # a list item (keys: in their map)
+            self.lines.setdefault(self.path(), node.start_mark.line + 1)
         return node
 
     def _count_alias(self, event: Any) -> None:
@@ -204,10 +206,11 @@ class _BoundedLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 self._refuse("a key must be a name, not a list or map", key_node.start_mark)
-            if key_node.tag == _MERGE_TAG:
-                continue
             name = str(key_node.value)
             key = f"{self.path()}.{name}" if self._keys else name
+            if key_node.tag == _MERGE_TAG:  # may repeat; the merged keys are checked where written
+                self.lines.setdefault(key, line)
+                continue
             if len(name) > MAX_KEY_CHARS:
                 self._refuse(
                     f"a key of {len(name)} characters; a key is a name of at most {MAX_KEY_CHARS}",

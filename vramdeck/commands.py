@@ -44,7 +44,19 @@ def validate_report(manager: ModelManager) -> dict[str, Any]:
             for name, task in manager.tasks.items()
             if task.get_selected_config().unavailable_reason
         },
+        "problems": config_problems(manager),
     }
+
+
+def config_problems(manager: ModelManager) -> list[str]:
+    """Mistakes in the file that leave it loadable but an option unusable, one line each (file,
+    line, key): a server_command listening beyond loopback. `validate` exits 2 for them."""
+    return [
+        str(problem)
+        for task in manager.tasks.values()
+        for option in task.options.values()
+        for problem in option.problems
+    ]
 
 
 def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict[str, Any]:
@@ -261,6 +273,10 @@ def run_validate(
     finally:
         asyncio.run(manager.shutdown())
     _emit(report, as_json, print_validate, out)
+    for problem in report["problems"]:
+        print(f"vramdeck validate: error: {problem}", file=sys.stderr)
+    if report["problems"]:
+        return EXIT_BAD_CONFIG
     return EXIT_OK if report["valid"] else EXIT_DOES_NOT_FIT
 
 
@@ -306,6 +322,7 @@ __all__ = [
     "EXIT_BAD_CONFIG",
     "EXIT_DOES_NOT_FIT",
     "EXIT_OK",
+    "config_problems",
     "open_manager",
     "plan_report",
     "print_plan",
