@@ -37,6 +37,11 @@ def shorten(text: str, limit: int) -> str:
     return f"{text[:half]}…{text[-half:]}"
 
 
+def one_line(text: str) -> str:
+    """`text` with every line break written as an escape (``\\n``), for a message or a log."""
+    return text.translate(_LINE_BREAKS)
+
+
 def describe(value: Any) -> str:
     """A short description of a value for a message: its type and a truncated repr."""
     shown = _SHORT.repr(value)
@@ -52,7 +57,7 @@ class ConfigError(ValueError):
         prefix = ": ".join(p for p in (where, shorten(key, MAX_KEY_CHARS_SHOWN)) if p)
         text = f"{prefix}: {message}" if prefix else message
         # One line, always: a key or value may hold a line break, and tools read one line.
-        self.message = text.translate(_LINE_BREAKS)
+        self.message = one_line(text)
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -101,5 +106,6 @@ __all__ = [
     "ConfigSyntaxError",
     "Source",
     "describe",
+    "one_line",
     "shorten",
 ]

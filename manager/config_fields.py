@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .config_errors import Source, describe
+from .config_errors import MAX_KEY_CHARS_SHOWN, Source, describe, one_line, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,8 @@ def keep_unknown(d: Mapping[str, Any], known: frozenset[str], key: str, src: Sou
         where = f"{src.file}:{key}.{name}"
         if where not in _warned_unknown:
             _warned_unknown.add(where)
-            logger.warning("%s: unknown key %s.%s kept but not used", src.file, key, name)
+            shown = one_line(shorten(f"{key}.{name}", MAX_KEY_CHARS_SHOWN))
+            logger.warning("%s: unknown key %s kept but not used", src.file, shown)
     return extra
 
 
