@@ -98,7 +98,7 @@ class ModelConfig:
         self.dtype: str = fields.string(d, "dtype", key, source, "auto")
         if self.dtype not in DTYPES:
             raise source.error(
-                f"{key}.dtype", f"expected one of {', '.join(DTYPES)}, got {self.dtype!r}"
+                f"{key}.dtype", f"expected one of {', '.join(DTYPES)}, got {describe(self.dtype)}"
             )
         self.auto_class: str | None = fields.string(d, "auto_class", key, source, None)
         self.trust_remote_code: bool = fields.boolean(d, "trust_remote_code", key, source, False)
@@ -237,7 +237,8 @@ class TaskConfig:
         if self.selected not in self.options:
             raise source.error(
                 f"{key}.selected",
-                f"names no option: {self.selected!r}; expected one of {', '.join(self.options)}",
+                f"names no option: {describe(self.selected)}; expected one of "
+                f"{shorten(', '.join(self.options), 200)}",
             )
         self.pinned: bool = fields.boolean(d, "pinned", key, source, False)
         self.description: str = fields.string(d, "description", key, source, "")
@@ -281,7 +282,9 @@ class InferenceConfig:
         }
     )  # fmt: skip
 
-    def __init__(self, config_dict: dict[str, Any], *, source: Source = _DICT_SOURCE) -> None:
+    def __init__(
+        self, config_dict: dict[str, Any] | None, *, source: Source = _DICT_SOURCE
+    ) -> None:
         key = "inference"
         d = fields.mapping(config_dict if config_dict is not None else {}, key, source)
         self.max_memory_per_model: str = fields.memory_size(d, "max_memory_per_model", key, source)
@@ -337,7 +340,7 @@ def parse_config(
     if not models:
         raise src.error("models", "expected at least one task")
     tasks = {str(name): TaskConfig(str(name), t, source=src) for name, t in models.items()}
-    inference = InferenceConfig(raw.get("inference") or {}, source=src)
+    inference = InferenceConfig(raw.get("inference"), source=src)
     fields.keep_unknown(raw, frozenset({"models", "inference"}), "<top>", src)
     return raw, tasks, inference
 

@@ -201,31 +201,38 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
         node = super().compose_mapping_node(anchor)
-        seen: dict[str, int] = {}
+        # A key's text and its value, each → its line: `1` and '1' are one name once the config
+        # reads it as text; `1`, `01` and `true` are one key once YAML builds a dict.
+        seen: dict[tuple[str, Any], int] = {}
         for key_node, _ in node.value:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._refuse("a key must be a name, not a list or map", key_node.start_mark)
-            name = str(key_node.value)
+            name, line = self._name(key_node)
             key = f"{self.path()}.{name}" if self._keys else name
-            if key_node.tag == _MERGE_TAG:  # may repeat; the merged keys are checked where written
-                self.lines.setdefault(key, line)
+            self.lines.setdefault(key, line)
+            if key_node.tag == _MERGE_TAG:  # may repeat; merged keys are checked where written
                 continue
-            if len(name) > MAX_KEY_CHARS:
-                self._refuse(
-                    f"a key of {len(name)} characters; a key is a name of at most {MAX_KEY_CHARS}",
-                    key_node.start_mark,
-                )
-            if name in seen:
+            text, value = ("text", name), ("value", self.construct_object(key_node))
+            first = seen.get(text) or seen.get(value)
+            if first is not None:
                 raise _Refused(
-                    f"duplicate key {shorten(name, 60)!r} (lines {seen[name]} and {line}); "
+                    f"duplicate key {shorten(name, 60)!r} (lines {first} and {line}); "
                     "the second would silently replace the first",
                     line,
                     key,
                 )
-            seen[name] = line
-            self.lines.setdefault(key, line)
+            seen[text] = seen[value] = line
         return node
+
+    def _name(self, key_node: yaml.Node) -> tuple[str, int]:
+        """A mapping key's text and line; _Refused unless it is a scalar of a sensible length."""
+        if not isinstance(key_node, yaml.ScalarNode):
+            self._refuse("a key must be a name, not a list or map", key_node.start_mark)
+        name = str(key_node.value)
+        if len(name) > MAX_KEY_CHARS:
+            self._refuse(
+                f"a key of {len(name)} characters; a key is a name of at most {MAX_KEY_CHARS}",
+                key_node.start_mark,
+            )
+        return name, key_node.start_mark.line + 1
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:

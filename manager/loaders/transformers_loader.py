@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vramdeck.manager.config import ModelConfig
+from vramdeck.manager.config_errors import shorten
 from vramdeck.manager.memory import is_cuda
 
 from .base import LoadContext, LoaderUnavailable
@@ -172,7 +173,7 @@ def unreadable_reason(option: ModelConfig) -> str | None:
     no config.json); None when nothing is known to be wrong."""
     if option.quantization is not None and option.quantization not in _BITS:
         return (
-            f"transformers cannot apply quantization {option.quantization!r}: use "
+            f"transformers cannot apply quantization {shorten(option.quantization, 40)!r}: use "
             f"{', '.join(_BITS)} (bitsandbytes), or leave it out for a checkpoint that is "
             "already quantized (its config.json says how), or serve the option with vllm or "
             "sglang, which take awq, gptq, fp8, …"
@@ -183,13 +184,14 @@ def unreadable_reason(option: ModelConfig) -> str | None:
     kind = _OTHER_CHECKPOINTS.get(Path(source).suffix.lower())
     if kind is not None and (os.path.isfile(source) or not _looks_local(source)):
         return (
-            f"model_id {source!r} is {kind}, not a transformers model (a folder with "
+            f"model_id {shorten(source, 160)!r} is {kind}, not a transformers model (a folder with "
             f"config.json, or a hub id): {_PLUGIN_HINT}"
         )
     if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
         return (
-            f"the folder {source} has no config.json, so it is not a transformers model "
-            f"(save one with save_pretrained); for another framework's checkpoint, {_PLUGIN_HINT}"
+            f"the folder {shorten(source, 160)} has no config.json, so it is not a transformers "
+            "model (save one with save_pretrained); for another framework's checkpoint, "
+            f"{_PLUGIN_HINT}"
         )
     return None
 

@@ -79,6 +79,8 @@ CASES: list[tuple[str, str, int | None, str, str]] = [
     ("max-memory-list", inference("max_memory_per_model: [20GB]"), 6, f"{INF}.max_memory_per_model", "list"),
     ("warmup-text", inference("warmup_on_startup: 'yes'"), 6, f"{INF}.warmup_on_startup", "true or false"),
     ("inference-list", inference("- 1"), 5, INF, "expected a mapping"),
+    ("inference-empty-list", inference()[:-1] + " []\n", 5, INF, "got list []"),
+    ("inference-zero", inference()[:-1] + " 0\n", 5, INF, "got int 0"),
     # strings: blank, missing, the wrong shape, a NUL character
     ("model-id-empty", option("model_id: ''"), 5, f"{OPT}.model_id", "non-empty string"),
     ("model-id-blank", option("model_id: '   '"), 5, f"{OPT}.model_id", "non-empty string"),
@@ -145,6 +147,8 @@ CASES: list[tuple[str, str, int | None, str, str]] = [
     ("dup-top", "models: {t: {options: {a: {model_id: x}}}}\nmodels: {}\n", 2, "models", "lines 1 and 2"),
     ("dup-flow", option("{model_id: x, model_id: y}")[:-1].replace("a:\n        {", "a: {") + "\n", 4, f"{OPT}.model_id", "duplicate key 'model_id'"),
     ("dup-quoted", task("options:", "  a: {model_id: x}", "  'a': {model_id: y}"), 5, OPT, "duplicate"),
+    ("dup-octal", task("options:", "  1: {model_id: x}", "  01: {model_id: y}"), 5, "models.t.options.01", "lines 4 and 5"),
+    ("dup-bool", task("options:", "  true: {model_id: x}", "  yes: {model_id: y}"), 5, "models.t.options.yes", "lines 4 and 5"),
     ("dup-env", option("model_id: x", "server_env:", "  A: 1", "  A: 2"), 8, f"{OPT}.server_env.A", "lines 7 and 8"),
     # keys that are not names
     ("key-list", task("options:", "  ? [a, b]", "  : {model_id: x}"), 4, "models.t.options", "must be a name"),
