@@ -26,7 +26,7 @@ from .config_errors import ConfigSyntaxError, shorten
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 200_000
+MAX_NODES = 50_000
 MAX_KEY_CHARS = 256
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
