@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .budget import device_limit, manager_limit
 from .config import GIB, InferenceConfig, ModelConfig, TaskConfig
@@ -149,6 +150,16 @@ def device_rooms(
         cap = manager_limit(r.total, inference)
         rooms[device] = DeviceRoom(device, r.name, r.probe, r.total, cap, limit, others)
     return rooms
+
+
+def held_bytes(loaded: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Device → what the manager's loaded models hold, from ``get_loaded_models()``: the part of
+    a reading that is the manager's own, not other processes'."""
+    held: dict[str, int] = {}
+    for info in loaded.values():
+        device = str(info["device"])
+        held[device] = held.get(device, 0) + int(info["measured_bytes"])
+    return held
 
 
 class Planner:
@@ -329,5 +340,6 @@ __all__ = [
     "Suggestion",
     "cannot_load_reason",
     "device_rooms",
+    "held_bytes",
     "validate_selection",
 ]

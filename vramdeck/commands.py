@@ -20,7 +20,13 @@ from vramdeck.manager import demo_models
 from vramdeck.manager.config import GIB, ConfigError, load_config
 from vramdeck.manager.memory import MemoryProbe, SystemProbe
 from vramdeck.manager.model_manager import ModelManager
-from vramdeck.manager.planning import EXHAUSTIVE_LIMIT, Planner, device_rooms, validate_selection
+from vramdeck.manager.planning import (
+    EXHAUSTIVE_LIMIT,
+    Planner,
+    device_rooms,
+    held_bytes,
+    validate_selection,
+)
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -40,17 +46,9 @@ def validate_report(manager: ModelManager) -> dict[str, Any]:
         manager.device_readings(),
         manager.inference_config,
         manager.ledger.measured_bytes,
-        held=_held_bytes(manager),
+        held=held_bytes(manager.get_loaded_models()),
     )
     return {"config": str(manager.config_path), **report, "unavailable": report["skipped"]}
-
-
-def _held_bytes(manager: ModelManager) -> dict[str, int]:
-    """Device → what the manager's loaded models hold (none in a fresh CLI process)."""
-    held: dict[str, int] = {}
-    for info in manager.get_loaded_models().values():
-        held[info["device"]] = held.get(info["device"], 0) + int(info["measured_bytes"])
-    return held
 
 
 def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict[str, Any]:
@@ -60,7 +58,7 @@ def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict
         manager.device_readings(),
         manager.inference_config,
         manager.ledger.measured_bytes,
-        held=_held_bytes(manager),
+        held=held_bytes(manager.get_loaded_models()),
     )
     current = {name: task.selected for name, task in manager.tasks.items()}
     tasks: dict[str, Any] = {}

@@ -8,7 +8,7 @@ import pytest
 from tests.fakes import FakeProbe
 from vramdeck.manager.config import GIB, parse_config
 from vramdeck.manager.loaders import LoaderRegistry, builtin_loaders
-from vramdeck.manager.planning import Planner, cannot_load_reason, validate_selection
+from vramdeck.manager.planning import Planner, cannot_load_reason, held_bytes, validate_selection
 
 #: A GPU task with three options, and an API task with a keyed, an unknown and a keyless API.
 CONFIG = """\
@@ -146,3 +146,12 @@ def test_validate_selection_gives_the_seeds_report_and_what_it_skipped():
     assert set(report["devices"]) == {"cuda:0"}  # the host shows only when a model goes there
     cuda = report["devices"]["cuda:0"]
     assert cuda["others_gb"] == 1.0 and cuda["budget_gb"] == 8.0 and cuda["fits"] is False
+
+
+def test_held_bytes_sums_the_loaded_models_per_device():
+    loaded = {
+        "a": {"device": "cuda:0", "measured_bytes": 2 * GIB},
+        "b": {"device": "cuda:0", "measured_bytes": 1 * GIB},
+        "c": {"device": "cpu", "measured_bytes": 5},
+    }
+    assert held_bytes(loaded) == {"cuda:0": 3 * GIB, "cpu": 5}
