@@ -279,7 +279,11 @@ def open_manager(config: str, probe: MemoryProbe | None = None) -> ModelManager:
     folder = demo_models.folder_to_make(o.model_id for t in tasks for o in t.options.values())
     if folder is not None:
         print(f"vramdeck: making the demo models in {folder} (first run only)…", file=sys.stderr)
-        demo_models.ensure_demo_models(folder)
+        try:
+            demo_models.ensure_demo_models(folder)
+        except OSError as exc:  # a folder that cannot be written: the config cannot be used
+            message = f"could not make the demo models in {folder}: {exc}"
+            raise ConfigError(message, file=config) from exc
     return ModelManager(config, probe=probe)
 
 

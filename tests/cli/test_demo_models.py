@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vramdeck import commands
+from vramdeck import cli, commands
 from vramdeck.manager import ModelManager, demo_models
 from vramdeck.manager.ledger import Ledger
 
@@ -123,3 +123,19 @@ def test_validate_and_plan_on_the_demo_agree_with_the_panel(
     selected_gb = sum(r["vram_gb"] for r in validate["model_requirements"].values())
     assert validate["total_required_gb"] == pytest.approx(selected_gb)
     assert os.environ[demo_models.MINILM_ENV]  # the MiniLM resolved for both
+
+
+def test_demo_models_that_cannot_be_made_are_exit_2_naming_the_folder(
+    tiny_specs: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv(demo_models.DEMO_ENV, str(blocker / "demo-models"))
+    assert cli.main(["validate", str(DEMO)]) == 2
+    err = capsys.readouterr().err
+    assert "vramdeck validate: error: " in err
+    assert f"could not make the demo models in {blocker / 'demo-models'}" in err
+    assert "Traceback" not in err
