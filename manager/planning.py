@@ -23,7 +23,7 @@ from .memory import HOST, DeviceReading, is_cuda
 from .planning_search import EXHAUSTIVE_LIMIT, Selection, Suggestion, best_selection
 
 #: The ledger's ``measured_bytes(option, device)``: what a model took when it last loaded there.
-MeasuredBytes = Callable[[ModelConfig, str], "int | None"]
+MeasuredBytes = Callable[[ModelConfig, str], int | None]
 
 
 @dataclass(frozen=True)
