@@ -457,7 +457,7 @@ def _budget_report(plan: dict[str, Any]) -> BudgetReport:
             total=int(p["total_gb"] * GIB),
             budget=int(p["budget_gb"] * GIB),
             tasks={t: int(gb * GIB) for t, gb in p["tasks"].items()},
-            others=int(p.get("others_gb", 0) * GIB),  # the planner's (manager/planning.py)
+            others=int(p.get("taken_by_others_gb", 0) * GIB),  # from manager/planning.py
         )
         for device, p in plan["devices"].items()
     )

@@ -59,7 +59,7 @@ class BudgetBars(QWidget):
         painter.setPen(QColor(TEXT_COLOR))
         name = f"{plan.device} · {plan.name}"
         verdict = "fits" if plan.fits else f"over by {fmt_bytes(plan.required - plan.budget)}"
-        others = f", other processes hold {fmt_bytes(plan.others)}" if plan.others else ""
+        others = f", {fmt_bytes(plan.others)} taken by other processes" if plan.others else ""
         text = (
             f"{name}: {fmt_bytes(plan.required)} of {fmt_bytes(plan.budget)} budget "
             f"({fmt_percent(plan.required, plan.budget)}{others}) — "

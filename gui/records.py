@@ -131,7 +131,7 @@ class DevicePlan:
     total: int
     budget: int
     tasks: Mapping[str, int]
-    others: int = 0  # what other processes hold there (already taken off the budget)
+    others: int = 0  # what other processes' memory takes off the budget (already off it)
 
     @property
     def required(self) -> int:

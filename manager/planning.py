@@ -75,6 +75,12 @@ class DeviceRoom:
     def budget(self) -> int:
         return max(0, min(self.cap, self.limit - self.others))
 
+    @property
+    def taken_by_others(self) -> int:
+        """How much of the cap other processes' memory takes away (0 while they stay below the
+        threshold line less the cap)."""
+        return max(0, self.cap - self.budget)
+
 
 @dataclass
 class DevicePlan:
@@ -110,6 +116,7 @@ class DevicePlan:
             "budget_gb": r.budget / GIB,
             "cap_gb": r.cap / GIB,
             "others_gb": r.others / GIB,
+            "taken_by_others_gb": r.taken_by_others / GIB,
             "required_gb": self.required / GIB,
             "fits": self.fits,
             "tasks": {t: b / GIB for t, b in self.tasks.items()},

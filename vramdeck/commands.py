@@ -89,6 +89,7 @@ def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict
                 "total_gb": _gib(r.total),
                 "budget_gb": _gib(r.budget),
                 "others_gb": _gib(r.others),
+                "taken_by_others_gb": _gib(r.taken_by_others),
             }
             for d, r in planner.rooms.items()
         },
@@ -162,8 +163,8 @@ def _numeric(cell: str) -> bool:
 
 def _device_line(device: str, d: Mapping[str, Any]) -> str:
     line = f"{device} — {d['name']}: budget {size(d['budget_gb'])} of {size(d['total_gb'])} total"
-    if d.get("others_gb"):
-        line += f" (other processes hold {size(d['others_gb'])})"
+    if d.get("taken_by_others_gb"):
+        line += f" (other processes' memory takes {size(d['taken_by_others_gb'])} of it)"
     return line
 
 

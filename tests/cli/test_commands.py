@@ -265,3 +265,15 @@ def test_anything_else_goes_to_the_window_parsed_by_the_same_parser(monkeypatch)
     assert first[1] == ["-platform", "offscreen", "-reverse"]  # for Qt
     assert first[2] is demo_models  # the panel makes the demo models the manager's way
     assert second[:2] == (WindowOptions(), [])
+
+
+def test_the_budget_line_says_what_other_processes_take_off_it(write_config):
+    path = write_config(FITS.replace(", device: cpu", "").replace("memory_budget_gb: 4", ""))
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0}, other_gb={"cuda:0": 3.0})
+    code, out = run(commands.run_validate, str(path), as_json=False, probe=probe)
+    # threshold 0.9: 9 GiB for all processes, 3 held by another: 6 left for the models
+    assert code == 0
+    assert "budget 6.00 GiB of 10.00 GiB total (other processes' memory takes 3.00 GiB" in out
+    code, out = run(commands.run_plan, str(path), as_json=True, probe=probe)
+    cuda = json.loads(out)["devices"]["cuda:0"]
+    assert (cuda["budget_gb"], cuda["others_gb"], cuda["taken_by_others_gb"]) == (6.0, 3.0, 3.0)

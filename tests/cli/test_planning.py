@@ -95,7 +95,7 @@ def test_other_processes_memory_comes_off_the_budget_from_one_reading():
     # 10 GiB card, threshold 0.9: 9 GiB for everything; another process holds 4.
     planner = planner_for(CONFIG, {"cuda:0": 10, "cpu": 64}, other_gb={"cuda:0": 4})
     room = planner.rooms["cuda:0"]
-    assert (room.others, room.budget) == (4 * GIB, 5 * GIB)
+    assert (room.others, room.budget, room.taken_by_others) == (4 * GIB, 5 * GIB, 4 * GIB)
     assert not planner.fits({"chat": "big", "assistant": "local", "vision": "a"})  # 9 > 5
     assert planner.fits({"chat": "small", "assistant": "local", "vision": "a"})  # 5 ≤ 5
 
@@ -112,8 +112,10 @@ def test_memory_budget_caps_the_models_but_others_only_count_past_the_threshold(
     text = CONFIG.replace("offload_threshold: 0.9", "offload_threshold: 0.9\n  memory_budget_gb: 4")
     planner = planner_for(text, {"cuda:0": 10, "cpu": 64}, other_gb={"cuda:0": 4})
     assert planner.rooms["cuda:0"].budget == 4 * GIB  # min(cap 4, 9 − 4)
+    assert planner.rooms["cuda:0"].taken_by_others == 0
     planner = planner_for(text, {"cuda:0": 10, "cpu": 64}, other_gb={"cuda:0": 7})
     assert planner.rooms["cuda:0"].budget == 2 * GIB  # 9 − 7
+    assert planner.rooms["cuda:0"].taken_by_others == 2 * GIB
 
 
 def test_auto_goes_to_the_card_with_the_most_room_counting_others():
