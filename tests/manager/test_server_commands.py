@@ -364,3 +364,12 @@ def test_the_docs_list_what_a_server_inherits() -> None:
     listed = set(re.findall(r"`([A-Za-z_]+)`", docs))
     assert {n.upper() for n in INHERITED_NAMES} <= listed
     assert set(INHERITED_PREFIXES) <= listed
+
+
+def test_a_bundled_panel_gives_servers_the_users_library_path() -> None:
+    panel = {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/vramdeck/_internal"}
+    assert server_environment(option(), "cpu", panel)["LD_LIBRARY_PATH"] == panel["LD_LIBRARY_PATH"]
+    assert "LD_LIBRARY_PATH" not in server_environment(option(), "cpu", panel, bundled=True)
+    panel["LD_LIBRARY_PATH_ORIG"] = "/usr/local/cuda/lib64"
+    env = server_environment(option(), "cpu", panel, bundled=True)
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/cuda/lib64"

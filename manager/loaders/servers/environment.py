@@ -9,6 +9,7 @@ read, and nothing else of the manager's environment: provider keys (``ANTHROPIC_
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 from vramdeck.manager.config import ModelConfig
@@ -37,7 +38,7 @@ INHERITED_NAMES = frozenset(
 #: Variables passed on by prefix: the locale, and what the GPU stack and the servers read.
 INHERITED_PREFIXES = (
     "LC_", "CUDA_", "NVIDIA_", "NCCL_", "TORCH_", "PYTORCH_", "TORCHINDUCTOR_", "TRITON_",
-    "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "VLLM_", "SGLANG_",
+    "HF_", "HUGGINGFACE_", "HUGGING_FACE_", "TRANSFORMERS_", "VLLM_", "SGLANG_",
 )  # fmt: skip
 
 
@@ -47,13 +48,24 @@ def inherited(name: str) -> bool:
 
 
 def server_environment(
-    option: ModelConfig, device: str, parent: Mapping[str, str]
+    option: ModelConfig,
+    device: str,
+    parent: Mapping[str, str],
+    *,
+    bundled: bool = getattr(sys, "frozen", False),
 ) -> dict[str, str]:
     """The environment `option`'s server starts with on `device`, from the manager's `parent`:
     the inherited variables and `inherit_env`'s, unbuffered output, the placed GPU, then
-    ``server_env`` (which overrides all of them)."""
+    ``server_env`` (which overrides all of them). `bundled`: the manager runs from a PyInstaller
+    bundle."""
     extra = set(option.inherit_env)
     env = {k: v for k, v in parent.items() if inherited(k) or k in extra}
+    if bundled:
+        # The bundle points LD_LIBRARY_PATH at its own libraries and keeps the user's in
+        # LD_LIBRARY_PATH_ORIG; a server must find the system's CUDA, not the bundle's copies.
+        env.pop("LD_LIBRARY_PATH", None)
+        if "LD_LIBRARY_PATH_ORIG" in parent:
+            env["LD_LIBRARY_PATH"] = parent["LD_LIBRARY_PATH_ORIG"]
     env["PYTHONUNBUFFERED"] = "1"
     if is_cuda(device):
         # The manager's cuda:N is NVML's N, which counts in PCI bus order.

@@ -53,7 +53,7 @@ class _ServerProtocol(asyncio.SubprocessProtocol):
             self._tail.append(line)
             try:
                 self._on_line(line)
-            except Exception:
+            except Exception:  # a subscriber's bug must not stop the output being read
                 logger.exception("server output callback failed")
         if lines:
             self.new_output.set()
