@@ -22,7 +22,9 @@ from vramdeck.manager.loaders import (
 )
 from vramdeck.manager.loaders.servers import ServerProcess, live_server_pids
 from vramdeck.manager.loaders.servers import loader as server_loader
+from vramdeck.manager.loaders.servers.commands import free_port
 from vramdeck.manager.loaders.servers.environment import inherited
+from vramdeck.manager.loaders.servers.health import http_status
 from vramdeck.manager.memory import HOST, HostProbe
 
 MB = 2**20
@@ -69,6 +71,8 @@ async def test_load_measure_and_unload() -> None:
     assert handle.base_url == f"http://127.0.0.1:{handle.port}/v1"
     assert handle.model == "fake-model"
     assert await handle.health()
+    assert await http_status(f"{handle.url}/no-such-page") == 404
+    assert await http_status(f"http://127.0.0.1:{free_port()}/health", 1.0) is None
     assert rec.lines[0] == f"fake server pid {handle.pid} starting for fake-model on port " + str(
         handle.port
     )
