@@ -7,20 +7,21 @@ aiohttp is imported on first use, in a thread: it costs about 0.2 s of imports, 
 from __future__ import annotations
 
 import asyncio
-import importlib
 from types import ModuleType
 
 
-async def _client_library() -> ModuleType:
-    # In a thread every time: a concurrent first import must wait for the module to be whole,
-    # and the hop costs far less than the request.
-    return await asyncio.to_thread(importlib.import_module, "aiohttp")
+def _import_aiohttp() -> ModuleType:
+    import aiohttp  # a plain import statement, so that PyInstaller's analysis bundles it
+
+    return aiohttp
 
 
 async def http_status(url: str, timeout_s: float = 2.0) -> int | None:
     """The HTTP status of ``GET url`` (redirects not followed), or None when nothing answers
     within `timeout_s`. Proxies are never used: the servers listen on loopback."""
-    aiohttp = await _client_library()
+    # In a thread every time: a concurrent first import must wait for the module to be whole,
+    # and the hop costs far less than the request.
+    aiohttp = await asyncio.to_thread(_import_aiohttp)
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
