@@ -3,6 +3,7 @@ the registry of live servers."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import re
 import subprocess
@@ -27,6 +28,7 @@ from vramdeck.manager.loaders.servers.environment import (
 )
 from vramdeck.manager.loaders.servers.output import LineSplitter
 from vramdeck.manager.loaders.servers.process import describe_exit
+from vramdeck.manager.loaders.servers.records import ServerRecords
 from vramdeck.manager.loaders.servers.registry import LiveServers, in_background
 
 
@@ -373,3 +375,29 @@ def test_a_bundled_panel_gives_servers_the_users_library_path() -> None:
     panel["LD_LIBRARY_PATH_ORIG"] = "/usr/local/cuda/lib64"
     env = server_environment(option(), "cpu", panel, bundled=True)
     assert env["LD_LIBRARY_PATH"] == "/usr/local/cuda/lib64"
+
+
+class CountingRecords(ServerRecords):
+    """Real records whose reaping is counted and held at a gate until the test opens it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reaped = 0
+        self.gate = threading.Event()
+
+    def reap_orphans(self) -> list[int]:
+        self.reaped += 1
+        self.gate.wait(5)
+        return super().reap_orphans()
+
+
+async def test_orphans_are_reaped_before_the_first_start_only() -> None:
+    records = CountingRecords()
+    live = LiveServers(records)
+    first, second = (asyncio.ensure_future(live.prepare()) for _ in range(2))
+    done, _ = await asyncio.wait({first, second}, timeout=0.2)
+    assert not done  # both starts wait for the leftovers to be gone (the gate is shut)
+    records.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    await live.prepare()
+    assert records.reaped == 1

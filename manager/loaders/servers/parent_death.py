@@ -50,7 +50,9 @@ def _setpriv() -> str | None:
     if path is None:
         return None
     try:
-        usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5)
+        usage = subprocess.run(
+            [path, "--help"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return path if "--pdeathsig" in usage.stdout else None
