@@ -28,6 +28,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 _warned_unknown: set[str] = set()
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -131,6 +132,16 @@ def _string_map(d: Mapping[str, Any], name: str, key: str, src: Source) -> dict[
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _variable_names(d: Mapping[str, Any], name: str, key: str, src: Source) -> tuple[str, ...]:
+    names = _string_list(d, name, key, src) or ()
+    for value in names:
+        if not _VARIABLE_NAME.fullmatch(value):
+            raise src.error(
+                f"{key}.{name}", f"expected a list of environment variable names, got {value!r}"
+            )
+    return names
+
+
 def _keep_unknown(d: Mapping[str, Any], known: frozenset[str], key: str, src: Source) -> dict:
     extra = {k: v for k, v in d.items() if k not in known}
     for name in extra:
@@ -175,7 +186,7 @@ class ModelConfig:
             "model_id", "framework", "vram_gb", "quantization", "speed", "description", "fps",
             "provider", "api_endpoint", "requires_api_key", "device", "dtype", "auto_class",
             "trust_remote_code", "allow_pickle", "api_key_env", "server_command", "server_env",
-            "startup_timeout_s", "stop_timeout_s",
+            "startup_timeout_s", "stop_timeout_s", "inherit_env",
         }
     )  # fmt: skip
 
@@ -216,6 +227,7 @@ class ModelConfig:
         self.api_key_env: str | None = _string(d, "api_key_env", key, source, default_env)
         self.server_command: tuple[str, ...] | None = _string_list(d, "server_command", key, source)
         self.server_env: dict[str, str] = _string_map(d, "server_env", key, source)
+        self.inherit_env: tuple[str, ...] = _variable_names(d, "inherit_env", key, source)
         self.startup_timeout_s: float = float(_number(d, "startup_timeout_s", key, source, 600.0))
         self.stop_timeout_s: float = float(_number(d, "stop_timeout_s", key, source, 30.0))
         self.extra: dict[str, Any] = _keep_unknown(d, self.KNOWN, key, source)
@@ -243,6 +255,7 @@ class ModelConfig:
             self.model_id, self.framework, self.device, self.dtype, self.quantization,
             self.auto_class, self.trust_remote_code, self.allow_pickle, self.api_key_env,
             self.api_endpoint, self.server_command, tuple(sorted(self.server_env.items())),
+            self.inherit_env,
         )  # fmt: skip
 
     def unset_variables_reason(self) -> str | None:
