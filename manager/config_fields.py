@@ -140,15 +140,19 @@ def environment(d: Mapping[str, Any], name: str, key: str, src: Source) -> dict[
 
 
 def env_names(d: Mapping[str, Any], name: str, key: str, src: Source) -> tuple[str, ...]:
-    """A list of environment variable names."""
+    """A list of environment variable names (``[A-Za-z_][A-Za-z0-9_]*``)."""
     if name not in d or d[name] is None:
         return ()
     value = d[name]
+    expected = "expected a list of environment variable names"
     if not isinstance(value, list):
         raise src.error(
-            f"{key}.{name}", f"expected a list of variable names, got {describe(value)}"
+            f"{key}.{name}", f"expected a list of strings (variable names), got {describe(value)}"
         )
-    return tuple(_env_name(v, f"{key}.{name}[{i}]", src) for i, v in enumerate(value))
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not ENV_NAME.fullmatch(item):
+            raise src.error(f"{key}.{name}", f"{expected}, got {describe(item)} (item {i + 1})")
+    return tuple(value)
 
 
 def device(d: Mapping[str, Any], key: str, src: Source) -> str:
