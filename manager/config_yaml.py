@@ -39,7 +39,8 @@ _OTHER_ENCODINGS = (
 
 
 def decode(data: bytes, *, file: str) -> str:
-    """`data` as text; ConfigSyntaxError unless it is UTF-8 (a UTF-8 byte-order mark is fine)."""
+    """`data` as text; ConfigSyntaxError unless it is UTF-8. A UTF-8 byte-order mark is kept (as
+    U+FEFF, which YAML skips), so that saving the selections writes the file back as it was."""
     if len(data) > MAX_BYTES:
         raise ConfigSyntaxError(
             f"the file is larger than {MAX_BYTES // 1024**2} MiB, the most a config may be "
@@ -49,7 +50,6 @@ def decode(data: bytes, *, file: str) -> str:
     for bom, name in _OTHER_ENCODINGS:
         if data.startswith(bom):
             raise ConfigSyntaxError(f"the file is {name} text; save it as UTF-8", file=file, line=1)
-    data = data.removeprefix(codecs.BOM_UTF8)
     nul = data.find(b"\0")
     if nul >= 0:
         looks_utf16 = data[1::2].count(0) > len(data) // 4 or data[0::2].count(0) > len(data) // 4

@@ -168,3 +168,18 @@ def test_a_large_realistic_config_loads_under_the_limits(tmp_path):
     with time_limit(60):
         config = load_config(path)
     assert len(config.tasks) == 300 and config.tasks["task299"].options["o3"].vram_gb == 4
+
+
+def test_saving_selections_keeps_a_byte_order_mark_and_refuses_a_binary_file(tmp_path):
+    from vramdeck.manager.config_store import save_selections
+
+    path = tmp_path / "m.yaml"
+    text = (
+        "\ufeffmodels:\n  t:\n    selected: a\n    options: {a: {model_id: x}, b: {model_id: y}}\n"
+    )
+    path.write_bytes(text.encode("utf-8"))
+    save_selections(path, {"t": "b"})
+    assert path.read_bytes() == text.replace("selected: a", "selected: b").encode("utf-8")
+    path.write_bytes(b"models:\n  t: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml:2: byte 0xff is not UTF-8"):
+        save_selections(path, {"t": "a"})
