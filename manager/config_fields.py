@@ -35,7 +35,13 @@ def mapping(value: Any, key: str, src: Source) -> Mapping[str, Any]:
 
 
 def string(
-    d: Mapping[str, Any], name: str, key: str, src: Source, default: Any = ..., *, blank_ok=True
+    d: Mapping[str, Any],
+    name: str,
+    key: str,
+    src: Source,
+    default: Any = ...,
+    *,
+    blank_ok: bool = True,
 ) -> Any:
     """The string `d[name]`; `default` when absent (required when no default is given)."""
     if name not in d or d[name] is None:
@@ -163,7 +169,9 @@ def device(d: Mapping[str, Any], key: str, src: Source) -> str:
     return "cuda:0" if value == "cuda" else value
 
 
-def keep_unknown(d: Mapping[str, Any], known: frozenset[str], key: str, src: Source) -> dict:
+def keep_unknown(
+    d: Mapping[str, Any], known: frozenset[str], key: str, src: Source
+) -> dict[str, Any]:
     """The keys this version does not know, logged once per file and key."""
     extra = {k: v for k, v in d.items() if k not in known}
     for name in extra:
