@@ -72,6 +72,9 @@ class ConfigFileNotFound(ConfigError, FileNotFoundError):
         super().__init__("no such file", file=file)
         self.errno, self.strerror, self.filename = errno.ENOENT, os.strerror(errno.ENOENT), file
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ConfigFileNotFound, (self.file,))
+
 
 class ConfigSyntaxError(ConfigError, yaml.YAMLError):
     """Text that is not YAML this reader accepts (a yaml.YAMLError, as the original raised):

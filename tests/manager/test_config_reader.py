@@ -183,3 +183,16 @@ def test_saving_selections_keeps_a_byte_order_mark_and_refuses_a_binary_file(tmp
     path.write_bytes(b"models:\n  t: \xff\xfe\n")
     with pytest.raises(ConfigError, match=r"m\.yaml:2: byte 0xff is not UTF-8"):
         save_selections(path, {"t": "a"})
+
+
+def test_errors_keep_their_type_and_message_across_processes(tmp_path):
+    import pickle
+
+    for text in (None, "models: [oops\n", "models: {}\n"):
+        path = tmp_path / "m.yaml"
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        copy = pickle.loads(pickle.dumps(caught.value))
+        assert (type(copy), str(copy)) == (type(caught.value), str(caught.value))
