@@ -142,6 +142,19 @@ def _variable_names(d: Mapping[str, Any], name: str, key: str, src: Source) -> t
     return names
 
 
+def _sleep_level(d: Mapping[str, Any], name: str, key: str, src: Source, default: Any) -> Any:
+    if name not in d or d[name] is None:
+        return default
+    value = d[name]
+    if isinstance(value, bool) or value not in (0, 1, 2):
+        raise src.error(
+            f"{key}.{name}",
+            f"expected 0 (stop), 1 (sleep, weights to host RAM) or 2 (sleep, weights discarded), "
+            f"got {_describe(value)}",
+        )
+    return int(value)
+
+
 def _keep_unknown(d: Mapping[str, Any], known: frozenset[str], key: str, src: Source) -> dict:
     extra = {k: v for k, v in d.items() if k not in known}
     for name in extra:
@@ -186,7 +199,7 @@ class ModelConfig:
             "model_id", "framework", "vram_gb", "quantization", "speed", "description", "fps",
             "provider", "api_endpoint", "requires_api_key", "device", "dtype", "auto_class",
             "trust_remote_code", "allow_pickle", "api_key_env", "server_command", "server_env",
-            "startup_timeout_s", "stop_timeout_s", "inherit_env",
+            "startup_timeout_s", "stop_timeout_s", "inherit_env", "sleep_level",
         }
     )  # fmt: skip
 
@@ -230,6 +243,8 @@ class ModelConfig:
         self.inherit_env: tuple[str, ...] = _variable_names(d, "inherit_env", key, source)
         self.startup_timeout_s: float = float(_number(d, "startup_timeout_s", key, source, 600.0))
         self.stop_timeout_s: float = float(_number(d, "stop_timeout_s", key, source, 30.0))
+        #: Servers: 1 or 2 = sleep instead of stopping on eviction, 0 = stop; None = the default.
+        self.sleep_level: int | None = _sleep_level(d, "sleep_level", key, source, None)
         self.extra: dict[str, Any] = _keep_unknown(d, self.KNOWN, key, source)
         self.unavailable_reason: str | None = None
 
@@ -345,13 +360,15 @@ class InferenceConfig:
         Unload a model idle this long; None means never.
     evict_verify_timeout_s : float
         How long to wait for the device to show evicted memory free.
+    server_sleep_level : int
+        What managed servers do on eviction unless their option says: 0 stop, 1 or 2 sleep.
     """
 
     KNOWN = frozenset(
         {
             "max_memory_per_model", "offload_threshold", "warmup_on_startup",
             "default_batch_size", "max_batch_size", "memory_budget_gb", "idle_unload_s",
-            "evict_verify_timeout_s",
+            "evict_verify_timeout_s", "server_sleep_level",
         }
     )  # fmt: skip
 
@@ -385,6 +402,7 @@ class InferenceConfig:
         self.evict_verify_timeout_s: float = float(
             _number(d, "evict_verify_timeout_s", key, source, 5.0)
         )
+        self.server_sleep_level: int = _sleep_level(d, "server_sleep_level", key, source, 0)
         self.extra = _keep_unknown(d, self.KNOWN, key, source)
 
     @property
