@@ -192,6 +192,40 @@ async def test_the_inference_default_applies_unless_the_option_says() -> None:
         await loader.unload(handle, HOST)
 
 
+def test_the_default_commands_sleep_on_cuda_only() -> None:
+    bare = {"model_id": "m", "sleep_level": 2}
+    for loader, framework in ((VllmLoader(), "vllm"), (SglangLoader(), "sglang")):
+        opt = ModelConfig({**bare, "framework": framework}, name="m")
+        on_gpu = LoadContext(task="t", device="cuda:0", probe=HostProbe())
+        on_cpu = LoadContext(task="t", device=HOST, probe=HostProbe())
+        assert loader.sleep_level(opt, on_gpu) is SleepLevel.DISCARD
+        assert loader.sleep_level(opt, on_cpu) is SleepLevel.STOP
+
+
+class BlindProbe(HostProbe):
+    """A probe that cannot see processes (NVML in a PID namespace reads 0)."""
+
+    def process_bytes(self, device: str, pids: Any) -> int | None:
+        return 0
+
+
+async def test_where_the_probe_cannot_see_the_servers_word_decides() -> None:
+    loader = VllmLoader()
+    rec = Recorder()
+    blind = LoadContext(task="chat", device=HOST, probe=BlindProbe(), output=rec.lines.append)
+    handle = await asyncio.wait_for(
+        loader.load(option("--sleep-keeps-memory", sleep_level=1), blind), 15
+    )
+    try:
+        report = await loader.suspend(handle, blind)
+        assert report.slept and not report.verified and report.held_before is None
+        assert report.freed_bytes == 0 and handle.asleep
+        wake = await loader.resume(handle, blind)
+        assert wake.taken_bytes == 0 and handle.state is SleepState.AWAKE
+    finally:
+        await loader.unload(handle, HOST)
+
+
 async def test_a_server_that_keeps_its_memory_is_stopped_and_remembered() -> None:
     loader = VllmLoader()
     leaky = option("--sleep-keeps-memory", sleep_level=1)
@@ -214,6 +248,8 @@ async def test_a_server_that_keeps_its_memory_is_stopped_and_remembered() -> Non
     finally:
         await loader.unload(handle, HOST)
     assert not loader.leaks_on_sleep(option(sleep_level=1))  # another option is not affected
+    with pytest.raises(SleepError, match="leaked on sleep before"):
+        await loader.suspend(handle, rec.context())
 
 
 async def test_a_refused_sleep_stops_the_server_with_the_servers_answer() -> None:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NoReturn
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.loaders.base import LoadContext, LoaderUnavailable
 from vramdeck.manager.logs import redact
+from vramdeck.manager.memory import is_cuda
 
 from .commands import LOOPBACK, CommandValues, command_problem, free_port
 from .environment import server_environment, server_secrets
@@ -268,12 +269,15 @@ class ServerLoader:
 
     def sleep_level(self, option: ModelConfig, ctx: LoadContext) -> SleepLevel:
         """What an eviction of `option`'s server will do: the option's ``sleep_level``, else
-        ``inference.server_sleep_level``; STOP for a framework that cannot sleep, and for an
+        ``inference.server_sleep_level``; STOP for a framework that cannot sleep, for the
+        default command off CUDA (vLLM's and SGLang's sleep modes need a GPU), and for an
         option whose server kept its memory through a sleep before."""
         chosen = option.sleep_level
         if chosen is None:
             chosen = int(ctx.extra.get(SERVER_SLEEP_LEVEL, 0) or 0)
         if self.sleep_api is None or self.leaks_on_sleep(option):
+            return SleepLevel.STOP
+        if not option.server_command and not is_cuda(ctx.device):
             return SleepLevel.STOP
         return SleepLevel(chosen)
 
