@@ -18,7 +18,8 @@ vLLM's ``POST /sleep?level=N``, ``POST /wake_up[?tags=…]``, ``GET /is_sleeping
 ``--enable-memory-saver``, SGLang's ``POST /release_memory_occupation``,
 ``/resume_memory_occupation`` and ``/update_weights_from_disk`` (400 without it). A sleep frees
 the memory the fake holds (``--hold-mb``, ``--cuda-mb``) and a wake takes it again, so RSS and
-the GPU show it; ``--sleep-keeps-memory`` answers the sleep but keeps it all. Every sleep and
+the GPU show it; ``--sleep-keeps-memory`` answers the sleep but keeps it all, ``--wake-fails``
+answers ``/wake_up`` with 500. Every sleep and
 wake call is printed (``sleep: level 1``), so a test can read their order in the output.
 """
 
@@ -138,6 +139,9 @@ class Handler(BaseHTTPRequestHandler):
                 say(f"sleep: level {params.get('level', ['1'])[0]}")
                 release_memory()
                 State.asleep = True
+            elif path == "/wake_up" and State.args.wake_fails:
+                say("wake_up: failed")
+                return self._json(500, {"error": "simulated wake failure: CUDA out of memory"})
             elif path == "/wake_up":
                 tags = params.get("tags", [])
                 say("wake_up" + (f": {','.join(tags)}" if tags else ""))
@@ -217,6 +221,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--sleep-keeps-memory", action="store_true", help="say it sleeps but keep the memory"
     )
+    p.add_argument("--wake-fails", action="store_true", help="answer vLLM's /wake_up with 500")
     p.add_argument(
         "--print-env", action="append", default=[], metavar="NAME",
         help="print NAME=value of this environment variable, as vLLM prints its settings",

@@ -318,6 +318,19 @@ async def test_a_server_killed_while_asleep_is_noticed() -> None:
         await loader.unload(handle, HOST)
 
 
+async def test_a_failed_wake_stops_the_server_and_says_why() -> None:
+    loader = VllmLoader()
+    handle, rec = await start(loader, option("--wake-fails", sleep_level=1))
+    try:
+        assert (await loader.suspend(handle, rec.context())).slept
+        with pytest.raises(SleepError, match=r"POST /wake_up answered 500: .*CUDA out of memory"):
+            await loader.resume(handle, rec.context())
+        assert not handle.running and wait_gone([handle.pid]) == []
+        assert loader.check(handle) is None  # a stop, not a crash
+    finally:
+        await loader.unload(handle, HOST)
+
+
 async def test_a_framework_without_sleep_routes_is_stopped() -> None:
     class Plain(ServerLoader):
         frameworks = ("plain",)
