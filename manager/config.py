@@ -69,7 +69,7 @@ class ModelConfig:
             "model_id", "framework", "vram_gb", "quantization", "speed", "description", "fps",
             "provider", "api_endpoint", "requires_api_key", "device", "dtype", "auto_class",
             "trust_remote_code", "allow_pickle", "api_key_env", "server_command", "server_env",
-            "inherit_env", "startup_timeout_s", "stop_timeout_s",
+            "inherit_env", "startup_timeout_s", "stop_timeout_s", "sleep_level",
         }
     )  # fmt: skip
 
@@ -116,6 +116,8 @@ class ModelConfig:
         self.stop_timeout_s: float = fields.number(
             d, "stop_timeout_s", key, source, 30.0, maximum=fields.MAX_SECONDS
         )
+        #: Servers: 1 or 2 = sleep instead of stopping on eviction, 0 = stop; None = the default.
+        self.sleep_level: int | None = fields.sleep_level(d, "sleep_level", key, source, None)
         self.extra: dict[str, Any] = fields.keep_unknown(d, self.KNOWN, key, source)
         self.problems: tuple[ConfigError, ...] = _server_problems(
             self.server_command, f"{key}.server_command", source
@@ -272,13 +274,15 @@ class InferenceConfig:
         Unload a model idle this long; None means never.
     evict_verify_timeout_s : float
         How long to wait for the device to show evicted memory free.
+    server_sleep_level : int
+        What managed servers do on eviction unless their option says: 0 stop, 1 or 2 sleep.
     """
 
     KNOWN = frozenset(
         {
             "max_memory_per_model", "offload_threshold", "warmup_on_startup",
             "default_batch_size", "max_batch_size", "memory_budget_gb", "idle_unload_s",
-            "evict_verify_timeout_s",
+            "evict_verify_timeout_s", "server_sleep_level",
         }
     )  # fmt: skip
 
@@ -301,6 +305,7 @@ class InferenceConfig:
         self.evict_verify_timeout_s: float = fields.number(
             d, "evict_verify_timeout_s", key, source, 5.0, maximum=fields.MAX_SECONDS
         )
+        self.server_sleep_level: int = fields.sleep_level(d, "server_sleep_level", key, source, 0)
         self.extra = fields.keep_unknown(d, self.KNOWN, key, source)
 
     @property

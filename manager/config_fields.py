@@ -99,6 +99,20 @@ def boolean(d: Mapping[str, Any], name: str, key: str, src: Source, default: boo
     return value
 
 
+def sleep_level(d: Mapping[str, Any], name: str, key: str, src: Source, default: Any) -> Any:
+    """What a managed server does on eviction: 0 stop, 1 or 2 sleep (vLLM's levels)."""
+    if name not in d or d[name] is None:
+        return default
+    value = d[name]
+    if isinstance(value, bool) or value not in (0, 1, 2):
+        raise src.error(
+            f"{key}.{name}",
+            "expected 0 (stop), 1 (sleep, weights to host RAM) or 2 (sleep, weights discarded), "
+            f"got {describe(value)}",
+        )
+    return int(value)
+
+
 def fraction(d: Mapping[str, Any], name: str, key: str, src: Source, default: float) -> float:
     """A number in (0, 1]."""
     value = d.get(name, default)

@@ -4,12 +4,23 @@ Run as a script (standard library only, plus torch for ``--cuda-mb``)::
 
     python fake_server.py --port 8000 [--hold-mb 60] [--start-delay 1] [--fail-after 0.2]
         [--crash-after 0.5] [--ignore-sigterm] [--spawn-child] [--listen-early]
-        [--print-env HF_TOKEN] ...
+        [--print-env HF_TOKEN] [--enable-sleep-mode] [--enable-memory-saver]
+        [--sleep-keeps-memory] ...
 
 It prints its progress like a real server (``Loading weights: 50%``), answers ``GET /health``
 with 200 once ready (503 before, with ``--listen-early``) and ``GET /v1/models``, and holds real
 host memory, so the manager's accounting measures something. Its child, like a real server's
 workers, asks to die with its parent (Linux).
+
+Sleep, as vLLM and SGLang do it: with ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1``,
+vLLM's ``POST /sleep?level=N``, ``POST /wake_up[?tags=…]``, ``GET /is_sleeping``,
+``POST /collective_rpc`` and ``POST /reset_prefix_cache`` (404 without them, as in vLLM); with
+``--enable-memory-saver``, SGLang's ``POST /release_memory_occupation``,
+``/resume_memory_occupation`` and ``/update_weights_from_disk`` (400 without it). A sleep frees
+the memory the fake holds (``--hold-mb``, ``--cuda-mb``) and a wake takes it again, so RSS and
+the GPU show it; ``--sleep-keeps-memory`` answers the sleep but keeps it all, ``--wake-fails``
+answers ``/wake_up`` with 500. Every sleep and
+wake call is printed (``sleep: level 1``), so a test can read their order in the output.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 CHILD = r"""
 import ctypes, os, signal, sys, time
@@ -70,17 +83,91 @@ class State:
     ready = False
     stopping = False
     model = "fake-model"
+    args: argparse.Namespace
+    held: ClassVar[list[object]] = []  # what sleeps: the "weights and KV cache"
+    asleep = False
+    memory_lock = threading.Lock()
+
+
+def take_memory() -> None:
+    State.held = [hold(State.args.hold_mb)]
+    if State.args.cuda_mb:
+        State.held.append(hold_cuda(State.args.cuda_mb))
+
+
+def release_memory() -> None:
+    if not State.args.sleep_keeps_memory:
+        State.held = []
+        if State.args.cuda_mb:
+            import torch
+
+            torch.cuda.empty_cache()
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path == "/health":
+        path, _, _ = self.path.partition("?")
+        if path == "/health":
             self._reply(200 if State.ready else 503, b"")
-        elif self.path == "/v1/models":
+        elif path == "/v1/models":
             body = {"object": "list", "data": [{"id": State.model, "object": "model"}]}
             self._reply(200, json.dumps(body).encode())
+        elif path == "/is_sleeping" and vllm_sleep_mode():
+            self._json(200, {"is_sleeping": State.asleep})
         else:
             self._reply(404, b"")
+
+    def do_POST(self) -> None:
+        path, _, query = self.path.partition("?")
+        params = urllib.parse.parse_qs(query)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"null") if length else None
+        if path in VLLM_ROUTES:
+            if not vllm_sleep_mode():
+                return self._reply(404, b"")
+            self._vllm(path, params, body)
+        elif path in SGLANG_ROUTES:
+            if not State.args.enable_memory_saver:
+                return self._json(400, {"success": False, "message": "memory saver is off"})
+            self._sglang(path)
+        else:
+            self._reply(404, b"")
+
+    def _vllm(self, path: str, params: dict[str, list[str]], body: object) -> None:
+        with State.memory_lock:
+            if path == "/sleep":
+                say(f"sleep: level {params.get('level', ['1'])[0]}")
+                release_memory()
+                State.asleep = True
+            elif path == "/wake_up" and State.args.wake_fails:
+                say("wake_up: failed")
+                return self._json(500, {"error": "simulated wake failure: CUDA out of memory"})
+            elif path == "/wake_up":
+                tags = params.get("tags", [])
+                say("wake_up" + (f": {','.join(tags)}" if tags else ""))
+                if not tags or "weights" in tags:
+                    take_memory()
+                if not tags or "kv_cache" in tags:
+                    State.asleep = False
+            elif path == "/collective_rpc":
+                say(f"collective_rpc: {body.get('method') if isinstance(body, dict) else None}")
+            else:
+                say(path.lstrip("/"))
+        self._reply(200, b"")
+
+    def _sglang(self, path: str) -> None:
+        with State.memory_lock:
+            say(path.lstrip("/"))
+            if path == "/release_memory_occupation":
+                release_memory()
+                State.asleep = True
+            elif path == "/resume_memory_occupation":
+                take_memory()
+                State.asleep = False
+        self._json(200, {"success": True})
+
+    def _json(self, status: int, body: object) -> None:
+        self._reply(status, json.dumps(body).encode())
 
     def _reply(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -90,6 +177,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+VLLM_ROUTES = frozenset({"/sleep", "/wake_up", "/collective_rpc", "/reset_prefix_cache"})
+SGLANG_ROUTES = frozenset(
+    {"/release_memory_occupation", "/resume_memory_occupation", "/update_weights_from_disk"}
+)
+
+
+def vllm_sleep_mode() -> bool:
+    """vLLM's sleep routes exist with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1 only."""
+    return State.args.enable_sleep_mode and os.environ.get("VLLM_SERVER_DEV_MODE") == "1"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -117,6 +215,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grow-mb", type=float, default=0, help="hold this much more …")
     p.add_argument("--grow-after", type=float, default=0.5, help="… this long after ready")
     p.add_argument("--term-file", help="write 'terminated' here on a graceful stop")
+    p.add_argument("--enable-sleep-mode", action="store_true", help="vLLM's sleep routes")
+    p.add_argument("--enable-memory-saver", action="store_true", help="SGLang's sleep routes")
+    p.add_argument("--enable-weights-cpu-backup", action="store_true", help="accepted")
+    p.add_argument(
+        "--sleep-keeps-memory", action="store_true", help="say it sleeps but keep the memory"
+    )
+    p.add_argument("--wake-fails", action="store_true", help="answer vLLM's /wake_up with 500")
     p.add_argument(
         "--print-env", action="append", default=[], metavar="NAME",
         help="print NAME=value of this environment variable, as vLLM prints its settings",
@@ -127,6 +232,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     State.model = args.model
+    State.args = args
     # The handler takes no lock (a handler that sets a threading.Event can deadlock the main
     # thread inside Event.wait); the wake-up fd ends the main thread's select.
     wake_r, wake_w = os.pipe()
@@ -139,9 +245,8 @@ def main(argv: list[str]) -> int:
     say(f"fake server pid {os.getpid()} starting for {args.model} on port {args.port}")
     for name in args.print_env:
         say(f"environment: {name}={os.environ.get(name, '')}")
-    held: list[object] = [hold(args.hold_mb)]
-    if args.cuda_mb:
-        held.append(hold_cuda(args.cuda_mb))
+    take_memory()
+    held: list[object] = []  # what --grow-mb adds (it does not sleep)
     child = None
     if args.spawn_child:
         child = subprocess.Popen(

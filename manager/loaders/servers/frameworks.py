@@ -12,6 +12,7 @@ from vramdeck.manager.memory import is_cuda
 
 from .commands import CommandValues, common_flags
 from .loader import ServerLoader
+from .sleep import SglangSleep, SleepApi, VllmSleep
 
 
 class VllmLoader(ServerLoader):
@@ -20,6 +21,7 @@ class VllmLoader(ServerLoader):
     frameworks: ClassVar[tuple[str, ...]] = ("vllm",)
     display_name: ClassVar[str] = "vLLM"
     install_hint: ClassVar[str] = "pip install vllm"
+    sleep_api: ClassVar[SleepApi | None] = VllmSleep()
 
     def installed(self) -> bool:
         return shutil.which("vllm") is not None or importlib.util.find_spec("vllm") is not None
@@ -42,6 +44,7 @@ class SglangLoader(ServerLoader):
     frameworks: ClassVar[tuple[str, ...]] = ("sglang",)
     display_name: ClassVar[str] = "SGLang"
     install_hint: ClassVar[str] = 'pip install "sglang[all]"'
+    sleep_api: ClassVar[SleepApi | None] = SglangSleep()
 
     def installed(self) -> bool:
         return importlib.util.find_spec("sglang") is not None

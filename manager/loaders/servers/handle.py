@@ -10,6 +10,8 @@ from vramdeck.manager.memory import MemoryProbe
 
 from .health import http_status
 from .process import ServerProcess
+from .requests import InFlight
+from .sleep import SleepApi, SleepLevel, SleepState
 
 #: A reading this fresh is reused (the manager reads the footprint right after the load).
 FRESH_S = 0.25
@@ -62,6 +64,16 @@ class ServerHandle:
         The child process: its output, exit and stop.
     memory : ServerMemory
         What its processes hold on its device.
+    sleep_level : SleepLevel
+        What an eviction does to it (fixed at its start: sleeping needs start flags).
+    sleep_api : SleepApi | None
+        Its framework's sleep and wake routes (None: it cannot sleep).
+    state : SleepState
+        Awake, sleeping, or on its way.
+    requests : InFlight
+        Requests in flight (the manager's leases), which a sleep waits for.
+    signature : tuple
+        The option's `load_signature()`, by which the loader remembers servers that leak.
     """
 
     framework: str
@@ -71,8 +83,14 @@ class ServerHandle:
     pid: int
     health_path: str = "/health"
     stop_timeout_s: float = 30.0
+    wake_timeout_s: float = 600.0
     process: ServerProcess = field(kw_only=True, repr=False)
     memory: ServerMemory = field(kw_only=True, repr=False)
+    sleep_level: SleepLevel = field(default=SleepLevel.STOP, kw_only=True)
+    sleep_api: SleepApi | None = field(default=None, kw_only=True, repr=False)
+    state: SleepState = field(default=SleepState.AWAKE, kw_only=True)
+    requests: InFlight = field(default_factory=InFlight, kw_only=True, repr=False)
+    signature: tuple[object, ...] = field(default=(), kw_only=True, repr=False)
 
     @property
     def url(self) -> str:
@@ -105,3 +123,8 @@ class ServerHandle:
     async def health(self, timeout_s: float = 2.0) -> bool:
         """Whether the server's health endpoint answers 200 now."""
         return self.running and await self.health_status(timeout_s) == 200
+
+    @property
+    def asleep(self) -> bool:
+        """Whether it sleeps (a load must wake it: `ServerLoader.resume`)."""
+        return self.state is SleepState.ASLEEP

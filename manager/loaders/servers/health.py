@@ -7,6 +7,7 @@ aiohttp is imported on first use, in a thread: it costs about 0.2 s of imports, 
 from __future__ import annotations
 
 import asyncio
+import json as _json
 from types import ModuleType
 
 
@@ -31,3 +32,27 @@ async def http_status(url: str, timeout_s: float = 2.0) -> int | None:
             return status
     except (aiohttp.ClientError, OSError, TimeoutError):
         return None
+
+
+async def http_call(
+    method: str, url: str, *, json: object = None, timeout_s: float = 30.0
+) -> tuple[int, object]:
+    """``method url`` (with a JSON body when `json` is given): the status and the reply's JSON
+    (None when it is empty or not JSON). OSError (ConnectionError, TimeoutError) when nothing
+    answers within `timeout_s`."""
+    aiohttp = await asyncio.to_thread(_import_aiohttp)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+            session.request(method, url, json=json, allow_redirects=False) as response,
+        ):
+            text = await response.text()
+            status: int = response.status
+    except TimeoutError:
+        raise TimeoutError(f"{method} {url} did not answer within {timeout_s:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise ConnectionError(f"{method} {url} failed: {exc}") from exc
+    try:
+        return status, _json.loads(text) if text.strip() else None
+    except ValueError:
+        return status, None

@@ -10,6 +10,11 @@ SIGTERM, ``stop_timeout_s``, SIGKILL.
 `load` and `unload` are coroutines, so a server that takes minutes to start never blocks the
 device's worker thread, and the server is started from the event loop's thread, whose life
 bounds the server's (see `parent_death`).
+
+A server whose option opts in (``sleep_level`` 1 or 2, or ``inference.server_sleep_level``,
+passed in ``LoadContext.extra[SERVER_SLEEP_LEVEL]``) starts in its framework's sleep mode, and
+can then be put to sleep (`suspend`) instead of stopped, and woken (`resume`) instead of started
+(see `sleep` and `sleeper`).
 """
 
 from __future__ import annotations
@@ -23,11 +28,17 @@ from typing import Any, ClassVar, NoReturn
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.loaders.base import LoadContext, LoaderUnavailable
 from vramdeck.manager.logs import redact
+from vramdeck.manager.memory import is_cuda
 
 from .commands import LOOPBACK, CommandValues, command_problem, free_port
 from .environment import server_environment, server_secrets
 from .handle import ServerHandle, ServerMemory
 from .process import ServerProcess, describe_exit
+from .sleep import SleepApi, SleepError, SleepLevel, SleepReport, WakeReport
+from .sleeper import put_to_sleep, wake_up, why_not_sleep
+
+#: The key of `LoadContext.extra` that carries ``inference.server_sleep_level``.
+SERVER_SLEEP_LEVEL = "server_sleep_level"
 
 _PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)%")
 _PORT_TAKEN = re.compile(r"address already in use|errno 98", re.IGNORECASE)
@@ -65,6 +76,8 @@ class ServerLoader:
     display_name: ClassVar[str] = "server"
     install_hint: ClassVar[str] = ""
     health_path: ClassVar[str] = "/health"
+    #: The framework's sleep and wake routes; None: its servers are always stopped.
+    sleep_api: ClassVar[SleepApi | None] = None
 
     # ----------------------------------------------------------------- what to run
 
@@ -111,17 +124,29 @@ class ServerLoader:
         total = ctx.device_total_bytes
         if not total:
             total = (await asyncio.to_thread(ctx.probe.read, ctx.device)).total
+        level = self.sleep_level(option, ctx)
         env = self.environment(option, ctx.device)
+        if self.sleep_api is not None and level:
+            env.update(self.sleep_api.start_env(level))
+            env.update(option.server_env)  # still the last word
         secrets = self.secrets(option)
         for attempt in range(2):
             port = free_port()
             argv = self.command(option, ctx.device, port, total)
+            if self.sleep_api is not None:
+                argv += [f for f in self.sleep_api.start_flags(level) if f not in argv]
             try:
-                return await self._start(option, ctx, argv, env, port, secrets)
+                handle = await self._start(option, ctx, argv, env, port, secrets)
             except ServerStartError as exc:
                 if attempt or not exc.port_taken:
                     raise
                 ctx.output(f"[vramdeck] port {port} was taken meanwhile; trying another")
+                continue
+            handle.sleep_level = level
+            handle.sleep_api = self.sleep_api if level else None
+            handle.signature = option.load_signature()
+            handle.wake_timeout_s = option.startup_timeout_s
+            return handle
         raise AssertionError("unreachable")
 
     async def _start(
@@ -239,6 +264,70 @@ class ServerLoader:
     async def unload(self, model: ServerHandle, device: str) -> None:
         """Stop the server's process group: SIGTERM, wait ``stop_timeout_s``, SIGKILL."""
         await model.process.stop(model.stop_timeout_s)
+
+    # ----------------------------------------------------------------- sleep instead of stop
+
+    def sleep_level(self, option: ModelConfig, ctx: LoadContext) -> SleepLevel:
+        """What an eviction of `option`'s server will do: the option's ``sleep_level``, else
+        ``inference.server_sleep_level``; STOP for a framework that cannot sleep, for the
+        default command off CUDA (vLLM's and SGLang's sleep modes need a GPU), and for an
+        option whose server kept its memory through a sleep before."""
+        chosen = option.sleep_level
+        if chosen is None:
+            chosen = int(ctx.extra.get(SERVER_SLEEP_LEVEL, 0) or 0)
+        if self.sleep_api is None or self.leaks_on_sleep(option):
+            return SleepLevel.STOP
+        if not option.server_command and not is_cuda(ctx.device):
+            return SleepLevel.STOP
+        return SleepLevel(chosen)
+
+    @property
+    def _sleep_leaks(self) -> set[tuple[object, ...]]:
+        leaks: set[tuple[object, ...]] = vars(self).setdefault("_leaked_on_sleep", set())
+        return leaks
+
+    def leaks_on_sleep(self, option: ModelConfig) -> bool:
+        """Whether `option`'s server kept its memory (or failed) when put to sleep before: its
+        next servers start without sleep mode and are stopped on eviction."""
+        return option.load_signature() in self._sleep_leaks
+
+    def can_suspend(self, model: ServerHandle) -> bool:
+        """Whether an eviction should `suspend` the server (else `unload` it)."""
+        return why_not_sleep(model) is None and model.signature not in self._sleep_leaks
+
+    async def suspend(
+        self,
+        model: ServerHandle,
+        ctx: LoadContext,
+        *,
+        verify_timeout_s: float = 5.0,
+        drain_timeout_s: float | None = None,
+    ) -> SleepReport:
+        """Put the server to sleep instead of stopping it, once no request is in flight
+        (``model.requests``); within `verify_timeout_s` the probe must see at least half of
+        its memory free. One that fails or keeps its memory is stopped (``slept=False``) and
+        remembered (`leaks_on_sleep`). SleepError when it cannot be tried (`can_suspend`)."""
+        if model.signature in self._sleep_leaks:
+            raise SleepError(f"{self.display_name} server of {model.model} leaked on sleep before")
+        report = await put_to_sleep(
+            model, verify_timeout_s=verify_timeout_s, drain_timeout_s=drain_timeout_s
+        )
+        if not report.slept:
+            self._sleep_leaks.add(model.signature)
+            ctx.output(
+                f"[vramdeck] {report.reason}: stopped it, and will stop it, not put it to sleep, "
+                "from now on"
+            )
+        return report
+
+    async def resume(self, model: ServerHandle, ctx: LoadContext) -> WakeReport:
+        """Wake a sleeping server and wait until it answers; what a load does for a server that
+        sleeps. SleepError when it cannot (it exited while asleep, the wake failed): the server
+        is stopped by then, and the manager starts it cold."""
+        ctx.progress(0.0, f"waking {self.display_name} on port {model.port}")
+        report = await wake_up(model)
+        ctx.progress(1.0, "awake")
+        return report
 
     def check(self, model: ServerHandle) -> tuple[int | None, tuple[str, ...]] | None:
         """None while the server runs (or is stopping); (exit code, last lines) once it died."""
