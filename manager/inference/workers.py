@@ -1,0 +1,46 @@
+"""The inference workers: one thread per device, owned here, so inference never runs on the loop
+and requests to one device run in arrival order, one at a time (loads keep their own workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class InferenceWorkers:
+    """A single-thread executor per device, named ``vramdeck-infer-<device>``."""
+
+    def __init__(self) -> None:
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+
+    def _executor(self, device: str) -> ThreadPoolExecutor:
+        if device not in self._executors:
+            name = f"vramdeck-infer-{device.replace(':', '')}"
+            self._executors[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        return self._executors[device]
+
+    def submit(self, device: str, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue blocking `fn` on `device`'s inference worker."""
+        return self._executor(device).submit(fn, *args)
+
+    async def run(self, device: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking `fn` on `device`'s inference worker and await its result."""
+        return await asyncio.wrap_future(self.submit(device, fn, *args))
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self._executors)
+
+    async def close(self) -> None:
+        """Let queued work finish (waited for off the loop), then release the threads."""
+        executors, self._executors = list(self._executors.values()), {}
+        for executor in executors:
+            await asyncio.to_thread(executor.shutdown, True)
+
+
+__all__ = ["InferenceWorkers"]

