@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .abilities import Abilities, ModelKind, model_abilities, option_abilities
 from .embeddings import Embeddings, embed_texts
 from .text import Generation, GenerationRequest, generate_text
-from .workers import InferenceWorkers
+from .workers import InferenceWorkers, outlive_cancellation
 
 if TYPE_CHECKING:
     from vramdeck.manager.model_manager import ModelManager
@@ -77,15 +77,7 @@ class TextStream:
     async def aclose(self) -> None:
         """Stop the generation and wait until the worker is done with the model."""
         self._cancel.set()
-        interrupted = False
-        while not self._future.done():
-            try:
-                await asyncio.wait([self._future])
-            except asyncio.CancelledError:  # wait on: the lease must outlive the worker's use
-                interrupted = True
-        if not self._future.cancelled():
-            self._future.exception()  # retrieved: the caller saw or dropped it on purpose
-        if interrupted:
+        if await outlive_cancellation(self._future):
             raise asyncio.CancelledError
 
 
@@ -127,13 +119,16 @@ class Inference:
         return found
 
     async def generate(self, task: str, model: Any, request: GenerationRequest) -> Generation:
-        """The whole generation of `request` by `task`'s held `model`."""
-        source = self._source(task)
+        """The whole generation of `request` by `task`'s held `model`.
 
-        def run() -> Generation:
-            return generate_text(model, self._tokenizer(model, source), request)
-
-        return await self.workers.run(device_of(model), run)
+        A cancelled caller stops the generation within a token and returns once the worker let
+        go of the model (so the caller's lease can end safely).
+        """
+        stream = self.stream(task, model, request)
+        try:
+            return await stream.result()
+        finally:
+            await stream.aclose()
 
     def stream(self, task: str, model: Any, request: GenerationRequest) -> TextStream:
         """Start generating `request`; the pieces arrive through the returned stream."""

@@ -12,6 +12,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+async def outlive_cancellation(future: asyncio.Future[Any]) -> bool:
+    """Wait until `future` is done even if cancelled meanwhile; True if this was cancelled."""
+    interrupted = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            interrupted = True
+    if not future.cancelled():
+        future.exception()  # retrieved: the caller saw it, or dropped it on purpose
+    return interrupted
+
+
 class InferenceWorkers:
     """A single-thread executor per device, named ``vramdeck-infer-<device>``."""
 
@@ -29,8 +42,19 @@ class InferenceWorkers:
         return self._executor(device).submit(fn, *args)
 
     async def run(self, device: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking `fn` on `device`'s inference worker and await its result."""
-        return await asyncio.wrap_future(self.submit(device, fn, *args))
+        """Run blocking `fn` on `device`'s inference worker and await its result.
+
+        A cancelled caller still waits for a `fn` that has started (it uses the caller's held
+        model, which must not be released under it); one still queued is dropped.
+        """
+        queued = self.submit(device, fn, *args)
+        future = asyncio.wrap_future(queued)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not queued.cancel():
+                await outlive_cancellation(future)
+            raise
 
     @property
     def devices(self) -> list[str]:
@@ -43,4 +67,4 @@ class InferenceWorkers:
             await asyncio.to_thread(executor.shutdown, True)
 
 
-__all__ = ["InferenceWorkers"]
+__all__ = ["InferenceWorkers", "outlive_cancellation"]

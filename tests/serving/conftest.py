@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,35 @@ async def make_manager() -> AsyncIterator[Callable[[Path], ModelManager]]:
     yield make
     for manager in made:
         await manager.shutdown()
+
+
+@pytest.fixture
+async def serve(make_manager) -> AsyncIterator[Callable[..., Any]]:
+    """Start an Endpoint on a free loopback port for a config; stopped after the test."""
+    from vramdeck.serving import Endpoint, ServeSettings
+
+    started: list[Endpoint] = []
+
+    async def start(path: Path, **settings: Any) -> Endpoint:
+        manager = make_manager(path)
+        options = ServeSettings.from_config(manager.inference_config, port=0, **settings)
+        endpoint = Endpoint(manager, options)
+        await endpoint.start()
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        await endpoint.stop()
+
+
+def client_for(endpoint: Any, api_key: str = "unused") -> Any:
+    """The real openai client (async: the endpoint runs on this test's loop), no retries."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=endpoint.url, api_key=api_key, max_retries=0)
+
+
+def leases(manager: ModelManager) -> dict[str, int]:
+    """Task → how many holders its model has now."""
+    return {task: info["in_use"] for task, info in manager.get_loaded_models().items()}

@@ -55,3 +55,15 @@ def save_gpt2(path: Path, *, n_embd: int = 64, chat_template: str | None = None)
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_classifier(path: Path) -> Path:
+    """A tiny BertForSequenceClassification (three labels): a task the endpoint cannot serve."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(path)
+    return path
