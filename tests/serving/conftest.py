@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -96,3 +97,24 @@ def client_for(endpoint: Any, api_key: str = "unused") -> Any:
 def leases(manager: ModelManager) -> dict[str, int]:
     """Task → how many holders its model has now."""
     return {task: info["in_use"] for task, info in manager.get_loaded_models().items()}
+
+
+class Finished:
+    """Counts RequestFinished events, so a test can wait until the server side of a request
+    (lease included) is over, not only the client's side."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        from vramdeck.serving import RequestFinished
+
+        self.events: list[Any] = []
+        self._changed = asyncio.Event()
+        manager.events.subscribe(self._seen, RequestFinished)
+
+    def _seen(self, event: Any) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait(self, count: int) -> None:
+        while len(self.events) < count:
+            self._changed.clear()
+            await self._changed.wait()

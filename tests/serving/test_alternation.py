@@ -9,7 +9,7 @@ import asyncio
 import openai
 import pytest
 
-from tests.serving.conftest import client_for, leases
+from tests.serving.conftest import Finished, client_for, leases
 from vramdeck.manager import ModelEvicted
 
 
@@ -44,6 +44,7 @@ async def test_concurrent_clients_alternating_all_succeed_with_evictions(serve, 
             evicted_while_held.append(event.task)
 
     endpoint.manager.events.subscribe(on_evicted, ModelEvicted)
+    finished = Finished(endpoint.manager)
     client = client_for(endpoint)
 
     async def pipeline(n: int) -> list[str]:
@@ -62,6 +63,8 @@ async def test_concurrent_clients_alternating_all_succeed_with_evictions(serve, 
         return answers
 
     results = await asyncio.gather(*(pipeline(n) for n in range(4)))
+    await finished.wait(24)
+    assert {e.status for e in finished.events} == {200}
     assert len(results) == 4 and all(len(r) == 6 for r in results)
     assert len(evictions) >= 2 and set(evictions) <= {"a", "b"}
     assert evicted_while_held == []

@@ -9,7 +9,7 @@ import struct
 import pytest
 import torch
 
-from tests.serving.conftest import client_for, leases
+from tests.serving.conftest import Finished, client_for, leases
 from tests.serving.models import save_classifier
 from vramdeck.serving import RequestFinished, RequestStarted, Route
 
@@ -63,6 +63,7 @@ async def test_models_lists_every_task_with_vramdeck_fields(serve, config):
 
 async def test_chat_plain_and_streamed_give_the_same_greedy_text(serve, config):
     endpoint = await serve(config)
+    finished = Finished(endpoint.manager)
     client = client_for(endpoint)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     whole = await client.chat.completions.create(
@@ -86,6 +87,7 @@ async def test_chat_plain_and_streamed_give_the_same_greedy_text(serve, config):
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == choice.finish_reason and not any(finishes[:-1])
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    await finished.wait(2)
     assert leases(endpoint.manager) == {"chat": 0}
 
 
