@@ -11,7 +11,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-SUBCOMMANDS = ("validate", "plan", "status")
+SUBCOMMANDS = ("validate", "plan", "status", "serve")
 _HELP = ("-h", "--help")
 _VERSION = ("-V", "--version")
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vramdeck",
         usage="vramdeck [--config PATH] [--screenshot PATH]\n"
-        "       vramdeck {validate,plan,status} ...",
+        "       vramdeck {validate,plan,status,serve} ...",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="print JSON; memory in bytes (total, used, free)"
     )
+    from vramdeck.serving.command import add_serve_parser  # light: no aiohttp until it runs
+
+    add_serve_parser(commands)
     return parser
 
 
@@ -111,6 +114,10 @@ def run_command(args: list[str]) -> int:
     from vramdeck.manager.config import ConfigError
 
     try:
+        if options.command == "serve":
+            from vramdeck.serving.command import run_serve
+
+            return run_serve(options.config, host=options.host, port=options.port)
         if options.command == "validate":
             return commands.run_validate(options.config, as_json=options.json)
         if options.command == "plan":
