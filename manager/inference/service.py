@@ -124,11 +124,21 @@ class Inference:
         A cancelled caller stops the generation within a token and returns once the worker let
         go of the model (so the caller's lease can end safely).
         """
-        stream = self.stream(task, model, request)
+        source = self._source(task)
+        cancel = threading.Event()
+
+        def run() -> Generation:
+            return generate_text(model, self._tokenizer(model, source), request, cancel=cancel)
+
+        queued = self.workers.submit(device_of(model), run)
+        future = asyncio.wrap_future(queued)
         try:
-            return await stream.result()
-        finally:
-            await stream.aclose()
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()
+            if not queued.cancel():
+                await outlive_cancellation(future)
+            raise
 
     def stream(self, task: str, model: Any, request: GenerationRequest) -> TextStream:
         """Start generating `request`; the pieces arrive through the returned stream."""

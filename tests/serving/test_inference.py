@@ -233,3 +233,33 @@ async def test_the_loop_keeps_running_while_a_generation_does(config, make_manag
         assert ticks > 1  # the loop ran other work while the worker generated
     finally:
         await inference.close()
+
+
+async def test_a_cancelled_generate_returns_only_after_the_worker_let_go(config, make_manager):
+    manager = make_manager(config)
+    inference = Inference(manager)
+    entered = threading.Event()
+    forwards: list[int] = []
+    try:
+        async with manager.use("chat") as model:
+            original = model.forward
+
+            def counting_forward(*args, **kwargs):
+                forwards.append(1)
+                entered.set()
+                return original(*args, **kwargs)
+
+            model.forward = counting_forward
+            request = GenerationRequest(prompt="Hello", max_tokens=100, temperature=1.0, seed=2)
+            call = asyncio.ensure_future(inference.generate("chat", model, request))
+            await asyncio.to_thread(entered.wait)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            ran = len(forwards)
+            await inference.workers.run("cpu", lambda: None)  # whatever was queued has run
+            del model.forward
+        assert len(forwards) == ran, "the model ran after the cancelled call returned"
+        assert ran < 100  # the cancel stopped it early
+    finally:
+        await inference.close()
