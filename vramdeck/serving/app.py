@@ -7,6 +7,7 @@ stream included. Handlers run on the manager's loop; inference runs in the infer
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Status reported (in events, spans, metrics) for a client that went away mid-answer.
 CLIENT_CLOSED = 499
+#: Status reported for a request cut short because the server shut down.
+SHUTTING_DOWN = 503
 _RECORD = web.RequestKey("record", RequestRecord)
 _NEEDS = {Route.CHAT: Ability.CHAT, Route.COMPLETIONS: Ability.COMPLETION,
           Route.EMBEDDINGS: Ability.EMBEDDING}  # fmt: skip
@@ -117,6 +120,9 @@ class ServingApp:
                 status = response.status
                 response.headers.setdefault("X-Request-Id", record.request_id)
                 return response
+            except asyncio.CancelledError:  # cut by shutdown after drain_timeout_s
+                status = SHUTTING_DOWN
+                raise
             finally:
                 record.finish(status, request.method, route_name)
                 if (record.status or status) >= 500:

@@ -56,7 +56,8 @@ class Endpoint:
         runner = web.AppRunner(
             self.serving.application(),
             handle_signals=False,
-            shutdown_timeout=self.settings.drain_timeout_s,
+            # aiohttp reads a timeout of 0 as "wait for ever": 0 means "cut at once" here.
+            shutdown_timeout=max(self.settings.drain_timeout_s, 0.001),
         )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port)
