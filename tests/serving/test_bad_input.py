@@ -11,7 +11,7 @@ import aiohttp
 import openai
 import pytest
 
-from tests.serving.conftest import client_for, leases
+from tests.serving.conftest import Finished, client_for, leases
 from vramdeck.serving import Endpoint, RequestFinished, ServeError, ServeSettings
 
 
@@ -296,3 +296,32 @@ def test_bad_serving_settings_name_the_key(write_config):
         ServeSettings.from_config(inference("{}"), port=-1)
     settings = ServeSettings.from_config(inference("{port: 9000, queue_size: 2}"), port=None)
     assert (settings.port, settings.queue_size, settings.host) == (9000, 2, "127.0.0.1")
+
+
+async def test_a_generation_failing_mid_stream_ends_it_with_an_error_and_lets_go(serve, config):
+    endpoint = await serve(config)
+    finished = Finished(endpoint.manager)
+    client = client_for(endpoint)
+    await client.completions.create(model="chat", prompt="x", max_tokens=1)  # loaded now
+    model = endpoint.manager.loaded_models["chat"]
+    original, calls = model.forward, []
+
+    def failing_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("the device fell over")
+        return original(*args, **kwargs)
+
+    model.forward = failing_forward
+    stream = await client.completions.create(
+        model="chat", prompt="Hello", max_tokens=20, temperature=0, stream=True
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    await finished.wait(2)
+    assert finished.events[-1].status == 500
+    assert leases(endpoint.manager) == {"chat": 0}
+    del model.forward
+    again = await client.completions.create(model="chat", prompt="Hi", max_tokens=2)
+    assert again.usage.completion_tokens >= 1

@@ -313,6 +313,16 @@ class ServingApp:
             await response.write_eof()
         except ConnectionResetError:  # the client went away: stop generating, let go
             record.status = CLIENT_CLOSED
+        except Exception:
+            if not response.prepared:
+                raise
+            # Too late for a status: end the stream with OpenAI's error object instead.
+            logger.exception("generation for %s failed mid-stream", task)
+            record.status = 500
+            error = APIError(500, "generation failed; see the server's log", type=ErrorType.SERVER)
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(sse(error.body()))
+                await response.write(DONE)
         finally:
             await stream.aclose()
         return response
