@@ -95,7 +95,11 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 @dataclass
 class _Watcher:
-    """Called by ``generate`` after every token: emits new text, finds stops, obeys `cancel`."""
+    """Called by ``generate`` after every token: emits new text, finds stops, obeys `cancel`.
+
+    Only the tokens since the last newline are decoded again at each step (the text before it
+    is kept), as transformers' TextStreamer does, so a long answer costs linear time.
+    """
 
     tokenizer: Any
     prompt_len: int
@@ -105,24 +109,36 @@ class _Watcher:
     sent: int = 0
     text: str = ""
     generated: int = 0
-    stopped: bool = field(default=False)
+    stopped: bool = False
+    _kept: str = ""  # text of the tokens before `_window`, final
+    _window: list[int] = field(default_factory=list)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        self.observe(input_ids[0, self.prompt_len :].tolist())
+        self.catch_up(input_ids[0, self.prompt_len :])
         done = self.stopped or self.cancel.is_set()
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
-    def observe(self, ids: list[int]) -> None:
-        self.generated = len(ids)
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+    def catch_up(self, new_ids: Any) -> None:
+        """Observe the generated tokens this watcher has not seen yet."""
+        for token in new_ids[self.generated :].tolist():
+            if not self.stopped:
+                self._step(int(token))
+
+    def _step(self, token: int) -> None:
+        self.generated += 1
+        self._window.append(token)
+        window_text = self.tokenizer.decode(self._window, skip_special_tokens=True)
+        text = self._kept + window_text
         cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
         if cut >= 0:
             self.stopped, text = True, text[:cut]
             self._emit_to(text, len(text))
         else:
             self._emit_to(text, len(text) - _held_back(text, self.stops))
+            if window_text.endswith("\n"):
+                self._kept, self._window = text, []
         self.text = text
 
     def flush(self) -> None:
@@ -176,10 +192,10 @@ def generate_text(
             pad_token_id=pad,
             **sampling,
         )
-    new_ids = output[0, prompt_len:].tolist()
-    watcher.observe(new_ids)
+    watcher.catch_up(output[0, prompt_len:])
     if not watcher.stopped:
         watcher.flush()
+    new_ids = output[0, prompt_len:].tolist()
     return Generation(
         text=watcher.text,
         prompt_tokens=prompt_len,

@@ -263,3 +263,27 @@ async def test_a_cancelled_generate_returns_only_after_the_worker_let_go(config,
         assert ran < 100  # the cancel stopped it early
     finally:
         await inference.close()
+
+
+@pytest.mark.parametrize(
+    ("stops", "expected"),
+    [
+        ((), "line one\nline two\nand three é"),
+        (("two",), "line one\nline "),
+        (("\nand",), "line one\nline two"),
+    ],
+)
+def test_the_watcher_streams_pieces_that_add_up_across_newlines(stops, expected):
+    from tests.serving.models import train_tokenizer
+    from vramdeck.manager.inference.text import _Watcher
+
+    tokenizer = train_tokenizer()
+    ids = tokenizer("line one\nline two\nand three é")["input_ids"]
+    pieces: list[str] = []
+    watcher = _Watcher(tokenizer, 0, stops, pieces.append, threading.Event())
+    watcher.catch_up(torch.tensor(ids))
+    if not watcher.stopped:
+        watcher.flush()
+    assert "".join(pieces) == watcher.text == expected
+    assert all("\ufffd" not in piece for piece in pieces)  # a split character waits for its rest
+    assert watcher.stopped == bool(stops)
