@@ -3,7 +3,8 @@
     .venv/bin/python bench/serve_overhead.py [--rounds 15] [--device cpu|cuda:0]
 
 Prints, as ratios (endpoint / in-process, medians of alternating rounds):
-- a short request's latency through the endpoint (the real openai client) vs. the same
+- a short request's latency through the endpoint (the real openai client in another process,
+  as a pipeline calls it; timed there) vs. the same
   ``generate`` called in-process (goal ≤ 1.10); and a request whose generation takes over
   100 ms (goal ≤ 1.03);
 - streamed tokens per second through the endpoint vs. in-process with the same streamer
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+PROMPT = "The camera saw"
 SENTENCES = [
     "The camera saw a red car turn left at the corner.",
     "A person walks a dog along the river in the morning.",
@@ -79,48 +82,81 @@ def median_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return ma, mb, ma / mb
 
 
-async def latency_pair(endpoint: Any, client: Any, task: str, tokens: int, rounds: int) -> tuple:
+class Client:
+    """A pipeline in another process: the real openai client, driven over its stdin."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, url: str) -> Client:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client", url,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        return cls(process)
+
+    async def ask(self, task: str, tokens: int, stream: bool) -> tuple[float, int]:
+        """(seconds, completion tokens) of one request, timed in the client."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{task} {tokens} {int(stream)}\n".encode())
+        await self.process.stdin.drain()
+        elapsed, count = (await self.process.stdout.readline()).split()
+        return float(elapsed), int(count)
+
+    async def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await self.process.wait()
+
+
+def client_main(url: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    for line in sys.stdin:
+        task, tokens, stream = line.split()
+        started = time.perf_counter()
+        ask = {"model": task, "prompt": PROMPT, "max_tokens": int(tokens), "temperature": 0}
+        if stream == "1":
+            count = 0
+            for chunk in client.completions.create(
+                **ask, stream=True, stream_options={"include_usage": True}
+            ):
+                if chunk.usage is not None:
+                    count = chunk.usage.completion_tokens
+        else:
+            count = client.completions.create(**ask).usage.completion_tokens
+        print(f"{time.perf_counter() - started} {count}", flush=True)
+
+
+async def in_process(endpoint: Any, task: str, tokens: int, stream: bool) -> tuple[float, int]:
+    """The same generation called in this process (the streamer collects the pieces)."""
     from vramdeck.manager.inference import GenerationRequest, generate_text
 
     model = endpoint.manager.loaded_models[task]
     tokenizer = endpoint.inference._tokenizers[model]
-    request = GenerationRequest(prompt="The camera saw", max_tokens=tokens, temperature=0)
+    request = GenerationRequest(prompt=PROMPT, max_tokens=tokens, temperature=0)
+    pieces: list[str] = []
+    started = time.perf_counter()
+    result = await asyncio.to_thread(
+        generate_text, model, tokenizer, request, on_text=pieces.append if stream else None
+    )
+    return time.perf_counter() - started, result.completion_tokens
+
+
+async def pair(
+    endpoint: Any, client: Client, task: str, tokens: int, rounds: int, *, stream: bool = False
+) -> tuple[float, float, float]:
+    """Alternating rounds; medians of seconds, or of tokens per second for streams."""
     served, direct = [], []
     for _ in range(rounds):
-        started = time.perf_counter()
-        await client.completions.create(model=task, prompt="The camera saw", max_tokens=tokens,
-                                        temperature=0)  # fmt: skip
-        served.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await asyncio.to_thread(generate_text, model, tokenizer, request)
-        direct.append(time.perf_counter() - started)
-    return median_ratio(served, direct)
-
-
-async def stream_pair(endpoint: Any, client: Any, tokens: int, rounds: int) -> tuple:
-    from vramdeck.manager.inference import GenerationRequest, generate_text
-
-    model = endpoint.manager.loaded_models["long"]
-    tokenizer = endpoint.inference._tokenizers[model]
-    request = GenerationRequest(prompt="Hello", max_tokens=tokens, temperature=0)
-    served, direct = [], []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        stream = await client.completions.create(
-            model="long", prompt="Hello", max_tokens=tokens, temperature=0, stream=True,
-            stream_options={"include_usage": True},
-        )  # fmt: skip
-        count = 0
-        async for chunk in stream:
-            if chunk.usage is not None:
-                count = chunk.usage.completion_tokens
-        served.append(count / (time.perf_counter() - started))
-        pieces: list[str] = []
-        started = time.perf_counter()
-        result = await asyncio.to_thread(
-            generate_text, model, tokenizer, request, on_text=pieces.append
-        )
-        direct.append(result.completion_tokens / (time.perf_counter() - started))
+        for results, call in (
+            (served, client.ask(task, tokens, stream)),
+            (direct, in_process(endpoint, task, tokens, stream)),
+        ):
+            elapsed, count = await call
+            results.append(count / elapsed if stream else elapsed)
     return median_ratio(served, direct)
 
 
@@ -163,8 +199,6 @@ async def stalls_under_clients(url: str, clients: int, requests: int, tokens: in
 
 
 async def main(rounds: int, device: str) -> None:
-    import openai
-
     sys.setswitchinterval(0.001)  # as the panel sets it (gui/gc_guard.py)
     from vramdeck.manager import Ledger, ModelManager
     from vramdeck.serving import Endpoint, ServeSettings
@@ -174,17 +208,18 @@ async def main(rounds: int, device: str) -> None:
         manager = ModelManager(config, ledger=Ledger(None))
         endpoint = Endpoint(manager, ServeSettings.from_config(manager.inference_config, port=0))
         url = await endpoint.start()
-        client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+        client = await Client.start(url)
         try:
             for task in ("short", "long"):  # warm: loaded, tokenizer read, first run done
                 await endpoint.inference.warm_up(task)
-                await client.completions.create(model=task, prompt="x", max_tokens=2)
-            short = await latency_pair(endpoint, client, "short", 8, rounds)
-            long = await latency_pair(endpoint, client, "long", 64, rounds)
-            streamed = await stream_pair(endpoint, client, 128, rounds)
+                await client.ask(task, 2, False)
+            short = await pair(endpoint, client, "short", 8, rounds)
+            long = await pair(endpoint, client, "long", 64, rounds)
+            streamed = await pair(endpoint, client, "long", 128, rounds, stream=True)
             idle = await loop_stalls(2.0)
             busy = await stalls_under_clients(url, 4, 3, 128)
         finally:
+            await client.close()
             await endpoint.stop()
             await manager.shutdown()
     print(f"device {device}, {rounds} alternating rounds, medians")
@@ -209,5 +244,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.rounds, args.device))
+    if args.client:
+        client_main(args.client)
+    else:
+        asyncio.run(main(args.rounds, args.device))

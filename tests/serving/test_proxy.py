@@ -115,3 +115,24 @@ async def test_a_wrong_upstream_key_passes_the_upstream_status_through(serve, co
     ):
         text = await r.text()
     assert r.status == 401 and "auth=wrong" in text and "sk-wrong" not in text
+
+
+async def test_a_dropped_proxied_stream_lets_go_at_the_next_chunk(serve, config):
+    endpoint = await serve(config)
+    finished = Finished(endpoint.manager)
+    await endpoint.manager.load_model("served")
+    handle = endpoint.manager.loaded_models["served"]
+    body = b'{"model": "served", "messages": [{"role": "user", "content": "x"}], "stream": true}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    while b"data:" not in await reader.readline():
+        pass
+    writer.transport.abort()
+    async with aiohttp.ClientSession() as session, session.get(handle.url + "/release") as r:
+        assert r.status == 200  # the upstream sends its next chunk: the relay finds no client
+    await finished.wait(1)
+    assert finished.events[0].status == 499
+    assert leases(endpoint.manager) == {"served": 0}

@@ -36,7 +36,7 @@ from .admission import Admission, Held, NoRoom, QueueFull
 from .errors import APIError, ErrorType, bad_request
 from .events import Route
 from .openai_format import DONE, Answer, embeddings, sse
-from .proxy import forward, upstream_of
+from .proxy import ClientGone, forward, upstream_of
 from .record import RequestRecord
 from .settings import ServeSettings
 
@@ -241,9 +241,9 @@ class ServingApp:
         path = route.value.removeprefix("/v1")
         try:
             return await forward(request, self.session, upstream, path, body)
-        except ConnectionResetError:
+        except ClientGone as gone:
             request[_RECORD].status = CLIENT_CLOSED
-            return web.Response(status=CLIENT_CLOSED)
+            return gone.response
 
     async def _generation(
         self,

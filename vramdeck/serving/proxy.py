@@ -27,6 +27,14 @@ MAX_UPSTREAM_BODY = 64 * 2**20
 _PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
 
 
+class ClientGone(Exception):
+    """The client went away while a stream was relayed; `response` is the one already sent."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("the client went away")
+        self.response = response
+
+
 @dataclass(frozen=True)
 class Upstream:
     """Where a proxied request goes: the API's base URL (``…/v1``) and the model name there."""
@@ -85,11 +93,14 @@ async def _relay_stream(
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=answer.status, headers=headers)
     response.headers["Cache-Control"] = "no-cache"
-    await response.prepare(request)
-    async for chunk in answer.content.iter_any():
-        await response.write(chunk)  # a client gone away raises here and closes the upstream
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        async for chunk in answer.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:  # leaving the `async with` closes the upstream's stream
+        raise ClientGone(response) from None
     return response
 
 
-__all__ = ["MAX_UPSTREAM_BODY", "Upstream", "forward", "upstream_of"]
+__all__ = ["MAX_UPSTREAM_BODY", "ClientGone", "Upstream", "forward", "upstream_of"]
