@@ -203,3 +203,28 @@ def test_base64_is_little_endian_float32():
 
     data = embeddings("m", [[0.5, -1.0]], 3, "base64")["data"][0]["embedding"]
     assert struct.unpack("<2f", base64.b64decode(data)) == (0.5, -1.0)
+
+
+async def test_metrics_record_duration_first_token_rate_and_queue_wait(serve, config, otel):
+    _, reader = otel
+    endpoint = await serve(config)
+    client = client_for(endpoint)
+    stream = await client.completions.create(
+        model="chat", prompt="Hello", max_tokens=6, temperature=0, stream=True
+    )
+    async for _ in stream:
+        pass
+    await client.models.list()
+    points: dict[str, list] = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    durations = points["http.server.request.duration"]
+    routes = {p.attributes["http.route"] for p in durations}
+    assert {"/v1/completions", "/v1/models"} <= routes
+    assert all(p.attributes["http.response.status_code"] == 200 for p in durations)
+    for name in ("vramdeck.serve.time_to_first_token", "vramdeck.serve.queue_wait",
+                 "vramdeck.serve.tokens_per_second"):  # fmt: skip
+        (point,) = [p for p in points[name] if p.attributes["vramdeck.task"] == "chat"]
+        assert point.count >= 1 and point.sum > 0

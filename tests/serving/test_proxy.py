@@ -126,7 +126,8 @@ async def test_a_dropped_proxied_stream_lets_go_at_the_next_chunk(serve, config)
     reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     while b"data:" not in await reader.readline():
         pass
