@@ -101,7 +101,7 @@ class Admission:
     async def hold(self, task: str) -> AsyncIterator[Held]:
         """Hold `task`'s model until the block ends (loading it if needed)."""
         counts = self.counts_of(task)
-        if counts.queued >= max(self.queue_size, 1):
+        if counts.queued >= self.queue_size:
             raise QueueFull(
                 f"{task}: {counts.queued} requests are waiting already (the queue's size, "
                 "inference.serving.queue_size); try again later"

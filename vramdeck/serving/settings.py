@@ -123,7 +123,7 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "max_tokens": (int, 1, float("inf")),
     "default_max_tokens": (int, 1, float("inf")),
     "max_inputs": (int, 1, float("inf")),
-    "queue_size": (int, 0, float("inf")),
+    "queue_size": (int, 1, float("inf")),
     "queue_timeout_s": (float, 0, float("inf")),
     "retry_after_s": (int, 0, float("inf")),
     "drain_timeout_s": (float, 0, float("inf")),
