@@ -17,7 +17,7 @@ from pathlib import Path
 
 import vramdeck
 
-SUBCOMMANDS = ("validate", "plan", "status")
+SUBCOMMANDS = ("validate", "plan", "status", "serve")
 _HELP = ("-h", "--help")
 _VERSION = ("-V", "--version")
 #: What the window needs beyond a headless install (the ``gui`` extra).
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vramdeck",
         usage="vramdeck [--config PATH] [--screenshot PATH]\n"
-        "       vramdeck {validate,plan,status} ...",
+        "       vramdeck {validate,plan,status,serve} ...",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="print JSON; memory in bytes (total, used, free)"
     )
+    from vramdeck.serving.command import add_serve_parser  # light: no aiohttp until it runs
+
+    add_serve_parser(commands)
     return parser
 
 
@@ -151,6 +154,10 @@ def run_command(args: list[str]) -> int:
 
     demo_models.export_env()
     try:
+        if options.command == "serve":
+            from vramdeck.serving.command import run_serve
+
+            return run_serve(options.config, host=options.host, port=options.port)
         if options.command == "validate":
             return commands.run_validate(options.config, as_json=options.json)
         if options.command == "plan":
