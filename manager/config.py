@@ -282,7 +282,7 @@ class InferenceConfig:
         {
             "max_memory_per_model", "offload_threshold", "warmup_on_startup",
             "default_batch_size", "max_batch_size", "memory_budget_gb", "idle_unload_s",
-            "evict_verify_timeout_s", "server_sleep_level",
+            "evict_verify_timeout_s", "server_sleep_level", "serving",
         }
     )  # fmt: skip
 
@@ -306,6 +306,10 @@ class InferenceConfig:
             d, "evict_verify_timeout_s", key, source, 5.0, maximum=fields.MAX_SECONDS
         )
         self.server_sleep_level: int = fields.sleep_level(d, "server_sleep_level", key, source, 0)
+        #: The endpoint's settings, checked by vramdeck.serving (the manager does not serve).
+        self.serving: dict[str, Any] = dict(
+            fields.mapping(d.get("serving") or {}, f"{key}.serving", source)
+        )
         self.extra = fields.keep_unknown(d, self.KNOWN, key, source)
 
     @property

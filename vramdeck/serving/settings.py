@@ -1,6 +1,6 @@
 """The endpoint's settings: defaults, the config's ``inference.serving`` map, the command line.
 
-``inference.serving`` is read from the inference section's kept keys (``InferenceConfig.extra``);
+``inference.serving`` is kept by the config as a mapping (`InferenceConfig.serving`) and checked here;
 every bad value is a ConfigError naming the file and the key, e.g.
 ``models.yaml: inference.serving.port: expected a whole number in 0..65535, got 'x'``.
 """
@@ -72,7 +72,7 @@ class ServeSettings:
         cls, inference: InferenceConfig, *, file: str = "", **overrides: Any
     ) -> ServeSettings:
         """Defaults, then ``inference.serving`` of the config, then `overrides` not None."""
-        raw = inference.extra.get(CONFIG_KEY) or {}
+        raw = inference.serving
         key = f"inference.{CONFIG_KEY}"
         if not isinstance(raw, Mapping):
             raise ConfigError(f"expected a mapping, got {raw!r}", file=file, key=key)
