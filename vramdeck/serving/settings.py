@@ -1,7 +1,7 @@
 """The endpoint's settings: defaults, the config's ``inference.serving`` map, the command line.
 
-``inference.serving`` is kept by the config as a mapping (`InferenceConfig.serving`) and checked here;
-every bad value is a ConfigError naming the file and the key, e.g.
+``inference.serving`` is kept by the config as a mapping (`InferenceConfig.serving`) and
+checked here; every bad value is a ConfigError naming the file and the key, e.g.
 ``models.yaml: inference.serving.port: expected a whole number in 0..65535, got 'x'``.
 """
 
