@@ -122,7 +122,8 @@ def chart_cpu(seconds: float) -> dict[str, float]:
 def make_demo_models(cache: Path) -> Path:
     """The demo models, made in a subprocess so that this process has not imported torch."""
     code = (
-        "import sys; from vramdeck.gui.demo_models import ensure_demo_models as e; e(sys.argv[1])"
+        "import sys; from vramdeck.manager.demo_models import ensure_demo_models as e;"
+        "e(sys.argv[1])"
     )
     folder = cache / "demo-models"
     subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, check=True, timeout=300)

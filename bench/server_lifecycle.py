@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from vramdeck.manager import Ledger, ModelManager  # noqa: E402
 from vramdeck.manager.loaders import ServerHandle, VllmLoader  # noqa: E402
-from vramdeck.manager.loaders.server_process import alive, free_port  # noqa: E402
+from vramdeck.manager.loaders.servers.commands import free_port  # noqa: E402
+from vramdeck.manager.loaders.servers.group import alive  # noqa: E402
 from vramdeck.manager.memory import SystemProbe  # noqa: E402
 
 FAKE = ROOT / "tests" / "manager" / "fake_server.py"
@@ -190,7 +191,7 @@ async def main() -> None:
         config = write_config(Path(tmp), args)
         probe = SystemProbe.detect()
         manager = ModelManager(
-            config, probe=probe, loaders=[VllmLoader(probe)], ledger=Ledger(Path(tmp) / "l.json")
+            config, probe=probe, loaders=[VllmLoader()], ledger=Ledger(Path(tmp) / "l.json")
         )
         try:
             await manager_round(manager)  # warm-up: imports, the first records, the probe

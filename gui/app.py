@@ -1,14 +1,16 @@
-"""The app's entry: options, the QApplication, the manager's bridge, the window, the qasync loop.
+"""The app's entry: the QApplication, the manager's bridge, the window, the qasync loop.
 
-``vramdeck [--config PATH] [--screenshot FILE]``. Without ``--config`` it opens the config used
-last time (QSettings), else the shipped ``configs/demo.yaml``. ``VRAMDECK_QUIT_AFTER_S=N`` closes
-the window after N seconds through the normal close path (smoke tests). torch is not imported
-before the window shows: the manager imports it when the first model loads.
+The `vramdeck` command (vramdeck/cli.py) parses the options and calls `run`. Without ``--config``
+it opens the config used last time (QSettings), else the shipped ``configs/demo.yaml``; a
+``--config`` that cannot be read opens the window anyway, on the last good config or the demo,
+with the error in the banner (started from the desktop entry, there is no terminal to read).
+``VRAMDECK_QUIT_AFTER_S=N`` closes the window after N seconds through the normal close path
+(smoke tests). torch is not imported before the window shows: the manager imports it when the
+first model loads.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -16,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import qasync  # binds to PySide6: gui/__init__.py set QT_API before this import
@@ -23,13 +26,13 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QFont, QIcon
 from PySide6.QtWidgets import QApplication
 
-from . import demo_models, paths
+from . import paths
 from . import settings as saved
 from .bridge import ManagerBridge, open_bridge, start_file_logging
 from .gc_guard import GuiThreadCollector
 from .main_window import MainWindow
 from .qt_logging import route_qt_messages
-from .session import AppSession
+from .session import AppSession, DemoModelMaker
 from .telemetry_setup import configure_from_env
 
 logger = logging.getLogger(__name__)
@@ -40,30 +43,33 @@ TRACE_STARTUP_ENV = "VRAMDECK_TRACE_STARTUP"
 SCREENSHOT_SETTLE_ENV = "VRAMDECK_SCREENSHOT_SETTLE_S"
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """vramdeck's options, and the rest for Qt (e.g. ``-platform offscreen``)."""
-    parser = argparse.ArgumentParser(
-        prog="vramdeck",
-        description="A control panel for the AI models on a GPU workstation.",
-    )
-    parser.add_argument(
-        "--config", metavar="PATH",
-        help="models.yaml to open (default: the last one opened, else the demo)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--screenshot", metavar="FILE", type=Path,
-        help="save a PNG of the window once the models have warmed up, then quit",
-    )  # fmt: skip
-    return parser.parse_known_args(argv)
+@dataclass(frozen=True)
+class WindowOptions:
+    """The window's options, as the `vramdeck` command parsed them."""
+
+    config: str | None = None
+    screenshot: Path | None = None
 
 
-def run(argv: list[str]) -> int:
-    """Run the panel until its window is closed; the exit status."""
-    options, qt_args = parse_args(argv)
+@dataclass(frozen=True)
+class StartupProblem:
+    """A config that could not be opened at start-up, and what was opened instead."""
+
+    title: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.detail}"
+
+
+def run(
+    options: WindowOptions, qt_args: list[str], *, demo_models: DemoModelMaker | None = None
+) -> int:
+    """Run the panel until its window is closed; the exit status. `qt_args` go to Qt (e.g.
+    ``-platform offscreen``); `demo_models` makes the demo's models when the config uses them."""
     _configure_logging()
     route_qt_messages()
     stop_telemetry = configure_from_env()
-    demo_models.export_env()
     # The window shows each load's progress; tqdm bars on stderr would only repeat it.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app = _application(qt_args)
@@ -73,7 +79,7 @@ def run(argv: list[str]) -> int:
         if isinstance(opened, int):
             return opened
         bridge, startup_error = opened
-        return _run_loop(app, bridge, settings, options, startup_error)
+        return _run_loop(app, bridge, settings, options, startup_error, demo_models)
     finally:
         stop_telemetry()
 
@@ -107,37 +113,41 @@ def _application(qt_args: list[str]) -> QApplication:
 
 
 def _open_bridge(
-    options: argparse.Namespace, settings: QSettings
-) -> tuple[ManagerBridge, str | None] | int:
-    """The bridge for the config to open, and an error to show when the remembered config could
-    not be read and the demo was opened instead; an exit status when there is nothing to open."""
+    options: WindowOptions, settings: QSettings
+) -> tuple[ManagerBridge, StartupProblem | None] | int:
+    """The bridge for the config to open and, when that config cannot be read, one on the last
+    good config (else the demo) with what went wrong; an exit status when nothing opens."""
     demo = paths.shipped_config("demo.yaml")
-    if options.config:
-        try:
-            return open_bridge(options.config), None
-        except ValueError as exc:  # ConfigError: file, line and key
-            print(f"vramdeck: {exc}", file=sys.stderr)
-            return 2
-    wanted = saved.last_config(settings) or demo
+    remembered = saved.last_config(settings)
+    wanted = Path(options.config) if options.config else remembered or demo
     if wanted is None:
         print("vramdeck: no config given and configs/demo.yaml not found; use --config PATH",
               file=sys.stderr)  # fmt: skip
         return 2
     try:
         return open_bridge(wanted), None
-    except ValueError as exc:
-        if demo is None or wanted.resolve() == demo.resolve():
-            print(f"vramdeck: {exc}", file=sys.stderr)
-            return 2
-        return open_bridge(demo), f"{exc}"
+    except ValueError as exc:  # ConfigError: file, line and key
+        error = str(exc)
+    print(f"vramdeck: {error}", file=sys.stderr)  # for a terminal, when there is one
+    for fallback in (remembered, demo):
+        if fallback is None or fallback.resolve() == wanted.resolve():
+            continue
+        try:
+            bridge = open_bridge(fallback)
+        except ValueError:  # a remembered config broken since; the demo comes next
+            continue
+        title = f"Could not open {wanted.name}; opened {fallback.name} instead"
+        return bridge, StartupProblem(title, error)
+    return 2
 
 
 def _run_loop(
     app: QApplication,
     bridge: ManagerBridge,
     settings: QSettings,
-    options: argparse.Namespace,
-    startup_error: str | None,
+    options: WindowOptions,
+    startup_error: StartupProblem | None,
+    demo_models: DemoModelMaker | None,
 ) -> int:
     # A screenshot is of the default layout, and leaves the person's settings alone.
     layout = None if options.screenshot else settings
@@ -146,7 +156,7 @@ def _run_loop(
     window = MainWindow(bridge, layout)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    session = AppSession(app, bridge, window)
+    session = AppSession(app, bridge, window, demo_models=demo_models)
     collector = GuiThreadCollector(app)
     collector.start()
     try:
@@ -159,16 +169,15 @@ def _run_loop(
 
 
 async def _serve(
-    session: AppSession, options: argparse.Namespace, startup_error: str | None
+    session: AppSession, options: WindowOptions, startup_error: StartupProblem | None
 ) -> int:
     window = session.window
     window.show()
     window.build_chart_soon()
     if os.environ.get(TRACE_STARTUP_ENV):
         QTimer.singleShot(0, _trace_shown)
-    if startup_error:
-        window.banner.show_error("Could not open the last config; opened the demo instead",
-                                 startup_error)  # fmt: skip
+    if startup_error is not None:
+        window.banner.show_error(startup_error.title, startup_error.detail)
     _close_on_signals(window)
     if (quit_after := os.environ.get(QUIT_AFTER_ENV)) is not None:
         session.quit_after(float(quit_after))
@@ -193,4 +202,4 @@ def _close_on_signals(window: MainWindow) -> None:
             signal.signal(sig, lambda *_: QTimer.singleShot(0, window.close))
 
 
-__all__ = ["parse_args", "run"]
+__all__ = ["StartupProblem", "WindowOptions", "run"]

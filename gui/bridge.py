@@ -457,11 +457,14 @@ def _budget_report(plan: dict[str, Any]) -> BudgetReport:
             total=int(p["total_gb"] * GIB),
             budget=int(p["budget_gb"] * GIB),
             tasks={t: int(gb * GIB) for t, gb in p["tasks"].items()},
+            others=int(p.get("taken_by_others_gb", 0) * GIB),  # from manager/planning.py
         )
         for device, p in plan["devices"].items()
     )
-    external = tuple(t for t, r in plan["model_requirements"].items() if r.get("external"))
-    return BudgetReport(bool(plan["valid"]), plans, external, time.time())
+    skipped = dict(plan.get("skipped", {}))
+    requirements = plan["model_requirements"].items()
+    external = tuple(t for t, r in requirements if r.get("external") and t not in skipped)
+    return BudgetReport(bool(plan["valid"]), plans, external, time.time(), skipped)
 
 
 _SEVERITY = {

@@ -1,7 +1,10 @@
 """The budget view: the selected models of all tasks against each device's budget.
 
-One bar per device, as validate_memory_budget plans it: a segment per task in the chart's
-colours, a mark at the budget, and red beyond it where the models do not fit together.
+One bar per device, as the planner (manager/planning.py, the one ``vramdeck plan`` uses) places
+them: a segment per task in the chart's colours, a mark at the budget (what other processes hold
+already taken off), and red beyond it where the models do not fit together. Below, the tasks
+served by an API (no local memory) and the ones whose selected option cannot load here (not
+counted), each with the reason.
 """
 
 from __future__ import annotations
@@ -56,9 +59,10 @@ class BudgetBars(QWidget):
         painter.setPen(QColor(TEXT_COLOR))
         name = f"{plan.device} · {plan.name}"
         verdict = "fits" if plan.fits else f"over by {fmt_bytes(plan.required - plan.budget)}"
+        others = f", {fmt_bytes(plan.others)} taken by other processes" if plan.others else ""
         text = (
             f"{name}: {fmt_bytes(plan.required)} of {fmt_bytes(plan.budget)} budget "
-            f"({fmt_percent(plan.required, plan.budget)}) — "
+            f"({fmt_percent(plan.required, plan.budget)}{others}) — "
         )
         painter.drawText(6, top + 14, text)
         painter.setPen(colour)
@@ -134,9 +138,13 @@ class BudgetView(QWidget):
             where = ", ".join(bad)
             self.verdict.setText(f"Budget: the selected models do not fit together on {where}")
             self.verdict.setStyleSheet(f"color: {ERROR_COLOR}; font-weight: 600")
-        api = ", ".join(report.external_tasks)
-        self.note.setText(f"External APIs (no local memory): {api}" if api else "")
-        self.note.setVisible(bool(api))
+        lines = []
+        if report.external_tasks:
+            lines.append(f"External APIs (no local memory): {', '.join(report.external_tasks)}")
+        skipped = report.skipped.items()
+        lines += [f"Not counted, cannot load here: {task} ({why})" for task, why in skipped]
+        self.note.setText("\n".join(lines))
+        self.note.setVisible(bool(lines))
 
 
 __all__ = ["BudgetBars", "BudgetView"]

@@ -131,6 +131,7 @@ class DevicePlan:
     total: int
     budget: int
     tasks: Mapping[str, int]
+    others: int = 0  # what other processes' memory takes off the budget (already off it)
 
     @property
     def required(self) -> int:
@@ -149,6 +150,7 @@ class BudgetReport:
     plans: tuple[DevicePlan, ...]
     external_tasks: tuple[str, ...] = ()
     at: float = 0.0
+    skipped: Mapping[str, str] = field(default_factory=dict)  # task → why it cannot load here
 
 
 @dataclass(frozen=True, slots=True)

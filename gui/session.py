@@ -12,18 +12,16 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from . import demo_models
 from .bridge import ManagerBridge
 from .main_window import MainWindow
 
@@ -33,13 +31,32 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 120.0
 
 
+class DemoModelMaker(Protocol):
+    """What makes the demo config's models (`vramdeck.manager.demo_models`, which the `vramdeck`
+    command passes in: only the bridge imports the manager here)."""
+
+    def folder_to_make(self, model_ids: Iterable[str]) -> Path | None: ...
+
+    def ensure_demo_models(
+        self, folder: Path | None = None, progress: Callable[[str], None] | None = None
+    ) -> Path: ...
+
+
 class AppSession:
     """Runs `window` over `bridge` until the window is closed, then shuts the manager down."""
 
-    def __init__(self, app: QApplication, bridge: ManagerBridge, window: MainWindow) -> None:
+    def __init__(
+        self,
+        app: QApplication,
+        bridge: ManagerBridge,
+        window: MainWindow,
+        *,
+        demo_models: DemoModelMaker | None = None,
+    ) -> None:
         self.app = app
         self.bridge = bridge
         self.window = window
+        self.demo_models = demo_models
         self.exit_code = 0
         self.shutdown_ran = False
         self.warmup: asyncio.Task[Any] | None = None
@@ -140,8 +157,10 @@ class AppSession:
     async def _before_loads(self) -> None:
         if self.preload is not None:
             await asyncio.shield(self.preload)
-        if demo_models.uses_demo_models(self.bridge.model_ids()):
-            await self._prepare_demo_models()
+        maker = self.demo_models
+        folder = maker.folder_to_make(self.bridge.model_ids()) if maker is not None else None
+        if maker is not None and folder is not None:
+            await self._make_demo_models(maker, folder)
 
     def _freeze_after_first_load(self, entry: Any) -> None:
         """The first load imports transformers' model code (another ~100k objects): freeze
@@ -161,10 +180,7 @@ class AppSession:
             return
         gc.freeze()
 
-    async def _prepare_demo_models(self) -> None:
-        folder = Path(os.environ.get(demo_models.DEMO_ENV) or demo_models.demo_dir())
-        if demo_models.is_complete(folder):
-            return
+    async def _make_demo_models(self, maker: DemoModelMaker, folder: Path) -> None:
         status = self.window.status
         status.show_progress("Making the demo models (first run only)…")
         loop = asyncio.get_running_loop()
@@ -174,7 +190,7 @@ class AppSession:
             _call_soon_threadsafe(loop, status.show_progress, text)
 
         try:
-            await _in_daemon_thread(demo_models.ensure_demo_models, folder, progress)
+            await _in_daemon_thread(maker.ensure_demo_models, folder, progress)
         except Exception as exc:
             logger.warning("could not make the demo models: %s", exc)
             self.window.banner.show_error("Could not make the demo models", str(exc))
@@ -222,4 +238,4 @@ async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
     return await future
 
 
-__all__ = ["SHUTDOWN_TIMEOUT_S", "AppSession"]
+__all__ = ["SHUTDOWN_TIMEOUT_S", "AppSession", "DemoModelMaker"]

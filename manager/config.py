@@ -1,152 +1,41 @@
 """models.yaml → ModelConfig, TaskConfig, InferenceConfig.
 
 Every error is a ConfigError naming the file, the line and the key path, and what was expected,
-e.g. ``models.yaml:12: models.video_summarization.options.gemma.vram_gb: expected a number ≥ 0,
-got 'lots'``. Keys this version does not know are kept (``extra``) and logged once.
+e.g. ``models.yaml:12: models.video_summarization.options.gemma.vram_gb: expected a number from 0
+to 1e+06, got 'lots'``. Keys this version does not know are kept (``extra``) and logged once.
+Reading the text safely is `config_yaml`'s job, reading one typed value `config_fields`'.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-logger = logging.getLogger(__name__)
+from . import config_fields as fields
+from .config_errors import (
+    ConfigError,
+    ConfigFileNotFound,
+    ConfigSyntaxError,
+    Source,
+    describe,
+    shorten,
+)
+from .config_yaml import MAX_BYTES, decode, read_yaml
 
 GIB = 1024**3
 
 #: Frameworks the seed document names; "pytorch" is served by the transformers loader.
 SEED_FRAMEWORKS = ("sglang", "vllm", "pytorch", "transformers", "external_api")
-DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
+DEVICE_CHOICES = fields.DEVICE_CHOICES
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-_warned_unknown: set[str] = set()
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names file, line, key and expectation."""
-
-    def __init__(self, message: str, *, file: str = "", line: int | None = None, key: str = ""):
-        self.file, self.line, self.key = file, line, key
-        where = file + (f":{line}" if line else "")
-        prefix = ": ".join(p for p in (where, key) if p)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where values come from: the file name and the line of every key path in it."""
-
-    file: str = "<dict>"
-    lines: Mapping[str, int] | None = None
-
-    def error(self, key: str, message: str) -> ConfigError:
-        """A ConfigError for `key`, pointing at its line (or its nearest known parent's)."""
-        return ConfigError(message, file=self.file, line=self.line_of(key), key=key)
-
-    def line_of(self, key: str) -> int | None:
-        lines = self.lines or {}
-        parts = key.split(".")
-        while parts:
-            found = lines.get(".".join(parts))
-            if found is not None:
-                return found
-            parts.pop()
-        return None
-
-
+_HOST_FLAGS = frozenset({"--host", "--hostname"})
+_LOOPBACK_HOSTS = frozenset({"{host}", "127.0.0.1", "localhost", "::1"})
 _DICT_SOURCE = Source()
-
-
-def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, str) else repr(value)
-
-
-def _mapping(value: Any, key: str, src: Source) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise src.error(key, f"expected a mapping of keys to values, got {_describe(value)}")
-    return value
-
-
-def _string(d: Mapping[str, Any], name: str, key: str, src: Source, default: Any = ...) -> Any:
-    if name not in d or d[name] is None:
-        if default is ...:
-            raise src.error(f"{key}.{name}", "missing; expected a string")
-        return default
-    value = d[name]
-    if not isinstance(value, str):
-        raise src.error(f"{key}.{name}", f"expected a string, got {_describe(value)}")
-    return value
-
-
-def _number(
-    d: Mapping[str, Any], name: str, key: str, src: Source, default: Any, *, minimum: float = 0
-) -> Any:
-    if name not in d or d[name] is None:
-        return default
-    value = d[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise src.error(f"{key}.{name}", f"expected a number ≥ {minimum:g}, got {_describe(value)}")
-    return value
-
-
-def _integer(d: Mapping[str, Any], name: str, key: str, src: Source, default: Any) -> Any:
-    if name not in d or d[name] is None:
-        return default
-    value = d[name]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise src.error(f"{key}.{name}", f"expected a whole number ≥ 1, got {_describe(value)}")
-    return value
-
-
-def _boolean(d: Mapping[str, Any], name: str, key: str, src: Source, default: bool) -> bool:
-    if name not in d or d[name] is None:
-        return default
-    value = d[name]
-    if not isinstance(value, bool):
-        raise src.error(f"{key}.{name}", f"expected true or false, got {_describe(value)}")
-    return value
-
-
-def _string_list(d: Mapping[str, Any], name: str, key: str, src: Source) -> tuple[str, ...] | None:
-    if name not in d or d[name] is None:
-        return None
-    value = d[name]
-    if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
-        raise src.error(f"{key}.{name}", f"expected a list of strings, got {_describe(value)}")
-    return tuple(str(v) for v in value)
-
-
-def _string_map(d: Mapping[str, Any], name: str, key: str, src: Source) -> dict[str, str]:
-    if name not in d or d[name] is None:
-        return {}
-    value = _mapping(d[name], f"{key}.{name}", src)
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _keep_unknown(d: Mapping[str, Any], known: frozenset[str], key: str, src: Source) -> dict:
-    extra = {k: v for k, v in d.items() if k not in known}
-    for name in extra:
-        where = f"{src.file}:{key}.{name}"
-        if where not in _warned_unknown:
-            _warned_unknown.add(where)
-            logger.warning("%s: unknown key %s.%s kept but not used", src.file, key, name)
-    return extra
-
-
-def _device(d: Mapping[str, Any], key: str, src: Source) -> str:
-    value = _string(d, "device", key, src, "auto")
-    ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
-    if not ok:
-        raise src.error(f"{key}.device", f"expected {DEVICE_CHOICES}, got {value!r}")
-    return "cuda:0" if value == "cuda" else value
 
 
 class ModelConfig:
@@ -166,6 +55,11 @@ class ModelConfig:
         The option's name within its task.
     device, dtype, auto_class, trust_remote_code, allow_pickle, api_key_env
         Loading options vramdeck adds (see the README's config reference).
+    server_command, server_env, inherit_env, startup_timeout_s, stop_timeout_s
+        For options served by a managed server process.
+    problems : tuple[ConfigError, ...]
+        Mistakes in the option that do not stop the file loading but make the option unusable
+        (a server_command that would listen beyond loopback); `vramdeck validate` reports them.
     unavailable_reason : str | None
         Why this option cannot load here (e.g. a framework with no loader), or None.
     """
@@ -175,7 +69,7 @@ class ModelConfig:
             "model_id", "framework", "vram_gb", "quantization", "speed", "description", "fps",
             "provider", "api_endpoint", "requires_api_key", "device", "dtype", "auto_class",
             "trust_remote_code", "allow_pickle", "api_key_env", "server_command", "server_env",
-            "startup_timeout_s", "stop_timeout_s",
+            "inherit_env", "startup_timeout_s", "stop_timeout_s",
         }
     )  # fmt: skip
 
@@ -188,37 +82,44 @@ class ModelConfig:
         source: Source = _DICT_SOURCE,
     ) -> None:
         key = key or name or "option"
-        d = _mapping(config_dict, key, source)
+        d = fields.mapping(config_dict, key, source)
         self.name = name
-        self.model_id: str = _string(d, "model_id", key, source)
-        self.framework: str = _string(d, "framework", key, source, "transformers")
-        self.vram_gb: float = float(_number(d, "vram_gb", key, source, 0.0))
-        quant = d.get("quantization")
-        if quant is not None and not isinstance(quant, str | int):
-            raise source.error(f"{key}.quantization", f"expected a string, got {_describe(quant)}")
-        self.quantization: str | None = None if quant is None else str(quant)
-        self.speed: str = _string(d, "speed", key, source, "medium")
-        self.description: str = _string(d, "description", key, source, "")
-        self.fps: int | None = _number(d, "fps", key, source, None)
-        self.provider: str | None = _string(d, "provider", key, source, None)
-        self.api_endpoint: str | None = _string(d, "api_endpoint", key, source, None)
-        self.requires_api_key: bool = _boolean(d, "requires_api_key", key, source, False)
-        self.device: str = _device(d, key, source)
-        self.dtype: str = _string(d, "dtype", key, source, "auto")
+        self.model_id: str = fields.string(d, "model_id", key, source, blank_ok=False)
+        self.framework: str = fields.string(d, "framework", key, source, "transformers")
+        self.vram_gb: float = fields.number(d, "vram_gb", key, source, 0.0, maximum=fields.MAX_GB)
+        self.quantization: str | None = _quantization(d, key, source)
+        self.speed: str = fields.string(d, "speed", key, source, "medium")
+        self.description: str = fields.string(d, "description", key, source, "")
+        self.fps: float | None = fields.number(d, "fps", key, source, None, maximum=1e6)
+        self.provider: str | None = fields.string(d, "provider", key, source, None)
+        self.api_endpoint: str | None = fields.string(d, "api_endpoint", key, source, None)
+        self.requires_api_key: bool = fields.boolean(d, "requires_api_key", key, source, False)
+        self.device: str = fields.device(d, key, source)
+        self.dtype: str = fields.string(d, "dtype", key, source, "auto")
         if self.dtype not in DTYPES:
             raise source.error(
-                f"{key}.dtype", f"expected one of {', '.join(DTYPES)}, got {self.dtype!r}"
+                f"{key}.dtype", f"expected one of {', '.join(DTYPES)}, got {describe(self.dtype)}"
             )
-        self.auto_class: str | None = _string(d, "auto_class", key, source, None)
-        self.trust_remote_code: bool = _boolean(d, "trust_remote_code", key, source, False)
-        self.allow_pickle: bool = _boolean(d, "allow_pickle", key, source, False)
+        self.auto_class: str | None = fields.string(d, "auto_class", key, source, None)
+        self.trust_remote_code: bool = fields.boolean(d, "trust_remote_code", key, source, False)
+        self.allow_pickle: bool = fields.boolean(d, "allow_pickle", key, source, False)
         default_env = f"{self.provider.upper()}_API_KEY" if self.provider else None
-        self.api_key_env: str | None = _string(d, "api_key_env", key, source, default_env)
-        self.server_command: tuple[str, ...] | None = _string_list(d, "server_command", key, source)
-        self.server_env: dict[str, str] = _string_map(d, "server_env", key, source)
-        self.startup_timeout_s: float = float(_number(d, "startup_timeout_s", key, source, 600.0))
-        self.stop_timeout_s: float = float(_number(d, "stop_timeout_s", key, source, 30.0))
-        self.extra: dict[str, Any] = _keep_unknown(d, self.KNOWN, key, source)
+        self.api_key_env: str | None = fields.string(d, "api_key_env", key, source, default_env)
+        self.server_command: tuple[str, ...] | None = fields.argument_list(
+            d, "server_command", key, source
+        )
+        self.server_env: dict[str, str] = fields.environment(d, "server_env", key, source)
+        self.inherit_env: tuple[str, ...] = fields.env_names(d, "inherit_env", key, source)
+        self.startup_timeout_s: float = fields.number(
+            d, "startup_timeout_s", key, source, 600.0, maximum=fields.MAX_SECONDS
+        )
+        self.stop_timeout_s: float = fields.number(
+            d, "stop_timeout_s", key, source, 30.0, maximum=fields.MAX_SECONDS
+        )
+        self.extra: dict[str, Any] = fields.keep_unknown(d, self.KNOWN, key, source)
+        self.problems: tuple[ConfigError, ...] = _server_problems(
+            self.server_command, f"{key}.server_command", source
+        )
         self.unavailable_reason: str | None = None
 
     @property
@@ -243,6 +144,7 @@ class ModelConfig:
             self.model_id, self.framework, self.device, self.dtype, self.quantization,
             self.auto_class, self.trust_remote_code, self.allow_pickle, self.api_key_env,
             self.api_endpoint, self.server_command, tuple(sorted(self.server_env.items())),
+            self.inherit_env,
         )  # fmt: skip
 
     def unset_variables_reason(self) -> str | None:
@@ -251,7 +153,7 @@ class ModelConfig:
         if not missing:
             return None
         names = ", ".join(f"${name}" for name in missing)
-        return f"model_id {self.model_id!r} uses {names}, which is not set"
+        return f"model_id {shorten(self.model_id, 120)!r} uses {names}, which is not set"
 
     def resolved_model_id(self) -> str:
         """`model_id` with ``~`` and ``$VARS`` expanded, for local folders; hub ids unchanged."""
@@ -262,6 +164,43 @@ class ModelConfig:
             f"ModelConfig(name={self.name!r}, model_id={self.model_id!r}, "
             f"framework={self.framework!r}, vram_gb={self.vram_gb})"
         )
+
+
+def _quantization(d: Any, key: str, source: Source) -> str | None:
+    """As written (``4bit``, ``awq``, or a number read as text); the loader decides if it can."""
+    quant = d.get("quantization")
+    if quant is None:
+        return None
+    if isinstance(quant, bool) or not isinstance(quant, str | int) or not str(quant).strip():
+        raise source.error(
+            f"{key}.quantization",
+            f"expected a string such as '4bit' or 'awq', got {describe(quant)}",
+        )
+    return str(quant)
+
+
+def _server_problems(
+    argv: tuple[str, ...] | None, key: str, source: Source
+) -> tuple[ConfigError, ...]:
+    """A ConfigError for each ``--host``/``--hostname`` value in `argv` that is not loopback."""
+    args = argv or ()
+    found = []
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        at = i if eq else i + 1  # --host=X, or --host X
+        if flag not in _HOST_FLAGS or at >= len(args):
+            continue
+        host = value if eq else args[at]
+        if host.strip("[]").lower() not in _LOOPBACK_HOSTS:
+            found.append(
+                source.error(
+                    f"{key}[{at}]",
+                    f"passes the host {shorten(host, 60)!r}: a managed server must listen on "
+                    "loopback only (pass {host}, or 127.0.0.1, localhost or ::1); the option "
+                    "cannot load",
+                )
+            )
+    return tuple(found)
 
 
 class TaskConfig:
@@ -285,24 +224,25 @@ class TaskConfig:
         self, task_name: str, config_dict: dict[str, Any], *, source: Source = _DICT_SOURCE
     ) -> None:
         key = f"models.{task_name}"
-        d = _mapping(config_dict, key, source)
+        d = fields.mapping(config_dict, key, source)
         self.task_name = task_name
-        raw_options = _mapping(d.get("options"), f"{key}.options", source)
+        raw_options = fields.mapping(d.get("options"), f"{key}.options", source)
         if not raw_options:
             raise source.error(f"{key}.options", "expected at least one model option")
         self.options: dict[str, ModelConfig] = {
             str(name): ModelConfig(opt, name=str(name), key=f"{key}.options.{name}", source=source)
             for name, opt in raw_options.items()
         }
-        self.selected: str = _string(d, "selected", key, source, next(iter(self.options)))
+        self.selected: str = fields.string(d, "selected", key, source, next(iter(self.options)))
         if self.selected not in self.options:
             raise source.error(
                 f"{key}.selected",
-                f"names no option: {self.selected!r}; expected one of {', '.join(self.options)}",
+                f"names no option: {describe(self.selected)}; expected one of "
+                f"{shorten(', '.join(self.options), 200)}",
             )
-        self.pinned: bool = _boolean(d, "pinned", key, source, False)
-        self.description: str = _string(d, "description", key, source, "")
-        self.extra = _keep_unknown(d, self.KNOWN, key, source)
+        self.pinned: bool = fields.boolean(d, "pinned", key, source, False)
+        self.description: str = fields.string(d, "description", key, source, "")
+        self.extra = fields.keep_unknown(d, self.KNOWN, key, source)
 
     def get_selected_config(self) -> ModelConfig:
         """Get the currently selected model configuration."""
@@ -342,37 +282,26 @@ class InferenceConfig:
         }
     )  # fmt: skip
 
-    def __init__(self, config_dict: dict[str, Any], *, source: Source = _DICT_SOURCE) -> None:
+    def __init__(
+        self, config_dict: dict[str, Any] | None, *, source: Source = _DICT_SOURCE
+    ) -> None:
         key = "inference"
-        d = _mapping(config_dict if config_dict is not None else {}, key, source)
-        mm = d.get("max_memory_per_model", "auto")
-        if not isinstance(mm, str | int | float) or isinstance(mm, bool):
-            raise source.error(
-                f"{key}.max_memory_per_model", f"expected 'auto' or a size, got {_describe(mm)}"
-            )
-        self.max_memory_per_model: str = str(mm)
-        threshold = d.get("offload_threshold", 0.9)
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not 0 < threshold <= 1
-        ):
-            raise source.error(
-                f"{key}.offload_threshold",
-                f"expected a number in (0, 1], got {_describe(threshold)}",
-            )
-        self.offload_threshold: float = float(threshold)
-        self.warmup_on_startup: bool = _boolean(d, "warmup_on_startup", key, source, False)
-        self.default_batch_size: int = _integer(d, "default_batch_size", key, source, 1)
-        self.max_batch_size: int = _integer(d, "max_batch_size", key, source, 8)
-        budget = _number(d, "memory_budget_gb", key, source, None)
-        self.memory_budget_gb: float | None = None if budget is None else float(budget)
-        idle = _number(d, "idle_unload_s", key, source, None)
-        self.idle_unload_s: float | None = None if idle is None else float(idle)
-        self.evict_verify_timeout_s: float = float(
-            _number(d, "evict_verify_timeout_s", key, source, 5.0)
+        d = fields.mapping(config_dict if config_dict is not None else {}, key, source)
+        self.max_memory_per_model: str = fields.memory_size(d, "max_memory_per_model", key, source)
+        self.offload_threshold: float = fields.fraction(d, "offload_threshold", key, source, 0.85)
+        self.warmup_on_startup: bool = fields.boolean(d, "warmup_on_startup", key, source, False)
+        self.default_batch_size: int = fields.integer(d, "default_batch_size", key, source, 1)
+        self.max_batch_size: int = fields.integer(d, "max_batch_size", key, source, 8)
+        self.memory_budget_gb: float | None = fields.number(
+            d, "memory_budget_gb", key, source, None, maximum=fields.MAX_GB
         )
-        self.extra = _keep_unknown(d, self.KNOWN, key, source)
+        self.idle_unload_s: float | None = fields.number(
+            d, "idle_unload_s", key, source, None, maximum=fields.MAX_SECONDS
+        )
+        self.evict_verify_timeout_s: float = fields.number(
+            d, "evict_verify_timeout_s", key, source, 5.0, maximum=fields.MAX_SECONDS
+        )
+        self.extra = fields.keep_unknown(d, self.KNOWN, key, source)
 
     @property
     def memory_budget_bytes(self) -> int | None:
@@ -390,65 +319,49 @@ class Config:
     inference: InferenceConfig
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Key path → 1-based line, read from the YAML node tree (composed by the safe loader)."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, path: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                child = f"{path}.{key_node.value}" if path else str(key_node.value)
-                lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
-
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
 def parse_config(
     text: str, *, file: str = "<string>"
 ) -> tuple[dict[str, Any], dict[str, TaskConfig], InferenceConfig]:
-    """Parse models.yaml text; raises ConfigError naming file, line and key on bad input."""
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", file=file, line=line) from None
+    """Parse models.yaml text; raises ConfigError naming file, line and key on bad input (a
+    ConfigSyntaxError, also a yaml.YAMLError, when the text itself cannot be read)."""
+    raw, lines = read_yaml(text, file=file)
     src = Source(file, lines)
     if raw is None:
         raise ConfigError("the file is empty; expected a 'models' map", file=file)
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"expected a mapping at the top level, got {_describe(raw)}", file=file, line=1
+            f"expected a mapping at the top level, got {describe(raw)}", file=file, line=1
         )
     if "models" not in raw:
         raise ConfigError(
             "missing the 'models' map (task name → selected and options)", file=file, key="models"
         )
-    models = _mapping(raw["models"], "models", src)
+    models = fields.mapping(raw["models"], "models", src)
     if not models:
         raise src.error("models", "expected at least one task")
     tasks = {str(name): TaskConfig(str(name), t, source=src) for name, t in models.items()}
-    inference = InferenceConfig(raw.get("inference") or {}, source=src)
-    _keep_unknown(raw, frozenset({"models", "inference"}), "<top>", src)
+    inference = InferenceConfig(raw.get("inference"), source=src)
+    fields.keep_unknown(raw, frozenset({"models", "inference"}), "<top>", src)
     return raw, tasks, inference
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a models.yaml file."""
+    """Read and validate a models.yaml file.
+
+    Raises ConfigFileNotFound (a FileNotFoundError) when it does not exist, ConfigSyntaxError (a
+    yaml.YAMLError) when its text cannot be read, ConfigError for anything else wrong in it.
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as stream:
+            data = stream.read(MAX_BYTES + 1)  # enough to tell that a file is too large
     except FileNotFoundError:
-        raise ConfigError("no such file", file=str(p)) from None
+        raise ConfigFileNotFound(str(p)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder; expected a models.yaml file", file=str(p)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(p)) from None
-    raw, tasks, inference = parse_config(text, file=str(p))
+    raw, tasks, inference = parse_config(decode(data, file=str(p)), file=str(p))
     return Config(p, raw, tasks, inference)
 
 
@@ -456,6 +369,8 @@ __all__ = [
     "GIB",
     "Config",
     "ConfigError",
+    "ConfigFileNotFound",
+    "ConfigSyntaxError",
     "InferenceConfig",
     "ModelConfig",
     "TaskConfig",

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, parse_config
+from .config_yaml import MAX_BYTES, decode
 
 #: Mode of files written where none existed before.
 NEW_FILE_MODE = 0o644
@@ -147,10 +148,11 @@ def save_selections(
     if expected_mtime is not None and before.st_mtime != expected_mtime:
         raise ConfigChangedOnDisk(Path(path), expected_mtime, before.st_mtime)
     try:
-        with open(target, encoding="utf-8", newline="") as f:
-            old = f.read()
+        with open(target, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    old = decode(data, file=str(path))  # a ConfigError for a file that is not UTF-8 text
     new = apply_selections(old, selections, file=str(path))
     if new == old:
         return

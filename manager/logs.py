@@ -3,7 +3,8 @@
 Secrets never reach it: the value of every environment variable whose name says it holds a
 key, token, secret, password or credential is masked in each line written (the manager reads API
 keys only from the environment, see ``loaders/external_api.py``). The server loaders mask the
-same values, and those of their ``server_env``, in what servers print (``loaders/server_loader``).
+same values, and those of their ``server_env``, in what servers print
+(``loaders/servers/environment.py``).
 """
 
 from __future__ import annotations

@@ -391,6 +391,7 @@ class ModelManager:
         return LoadContext(
             task=task,
             device=device,
+            probe=self.probe,
             device_total_bytes=total_bytes,
             progress=lambda fraction, stage: self._call_on_loop(
                 self._on_progress, task, fraction, stage

@@ -10,15 +10,16 @@ from vramdeck.manager.config import ModelConfig
 
 from .base import LoadContext, Loader, LoaderUnavailable
 from .external_api import ExternalAPIConfig, ExternalAPILoader, MissingAPIKey
-from .server_loader import (
+from .servers import (
     CommandValues,
     ServerHandle,
     ServerLoader,
     ServerStartError,
     SglangLoader,
     VllmLoader,
+    live_server_pids,
+    stop_all_servers,
 )
-from .server_process import live_server_pids, stop_all_servers
 from .transformers_loader import TransformersLoader
 
 logger = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from vramdeck.manager.config import ModelConfig
+from vramdeck.manager.memory import MemoryProbe
 
 
 def _ignore_progress(fraction: float | None, stage: str) -> None:
@@ -27,14 +28,16 @@ def _ignore_output(line: str) -> None:
 
 @dataclass(frozen=True)
 class LoadContext:
-    """What a loader gets besides the option: where to load, and how to report.
+    """What a loader gets besides the option: where to load, how to measure, and how to report.
 
-    `progress` and `output` may be called from any thread; the manager turns them into events on
-    the loop's thread.
+    `probe` is the manager's own memory probe (a loader that measures reads what the manager
+    reads). `progress` and `output` may be called from any thread; the manager turns them into
+    events on the loop's thread.
     """
 
     task: str
     device: str
+    probe: MemoryProbe
     device_total_bytes: int = 0
     progress: Callable[[float | None, str], None] = _ignore_progress
     output: Callable[[str], None] = _ignore_output

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vramdeck.manager.config import ModelConfig
+from vramdeck.manager.config_errors import shorten
 from vramdeck.manager.memory import is_cuda
 
 from .base import LoadContext, LoaderUnavailable
@@ -56,7 +57,7 @@ class TransformersLoader:
             return (
                 f"quantization {option.quantization!r} needs bitsandbytes: pip install bitsandbytes"
             )
-        return None
+        return unreadable_reason(option)
 
     def prepare(self, device: str) -> None:
         """Create the CUDA context before the manager's first reading: it is not a model's."""
@@ -147,6 +148,54 @@ class TransformersLoader:
         return None
 
 
+#: Single-file checkpoints of other frameworks: transformers reads a folder or a hub id only.
+_OTHER_CHECKPOINTS = {
+    ".pt": "a PyTorch checkpoint (as YOLO ships)",
+    ".pth": "a PyTorch checkpoint",
+    ".ckpt": "a Lightning or TensorFlow checkpoint",
+    ".onnx": "an ONNX model",
+    ".engine": "a TensorRT engine",
+    ".tflite": "a TensorFlow Lite model",
+    ".gguf": "a GGUF model (llama.cpp)",
+    ".safetensors": "a single weights file",
+    ".bin": "a single weights file",
+}
+_PLUGIN_HINT = (
+    "load it with a loader plug-in for its framework (a package that provides one in the "
+    "'vramdeck.loaders' entry-point group, e.g. for ultralytics or onnxruntime) and set the "
+    "option's framework to that plug-in's"
+)
+
+
+def unreadable_reason(option: ModelConfig) -> str | None:
+    """Why transformers cannot load `option` as configured, found before trying: a quantization it
+    cannot apply, or a checkpoint that is not a transformers model (a ``.pt`` file, a folder with
+    no config.json); None when nothing is known to be wrong."""
+    if option.quantization is not None and option.quantization not in _BITS:
+        return (
+            f"transformers cannot apply quantization {shorten(option.quantization, 40)!r}: use "
+            f"{', '.join(_BITS)} (bitsandbytes), or leave it out for a checkpoint that is "
+            "already quantized (its config.json says how), or serve the option with vllm or "
+            "sglang, which take awq, gptq, fp8, …"
+        )
+    if option.unset_variables_reason():
+        return None  # the manager reports the unset variable
+    source = option.resolved_model_id()
+    kind = _OTHER_CHECKPOINTS.get(Path(source).suffix.lower())
+    if kind is not None and (os.path.isfile(source) or not _looks_local(source)):
+        return (
+            f"model_id {shorten(source, 160)!r} is {kind}, not a transformers model (a folder with "
+            f"config.json, or a hub id): {_PLUGIN_HINT}"
+        )
+    if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
+        return (
+            f"the folder {shorten(source, 160)} has no config.json, so it is not a transformers "
+            "model (save one with save_pretrained); for another framework's checkpoint, "
+            f"{_PLUGIN_HINT}"
+        )
+    return None
+
+
 def _looks_local(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or os.path.isdir(source)
 
@@ -167,4 +216,4 @@ def _check_local_folder(source: str, option: ModelConfig) -> None:
         )
 
 
-__all__ = ["TransformersLoader"]
+__all__ = ["TransformersLoader", "unreadable_reason"]

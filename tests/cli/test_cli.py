@@ -127,3 +127,98 @@ def test_headless_commands_import_no_qt_and_no_torch(write_config, command: str)
     loaded = result.stdout.rsplit("LOADED", 1)[1].strip()
     # torch only where NVML's library exists but cannot read a device (the probe's fallback).
     assert [m for m in loaded.split(",") if m and m not in ("torch",)] == []
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(write_config):
+    # `vramdeck plan --json | head -1`: the pipe closes before the report is written.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vramdeck.cli", "plan", "--json", str(write_config(FITS))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141  # as for a process that SIGPIPE ended
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_status_with_a_config_shows_its_budget_per_device(write_config):
+    result = vramdeck("status", str(write_config(FITS)))
+    assert result.returncode == 0, result.stderr
+    assert "budgets under" in result.stdout and "budget" in result.stdout.splitlines()[1]
+    cpu = next(line for line in result.stdout.splitlines() if line.startswith("cpu "))
+    assert cpu.rstrip().endswith("4.00 GiB")  # memory_budget_gb: 4
+    result = vramdeck("status", "--json", str(write_config(FITS)))
+    devices = json.loads(result.stdout)["devices"]
+    assert next(d for d in devices if d["device"] == "cpu")["budget"] == 4 * 1024**3
+    result = vramdeck("status", str(write_config("models: {}\n")))
+    assert result.returncode == 2
+    assert result.stderr.startswith("vramdeck status: error: ")
+
+
+def test_version_from_the_metadata_or_the_package(monkeypatch):
+    import tomllib
+
+    import vramdeck as package
+    from vramdeck import cli
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    expected = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    assert package.__version__ == expected  # the fallback keeps up with the distribution
+    result = vramdeck("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"vramdeck {expected}"
+
+    def no_metadata(name: str) -> str:
+        raise cli.PackageNotFoundError(name)
+
+    monkeypatch.setattr(cli, "version", no_metadata)  # as in a PyInstaller bundle
+    assert cli.package_version() == expected
+
+
+def test_without_pyside6_the_window_says_how_to_install_it():
+    code = (
+        "import sys\n"
+        "for name in ('PySide6', 'pyqtgraph', 'qasync'):\n"
+        "    sys.modules[name] = None  # a headless install: importing them fails\n"
+        "from vramdeck.cli import main\n"
+        "sys.exit(main([]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "pip install 'vramdeck[gui]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_headless_install_needs_no_gui_package():
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    gui = ("pyside6", "pyqtgraph", "qasync")
+    assert [d for d in project["dependencies"] if d.lower().startswith(gui)] == []
+    extra = project["optional-dependencies"]["gui"]
+    assert {d.split(">")[0].split(";")[0].lower() for d in extra} == {
+        "pyside6-essentials",
+        "pyqtgraph",
+        "qasync",
+    }
+
+
+def test_the_headless_commands_run_where_the_gui_packages_are_missing(write_config):
+    code = (
+        "import sys\n"
+        "for name in ('PySide6', 'pyqtgraph', 'qasync'):\n"
+        "    sys.modules[name] = None\n"
+        "from vramdeck.cli import main\n"
+        f"codes = [main(['validate', {str(write_config(FITS))!r}]), main(['status'])]\n"
+        "print('CODES', codes)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CODES [0, 0]" in result.stdout

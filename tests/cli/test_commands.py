@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import BAD_VALUE, DOES_NOT_FIT, FITS, NOTHING_FITS
 from tests.fakes import FakeProbe
 from vramdeck import cli, commands
+from vramdeck.manager import demo_models
 from vramdeck.manager.config import GIB, load_config, parse_config
 from vramdeck.manager.ledger import Ledger, default_ledger_path
-from vramdeck.planning import Planner
+from vramdeck.manager.planning import Planner
 
 
 def run(fn, *args, **kwargs) -> tuple[int, str]:
@@ -30,15 +33,15 @@ def test_validate_prints_a_table_per_device_and_exits_0_when_it_fits(write_confi
     code, text = run(commands.run_validate, str(write_config(FITS)), as_json=False)
     assert code == 0
     assert "cpu — System RAM: budget 4.00 GiB" in text
-    assert "chat    small   gpt2   1.00  estimate" in text
-    assert "total                  3.00  of 4.00 GiB budget: fits" in text
+    assert "chat    small   gpt2   1.00 GiB  estimate" in text
+    assert "total                  3.00 GiB  of 4.00 GiB budget: fits" in text
     assert text.rstrip().endswith("OK: the selected models fit every device's budget.")
 
 
 def test_validate_exits_1_and_names_the_device_when_it_does_not_fit(write_config):
     code, text = run(commands.run_validate, str(write_config(DOES_NOT_FIT)), as_json=False)
     assert code == 1
-    assert "5.00  of 4.00 GiB budget: DOES NOT FIT" in text
+    assert "5.00 GiB  of 4.00 GiB budget: DOES NOT FIT" in text
     assert "Does not fit: cpu over budget" in text
 
 
@@ -66,7 +69,7 @@ def test_validate_uses_measured_sizes_and_the_gpu_budget(write_config):
     assert report["devices"]["cuda:0"]["tasks"] == {"chat": 1.0, "vision": 1.5}
     assert report["model_requirements"]["vision"]["measured"] is True
     code, out = run(commands.run_validate, str(path), as_json=False, probe=probe)
-    assert "vision  a       x/a    1.50  measured" in out
+    assert "vision  a       x/a    1.50 GiB  measured" in out
 
 
 def test_validate_lists_external_apis_and_unloadable_options(write_config):
@@ -79,8 +82,14 @@ def test_validate_lists_external_apis_and_unloadable_options(write_config):
     assert code == 0
     assert "external APIs (no local memory)" in out and "chat  api     claude-x" in out
     assert (
-        "note: vision: the selected option cannot load here: no loader for framework 'nosuch'"
-        in out
+        "note: vision: the selected option cannot load here (not counted): no loader for "
+        "framework 'nosuch'" in out
+    )
+    assert (
+        "vision"
+        not in json.loads(run(commands.run_validate, str(write_config(text)), as_json=True)[1])[
+            "devices"
+        ]["cpu"]["tasks"]
     )
 
 
@@ -113,9 +122,10 @@ def test_plan_exits_0_when_the_current_selection_does_not_fit_but_another_does(w
     code, text = run(commands.run_plan, str(write_config(DOES_NOT_FIT)), as_json=False)
     assert code == 0
     assert "Current selection: 5.00 GiB, does not fit." in text
+    assert "api     claude-x   API       fits (no local memory)" in text
     assert "Suggested selection (exhaustive search over 6 combinations), 3.50 GiB in all:" in text
     assert "chat    small  (now big)" in text
-    assert "big     big/model  3.00  does not fit (cpu over by 1.00 GiB)" in text
+    assert "big     big/model  3.00 GiB  does not fit (cpu over by 1.00 GiB)" in text
 
 
 def test_plan_exits_1_when_nothing_fits(write_config):
@@ -157,6 +167,7 @@ def test_exhaustive_and_greedy_agree_on_an_easy_case_with_two_gpus():
         + "".join(f"      o{gb}: {{model_id: m{t}{gb}, vram_gb: {gb}}}\n" for gb in gbs)
         for t, gbs in sizes.items()
     )
+    text += "inference: {offload_threshold: 0.9}\n"  # not the default 0.85
     planner = planner_for(text, {"cuda:0": 10, "cuda:1": 10, "cpu": 64})  # 9 GiB budget each
     current = {"t1": "o1", "t2": "o2", "t3": "o3"}
     exhaustive = planner.best(current)
@@ -189,7 +200,8 @@ def test_status_reports_every_device_in_bytes():
         "total": 24 * GIB, "used": 2 * GIB, "free": 22 * GIB,
     }  # fmt: skip
     code, text = run(commands.run_status, as_json=False, probe=probe)
-    assert "cuda:0  Fake cuda:0  fake       24.00      2.00     22.00" in text
+    assert "cuda:0  Fake cuda:0  fake   24.00 GiB  2.00 GiB  22.00 GiB" in text
+    assert "cpu     Fake cpu     fake   64.00 GiB     0 MiB  64.00 GiB" in text
 
 
 # ---------------------------------------------------------------------- the entry point
@@ -230,11 +242,39 @@ def test_usage_errors_exit_2(capsys):
     assert cli.main(["status", "--bogus"]) == 2
 
 
-def test_anything_else_goes_to_the_window(monkeypatch):
-    seen: list[list[str]] = []
+def test_anything_else_goes_to_the_window_parsed_by_the_same_parser(monkeypatch):
+    seen: list[tuple[object, list[str], object]] = []
+
+    @dataclasses.dataclass(frozen=True)
+    class WindowOptions:
+        config: str | None = None
+        screenshot: Path | None = None
+
+    def fake_run(options, qt_args, *, demo_models):
+        seen.append((options, qt_args, demo_models))
+        return 0
+
     fake_app = types.ModuleType("vramdeck.gui.app")
-    fake_app.run = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
+    fake_app.run = fake_run  # type: ignore[attr-defined]
+    fake_app.WindowOptions = WindowOptions  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vramdeck.gui.app", fake_app)
-    assert cli.main(["--config", "x.yaml", "--screenshot", "s.png"]) == 0
+    argv = ["--config", "x.yaml", "-platform", "offscreen", "--screenshot", "s.png", "-reverse"]
+    assert cli.main(argv) == 0
     assert cli.main([]) == 0
-    assert seen == [["--config", "x.yaml", "--screenshot", "s.png"], []]
+    first, second = seen
+    assert first[0] == WindowOptions("x.yaml", Path("s.png"))
+    assert first[1] == ["-platform", "offscreen", "-reverse"]  # for Qt
+    assert first[2] is demo_models  # the panel makes the demo models the manager's way
+    assert second[:2] == (WindowOptions(), [])
+
+
+def test_the_budget_line_says_what_other_processes_take_off_it(write_config):
+    path = write_config(FITS.replace(", device: cpu", "").replace("memory_budget_gb: 4", ""))
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0}, other_gb={"cuda:0": 3.0})
+    code, out = run(commands.run_validate, str(path), as_json=False, probe=probe)
+    # threshold 0.85 (the default): 8.5 GiB for all processes, 3 held by another: 5.5 left
+    assert code == 0
+    assert "budget 5.50 GiB of 10.00 GiB total (other processes' memory takes 3.00 GiB" in out
+    code, out = run(commands.run_plan, str(path), as_json=True, probe=probe)
+    cuda = json.loads(out)["devices"]["cuda:0"]
+    assert (cuda["budget_gb"], cuda["others_gb"], cuda["taken_by_others_gb"]) == (5.5, 3.0, 3.0)

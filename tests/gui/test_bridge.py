@@ -165,7 +165,7 @@ def test_samples_carry_the_budget_lines(bridge, qloop) -> None:
     assert [d.device for d in bridge.devices] == ["cuda:0", "cpu"]
     assert bridge.primary_device == "cuda:0"
     s = next(s for s in samples if s.device == "cuda:0" and s.per_task)
-    assert s.total == 4 * 1024**3 and s.threshold == int(0.9 * s.total)
+    assert s.total == 4 * 1024**3 and s.threshold == int(0.85 * s.total)  # the default
     assert s.memory_budget == int(0.6 * 1024**3) and s.limit == s.memory_budget
     assert s.per_task == {"alpha": int(0.3 * 1024**3)} and s.manager == s.per_task["alpha"]
 

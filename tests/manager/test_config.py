@@ -72,8 +72,11 @@ def test_classes_construct_from_dicts_as_the_seed_says():
     task = TaskConfig("t", {"selected": "a", "options": {"a": {"model_id": "x"}}})
     assert task.get_selected_config().model_id == "x"
     inference = InferenceConfig({})
-    assert inference.offload_threshold == 0.9 and inference.memory_budget_gb is None
-    assert inference.max_memory_per_model == "auto" and inference.idle_unload_s is None
+    assert inference.memory_budget_gb is None and inference.idle_unload_s is None
+    # The original's defaults, exactly.
+    assert inference.max_memory_per_model == "auto" and inference.offload_threshold == 0.85
+    assert inference.warmup_on_startup is False
+    assert (inference.default_batch_size, inference.max_batch_size) == (1, 8)
 
 
 def test_unknown_keys_are_kept_and_logged_once(tmp_path, caplog):
@@ -90,7 +93,7 @@ def test_unknown_keys_are_kept_and_logged_once(tmp_path, caplog):
 @pytest.mark.parametrize(
     ("text", "line", "key", "expected"),
     [
-        ("models:\n  t: {options: [\n", 3, "", "invalid YAML"),
+        ("models:\n  t: {options: [\n", 3, "models.t.options", "invalid YAML"),
         ("inference: {}\n", None, "models", "missing the 'models' map"),
         ("", None, "", "the file is empty"),
         ("- a\n- b\n", 1, "", "expected a mapping at the top level"),

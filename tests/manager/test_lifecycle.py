@@ -177,8 +177,9 @@ async def test_monitor_samples_every_device(make_manager):
     gpu = [s for s in samples if s.device == "cuda:0"]
     assert len(gpu) >= 3 and {s.device for s in samples} == {"cuda:0", "cpu"}
     assert gpu[0].per_task == {"chat": 2 * GIB} and gpu[0].manager_bytes == 2 * GIB
-    assert gpu[0].total_bytes == 10 * GIB and gpu[0].budget_bytes == int(0.9 * 10 * GIB)
-    assert gpu[0].threshold_bytes == int(0.9 * 10 * GIB) and gpu[0].memory_budget_bytes is None
+    # offload_threshold's default, the original's 0.85
+    assert gpu[0].total_bytes == 10 * GIB and gpu[0].budget_bytes == int(0.85 * 10 * GIB)
+    assert gpu[0].threshold_bytes == int(0.85 * 10 * GIB) and gpu[0].memory_budget_bytes is None
 
 
 async def test_reload_config_keeps_matching_models_and_rejects_bad_files(

@@ -1,30 +1,35 @@
-"""Server loaders without a server: commands, flags, environment, availability, output lines."""
+"""Server loaders without a server: commands, flags, environment, availability, output lines,
+the registry of live servers."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import re
+import subprocess
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import pytest
 
 from tests.manager.fake_server import fake_command
-from vramdeck.manager.config import GIB, ModelConfig
+from vramdeck.manager.config import GIB, ConfigError, ModelConfig
 from vramdeck.manager.loaders import LoaderRegistry, SglangLoader, VllmLoader
-from vramdeck.manager.loaders import server_loader as sl
-from vramdeck.manager.loaders.server_loader import (
-    CommandValues,
-    memory_fraction,
-    quantization_value,
+from vramdeck.manager.loaders.servers import CommandValues, memory_fraction, quantization_value
+from vramdeck.manager.loaders.servers import frameworks as fw
+from vramdeck.manager.loaders.servers.commands import free_port
+from vramdeck.manager.loaders.servers.environment import (
+    INHERITED_NAMES,
+    INHERITED_PREFIXES,
+    server_environment,
+    server_secrets,
 )
-from vramdeck.manager.loaders.server_process import (
-    _background,
-    _in_background,
-    _LineSplitter,
-    describe_exit,
-    free_port,
-)
+from vramdeck.manager.loaders.servers.output import LineSplitter
+from vramdeck.manager.loaders.servers.process import describe_exit
+from vramdeck.manager.loaders.servers.records import ServerRecords
+from vramdeck.manager.loaders.servers.registry import LiveServers, in_background
 
 
 def option(**fields: object) -> ModelConfig:
@@ -34,7 +39,7 @@ def option(**fields: object) -> ModelConfig:
 
 @pytest.fixture
 def vllm_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sl.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(fw.shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
 def test_vllm_default_command(vllm_on_path: None) -> None:
@@ -47,7 +52,7 @@ def test_vllm_default_command(vllm_on_path: None) -> None:
 
 
 def test_vllm_without_its_script_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sl.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fw.shutil, "which", lambda name: None)
     argv = VllmLoader().command(option(), "cuda:1", 8000, 80 * GIB)
     assert argv[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
                         "org/model-7b"]  # fmt: skip
@@ -142,8 +147,8 @@ def test_environment_pins_the_placed_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_unavailable_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sl.shutil, "which", lambda name: None)
-    monkeypatch.setattr(sl.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(fw.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fw.importlib.util, "find_spec", lambda name: None)
     assert VllmLoader().unavailable_reason(option()) == (
         "vLLM is not installed here: pip install vllm (or give server_command)"
     )
@@ -210,7 +215,7 @@ def test_registry_serves_vllm_and_sglang() -> None:
 
 
 def test_line_splitter_handles_progress_bars_and_colours() -> None:
-    splitter = _LineSplitter()
+    splitter = LineSplitter()
     assert splitter.feed(b"a\r\nb\rc") == ["a", "b"]
     assert splitter.feed(b"d \x1b[32mINFO\x1b[0m ok\r") == ["cd INFO ok"]
     assert splitter.feed(b"\n\n") == []
@@ -221,7 +226,7 @@ def test_line_splitter_handles_progress_bars_and_colours() -> None:
 
 
 def test_line_splitter_masks_secrets() -> None:
-    splitter = _LineSplitter(["hf_abcdefgh", "sk-123456"])
+    splitter = LineSplitter(["hf_abcdefgh", "sk-123456"])
     assert splitter.feed(b"token hf_abcdefgh, key sk-123456\nhf_abcd") == ["token ***, key ***"]
     assert splitter.feed(b"efgh done\n") == ["*** done"]  # a secret split across reads
     assert splitter.feed(b"\x1b[1msk-123456\x1b[0m\n") == ["***"]
@@ -231,7 +236,7 @@ def test_line_splitter_masks_secrets() -> None:
 def test_line_splitter_masks_a_secret_where_an_endless_line_is_cut(at: int) -> None:
     """Masked before a long line is cut to 2000 characters, and across the read that cuts it."""
     secret = "sk-0123456789"
-    splitter = _LineSplitter([secret])
+    splitter = LineSplitter([secret])
     data = ("x" * at + secret + "y" * 5000).encode()
     lines = [*splitter.feed(data[:4096]), *splitter.feed(data[4096:], final=True)]
     assert lines and all(len(line) <= 2000 for line in lines)
@@ -259,15 +264,140 @@ def test_background_work_without_a_running_loop_runs_at_once() -> None:
     ran: list[tuple[int, threading.Thread]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "no current event loop" deprecation either
-        _in_background(lambda pid: ran.append((pid, threading.current_thread())), 7)
+        task = in_background(lambda pid: ran.append((pid, threading.current_thread())), 7)
+    assert task is None
     assert ran == [(7, threading.current_thread())]
-    assert not _background
 
 
 async def test_background_work_on_the_loop_runs_in_a_thread() -> None:
     ran: list[tuple[int, threading.Thread]] = []
-    _in_background(lambda pid: ran.append((pid, threading.current_thread())), 8)
-    await asyncio.gather(*_background)
+    task = in_background(lambda pid: ran.append((pid, threading.current_thread())), 8)
+    assert task is not None and not ran
+    await task
     assert len(ran) == 1 and ran[0][0] == 8
     assert ran[0][1] is not threading.current_thread()
-    assert not _background
+
+
+PANEL_ENV = {
+    "PATH": "/usr/bin:/bin", "HOME": "/home/me", "LANG": "en_US.UTF-8", "LC_TIME": "C",
+    "TMPDIR": "/tmp/me", "CUDA_VISIBLE_DEVICES": "0,1", "HF_TOKEN": "hf_Secret0Token",
+    "HF_HUB_OFFLINE": "1", "NCCL_P2P_DISABLE": "1", "VLLM_LOGGING_LEVEL": "DEBUG",
+    "ANTHROPIC_API_KEY": "sk-ant-canary", "OPENAI_API_KEY": "sk-canary", "DISPLAY": ":0",
+    "MY_LICENSE_FILE": "/opt/lic",
+}  # fmt: skip
+
+
+def test_a_server_gets_the_basics_and_nothing_else() -> None:
+    env = server_environment(option(), "cpu", PANEL_ENV)
+    dropped = {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DISPLAY", "MY_LICENSE_FILE"}
+    assert env == {k: v for k, v in PANEL_ENV.items() if k not in dropped} | {
+        "PYTHONUNBUFFERED": "1"
+    }
+
+
+def test_inherit_env_and_server_env_add_to_the_basics() -> None:
+    opt = option(
+        inherit_env=["MY_LICENSE_FILE", "UNSET_NAME"], server_env={"HF_HOME": "/m", "PATH": "/x"}
+    )
+    env = server_environment(opt, "cuda:1", PANEL_ENV)
+    assert env["MY_LICENSE_FILE"] == "/opt/lic"
+    assert "UNSET_NAME" not in env and "ANTHROPIC_API_KEY" not in env
+    assert env["HF_HOME"] == "/m" and env["PATH"] == "/x"  # server_env has the last word
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"  # the placed GPU, not the panel's list
+
+
+def test_secrets_of_the_whole_panel_are_masked() -> None:
+    # Masked even where the server does not get them: it may read them some other way.
+    assert server_secrets(option(server_env={"VLLM_API_KEY": "vllm-key-1"}), PANEL_ENV) == [
+        "hf_Secret0Token", "sk-ant-canary", "vllm-key-1", "sk-canary"
+    ]  # fmt: skip
+
+
+def test_inherit_env_must_list_variable_names() -> None:
+    assert option().inherit_env == ()
+    assert option(inherit_env=["A_B", "_C1"]).inherit_env == ("A_B", "_C1")
+    with pytest.raises(
+        ConfigError, match=r"inherit_env: expected a list of environment variable names, got 'A=B'"
+    ):
+        option(inherit_env=["OK", "A=B"])
+    with pytest.raises(ConfigError, match=r"inherit_env: expected a list of strings"):
+        option(inherit_env="HOME")
+    assert option(inherit_env=["A"]).load_signature() != option().load_signature()
+
+
+def test_the_exit_hook_is_registered_by_the_first_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks: list[object] = []
+    monkeypatch.setattr(atexit, "register", hooks.append)
+    live = LiveServers()
+    assert hooks == []
+    sleepers = [subprocess.Popen(["sleep", "30"], start_new_session=True) for _ in range(2)]
+    try:
+        for proc in sleepers:
+            live.add(proc.pid, stop_timeout_s=1)
+        assert hooks == [live.stop_all]  # once, however many servers
+        assert sorted(live.pids()) == sorted(p.pid for p in sleepers)
+        live.stop_all(timeout_s=1)
+        assert [p.wait(5) for p in sleepers] == [-15, -15]  # SIGTERM first
+        assert live.pids() == []
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+
+
+def test_importing_the_manager_registers_no_exit_hook_and_loads_no_http_client() -> None:
+    code = (
+        "import atexit, sys\n"
+        "hooks = []\n"
+        "atexit.register = lambda fn, *a, **k: hooks.append(getattr(fn, '__qualname__', '?'))\n"
+        "import vramdeck.manager, vramdeck.manager.loaders, vramdeck.manager.loaders.servers\n"
+        "print(';'.join(hooks), 'aiohttp' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    registered = out[0].split(";") if len(out) == 2 else []
+    assert "LiveServers.stop_all" not in registered
+    assert out[-1] == "False"
+
+
+def test_the_docs_list_what_a_server_inherits() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "loaders.md").read_text("utf-8")
+    listed = set(re.findall(r"`([A-Za-z_]+)`", docs))
+    assert {n.upper() for n in INHERITED_NAMES} <= listed
+    assert set(INHERITED_PREFIXES) <= listed
+
+
+def test_a_bundled_panel_gives_servers_the_users_library_path() -> None:
+    panel = {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/vramdeck/_internal"}
+    assert server_environment(option(), "cpu", panel)["LD_LIBRARY_PATH"] == panel["LD_LIBRARY_PATH"]
+    assert "LD_LIBRARY_PATH" not in server_environment(option(), "cpu", panel, bundled=True)
+    panel["LD_LIBRARY_PATH_ORIG"] = "/usr/local/cuda/lib64"
+    env = server_environment(option(), "cpu", panel, bundled=True)
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/cuda/lib64"
+
+
+class CountingRecords(ServerRecords):
+    """Real records whose reaping is counted and held at a gate until the test opens it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reaped = 0
+        self.gate = threading.Event()
+
+    def reap_orphans(self) -> list[int]:
+        self.reaped += 1
+        self.gate.wait(5)
+        return super().reap_orphans()
+
+
+async def test_orphans_are_reaped_before_the_first_start_only() -> None:
+    records = CountingRecords()
+    live = LiveServers(records)
+    first, second = (asyncio.ensure_future(live.prepare()) for _ in range(2))
+    done, _ = await asyncio.wait({first, second}, timeout=0.2)
+    assert not done  # both starts wait for the leftovers to be gone (the gate is shut)
+    records.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    await live.prepare()
+    assert records.reaped == 1

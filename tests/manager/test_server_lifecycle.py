@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from pathlib import Path
@@ -19,9 +20,12 @@ from vramdeck.manager.loaders import (
     ServerStartError,
     VllmLoader,
 )
-from vramdeck.manager.loaders import server_loader as sl
-from vramdeck.manager.loaders.server_process import ServerProcess, live_server_pids
-from vramdeck.manager.memory import HOST
+from vramdeck.manager.loaders.servers import ServerProcess, live_server_pids
+from vramdeck.manager.loaders.servers import loader as server_loader
+from vramdeck.manager.loaders.servers.commands import free_port
+from vramdeck.manager.loaders.servers.environment import inherited
+from vramdeck.manager.loaders.servers.health import http_status
+from vramdeck.manager.memory import HOST, HostProbe
 
 MB = 2**20
 
@@ -37,6 +41,7 @@ class Recorder:
         return LoadContext(
             task="chat",
             device=HOST,
+            probe=HostProbe(),
             device_total_bytes=psutil.virtual_memory().total,
             progress=lambda f, s: self.progress.append((f, s)),
             output=self.lines.append,
@@ -66,6 +71,8 @@ async def test_load_measure_and_unload() -> None:
     assert handle.base_url == f"http://127.0.0.1:{handle.port}/v1"
     assert handle.model == "fake-model"
     assert await handle.health()
+    assert await http_status(f"{handle.url}/no-such-page") == 404
+    assert await http_status(f"http://127.0.0.1:{free_port()}/health", 1.0) is None
     assert rec.lines[0] == f"fake server pid {handle.pid} starting for fake-model on port " + str(
         handle.port
     )
@@ -173,7 +180,11 @@ async def test_secrets_are_masked_in_output_last_lines_and_errors(
     monkeypatch.setenv("MY_SERVICE_KEY", PROCESS_KEY)  # the manager's own environment
     flags = ["--print-env", "HF_TOKEN", "--print-env", "MY_SERVICE_KEY", "--print-env", "HF_HOME"]
     opt = option(
-        *flags, "--fail-after", "0.2", server_env={"HF_TOKEN": TOKEN, "HF_HOME": "/models/hf"}
+        *flags,
+        "--fail-after",
+        "0.2",
+        server_env={"HF_TOKEN": TOKEN, "HF_HOME": "/models/hf"},
+        inherit_env=["MY_SERVICE_KEY"],  # a key of the manager's reaches a server only so
     )
     loader, rec = VllmLoader(), Recorder()
     with pytest.raises(ServerStartError) as info:
@@ -185,6 +196,49 @@ async def test_secrets_are_masked_in_output_last_lines_and_errors(
     assert "environment: MY_SERVICE_KEY=***" in err.last_output
     assert "environment: HF_HOME=/models/hf" in rec.lines  # not a secret: shown
     assert loader.secrets(opt) == [TOKEN, PROCESS_KEY]
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment `pid` was started with, as the kernel keeps it."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if item)
+
+
+CANARIES = {"ANTHROPIC_API_KEY": "canary-anthropic-1", "OPENAI_API_KEY": "canary-openai-2",
+            "PANEL_ONLY_SETTING": "canary-3"}  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc/PID/environ")
+async def test_a_server_starts_with_only_the_environment_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in CANARIES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
+    monkeypatch.setenv("HF_HOME", "/models/hf")
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    loader, handle, _ = await start(
+        "--spawn-child",
+        inherit_env=["MY_TOOL_HOME", "NOT_SET_ANYWHERE"],
+        server_env={"SERVER_SETTING": "on", "HF_HOME": "/srv/hf"},
+    )
+    try:
+        pids = handle.process.pids()
+        assert len(pids) == 2  # the server and its worker
+        for pid in pids:
+            env = environ_of(pid)
+            assert not set(CANARIES) & set(env), f"pid {pid} got {set(CANARIES) & set(env)}"
+            assert not any(v in CANARIES.values() for v in env.values())
+            assert env["MY_TOOL_HOME"] == "/opt/tool"  # listed in inherit_env
+            assert env["SERVER_SETTING"] == "on"  # server_env adds …
+            assert env["HF_HOME"] == "/srv/hf"  # … and overrides
+            assert env["NCCL_DEBUG"] == "INFO"  # the GPU stack's settings pass
+            assert env["PATH"] == os.environ["PATH"] and env["HOME"] == os.environ["HOME"]
+            assert "NOT_SET_ANYWHERE" not in env
+            beyond_the_basics = {name for name in env if not inherited(name)}
+            assert beyond_the_basics == {"MY_TOOL_HOME", "SERVER_SETTING", "PYTHONUNBUFFERED"}
+    finally:
+        await loader.unload(handle, HOST)
 
 
 async def test_secrets_are_masked_in_a_running_servers_last_lines() -> None:
@@ -200,8 +254,10 @@ async def test_a_taken_port_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports = iter([taken.getsockname()[1]])
-        real_free_port = sl.free_port
-        monkeypatch.setattr(sl, "free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = server_loader.free_port
+        monkeypatch.setattr(
+            server_loader, "free_port", lambda: next(ports, None) or real_free_port()
+        )
         loader, handle, rec = await start()
         assert handle.port != taken.getsockname()[1]
         assert any("was taken meanwhile" in line for line in rec.lines)

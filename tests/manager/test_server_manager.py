@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.fakes import FakeProbe
 from tests.manager.fake_server import fake_command, gone, wait_gone
 from vramdeck.manager import (
     Event,
@@ -226,3 +227,46 @@ async def test_shutdown_stops_every_server(harness: Any) -> None:
     await asyncio.wait_for(h.manager.shutdown(), 15)
     assert wait_gone(pids, 1) == []
     assert live_server_pids() == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc/PID/environ")
+async def test_the_configs_inherit_env_reaches_the_server_and_nothing_else(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "canary-anthropic-key")
+    monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
+    h = harness({"chat": task(fake=server_option(inherit_env=["MY_TOOL_HOME"]))})
+    handle = await asyncio.wait_for(h.manager.load_model("chat"), 15)
+    raw = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+    assert b"MY_TOOL_HOME=/opt/tool" in raw
+    assert not any(item.startswith(b"ANTHROPIC_API_KEY=") for item in raw)
+
+
+class ServerCountingProbe(FakeProbe):
+    """A fake probe that says what a server's processes hold, and records whom it was asked."""
+
+    HELD = 77 * MB
+
+    def __init__(self) -> None:
+        super().__init__({"cpu": 4})
+        self.asked: list[list[int]] = []
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        self.asked.append(sorted(pids))
+        return self.HELD
+
+    def attributes_frees(self, device: str) -> bool:
+        return False
+
+
+async def test_a_server_is_measured_with_the_managers_probe(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": {"chat": task(fake=server_option())}}))
+    probe = ServerCountingProbe()
+    manager = ModelManager(path, probe=probe, loaders=[VllmLoader()], ledger=Ledger(None))
+    try:
+        handle = await asyncio.wait_for(manager.load_model("chat"), 15)
+        assert manager.model_memory_usage["chat"] == ServerCountingProbe.HELD
+        assert probe.asked and all(handle.pid in pids for pids in probe.asked)
+    finally:
+        await asyncio.wait_for(manager.shutdown(), 15)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.manager.fake_server import fake_command, gone, wait_gone
-from vramdeck.manager.loaders.server_process import _records
+from vramdeck.manager.loaders.servers.records import ServerRecords
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux signals")
 
@@ -96,12 +96,13 @@ def test_workers_left_by_a_killed_manager_are_reaped_later(tmp_path: Path) -> No
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
     assert wait_gone([server], 3) == []
+    records = ServerRecords()  # the same file: the state folder the manager script used
     try:
         time.sleep(0.2)
         assert not gone(worker)
-        assert _records.reap_orphans() == [worker]
+        assert records.reap_orphans() == [worker]
         assert wait_gone([worker], 3) == []
-        assert _records.reap_orphans() == []  # the record is gone too
+        assert records.reap_orphans() == []  # the record is gone too
     finally:
         if not gone(worker):
             os.kill(worker, signal.SIGKILL)
@@ -111,11 +112,12 @@ def test_records_of_a_live_manager_are_kept() -> None:
     sleeper = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
     )
+    records = ServerRecords()
     try:
-        _records.add(sleeper.pid)  # recorded as ours, and we are alive
-        assert _records.reap_orphans() == []
+        records.add(sleeper.pid)  # recorded as ours, and we are alive
+        assert records.reap_orphans() == []
         assert not gone(sleeper.pid)
     finally:
-        _records.remove(sleeper.pid)
+        records.remove(sleeper.pid)
         sleeper.kill()
         sleeper.wait()

