@@ -43,7 +43,7 @@ screenshot: $(STAMP)
 bench-gui: $(STAMP)
 	QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 $(BIN)/python bench/gui_latency.py
 
-# A one-folder bundle of the app in dist/vramdeck/ (large: torch comes along; about 3 minutes).
+# A one-folder bundle of the app in dist/vramdeck/ (949 MB: torch comes along; 3 to 9 minutes).
 # Not part of `make test`: `make bundle-test` builds it and runs its smoke tests (.ci/run does).
 bundle: $(STAMP)
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[gui,test,bundle]'
