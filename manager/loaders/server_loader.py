@@ -31,7 +31,7 @@ from vramdeck.manager.config import GIB, ModelConfig
 from vramdeck.manager.logs import redact, secret_values
 from vramdeck.manager.memory import MemoryProbe, SystemProbe, device_index, is_cuda
 
-from .base import LoadContext, LoaderUnavailable
+from .base import AsyncLoader, LoadContext, LoaderUnavailable
 from .server_process import (
     LOOPBACK,
     ServerProcess,
@@ -196,7 +196,7 @@ class CommandValues:
         return f"the total memory of {self.device} could not be read"
 
 
-class ServerLoader:
+class ServerLoader(AsyncLoader):
     """Base of loaders whose models are inference servers in child processes.
 
     Subclasses name their `frameworks`, say whether the server is `installed`, and build its

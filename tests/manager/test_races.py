@@ -16,6 +16,7 @@ from vramdeck.manager import (
     ModelUnloaded,
 )
 from vramdeck.manager.config import GIB
+from vramdeck.manager.loaders import AsyncLoader
 from vramdeck.manager.memory import ProbeError, visible_indices
 
 SWITCH = """
@@ -133,7 +134,7 @@ async def test_a_failing_unload_is_reported_and_shutdown_still_completes(make_ma
     await m.load_model("c")
     await m.shutdown()
     assert [e.task for e in seen] == ["b", "c"]
-    assert all("the unload failed: RuntimeError: driver said no" in e.reason for e in seen)
+    assert all(e.error == "RuntimeError: driver said no" for e in seen)
     assert m.loaded_models == {} and m.devices.executors == {}
 
 
@@ -183,21 +184,33 @@ async def test_a_load_in_flight_is_not_counted_twice(make_manager):
         """
     )
 
-    class AllocatesEarly(FakeLoader):
-        async def load(self, option, ctx):  # async, so b does not queue behind a in a worker
-            self.probe.add(ctx.device, option.vram_bytes)
+    a_allocated, a_may_finish = asyncio.Event(), asyncio.Event()
+
+    class AllocatesEarly(AsyncLoader):  # async, so b does not queue behind a in a worker
+        frameworks = ("transformers",)
+
+        async def load(self, option, ctx):
+            probe.add(ctx.device, option.vram_bytes)
             if option.model_id == "A":
-                await asyncio.sleep(0.2)
+                a_allocated.set()
+                await a_may_finish.wait()
             return FakeModel(option.model_id, ctx.device, option.vram_bytes, "loop")
 
-    use_loader(m, AllocatesEarly(probe))
+        def footprint(self, model, device):
+            return model.nbytes
+
+        async def unload(self, model, device):
+            probe.add(device, -model.nbytes)
+
+    use_loader(m, AllocatesEarly())
     m.tasks["b"].options["o"].device = "cuda:0"
     evicted: list[ModelEvicted] = []
     m.events.subscribe(evicted.append, ModelEvicted)
     await m.load_model("x")
     loading_a = asyncio.ensure_future(m.load_model("a"))
-    await asyncio.sleep(0.05)
+    await a_allocated.wait()
     await m.load_model("b")
+    a_may_finish.set()
     await loading_a
     assert evicted == [] and sorted(m.loaded_models) == ["a", "b", "x"]
 

@@ -21,7 +21,7 @@ from vramdeck.manager.loaders import (
 )
 from vramdeck.manager.loaders import server_loader as sl
 from vramdeck.manager.loaders.server_process import ServerProcess, live_server_pids
-from vramdeck.manager.memory import HOST
+from vramdeck.manager.memory import HOST, HostProbe
 
 MB = 2**20
 
@@ -37,6 +37,7 @@ class Recorder:
         return LoadContext(
             task="chat",
             device=HOST,
+            probe=HostProbe(),
             device_total_bytes=psutil.virtual_memory().total,
             progress=lambda f, s: self.progress.append((f, s)),
             output=self.lines.append,

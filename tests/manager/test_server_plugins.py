@@ -20,7 +20,7 @@ from vramdeck.manager.loaders import (
     Loader,
     LoaderRegistry,
 )
-from vramdeck.manager.memory import HOST
+from vramdeck.manager.memory import HOST, HostProbe
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", ROOT / "docs" / "loaders.md")
@@ -83,7 +83,12 @@ def test_a_plugin_builds_its_command_and_names_what_is_missing(
 async def test_the_docs_plugin_runs_a_server(llamacpp_plugin: Any) -> None:
     plugin = LoaderRegistry.default().get("llamacpp")
     option = llamacpp_option(server_command=fake_command("--hold-mb", "10"), vram_gb=0.05)
-    ctx = LoadContext(task="chat", device=HOST, device_total_bytes=psutil.virtual_memory().total)
+    ctx = LoadContext(
+        task="chat",
+        device=HOST,
+        probe=HostProbe(),
+        device_total_bytes=psutil.virtual_memory().total,
+    )
     handle = await plugin.load(option, ctx)
     assert await handle.health()
     await plugin.unload(handle, HOST)  # type: ignore[misc]
