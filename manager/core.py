@@ -52,7 +52,7 @@ class Core:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closing = False
         self._adapted: dict[int, AsyncLoader] = {}
-        self.registry = registry
+        self._registry = registry
         self.use_config(config)
 
     def use_config(self, config: Config) -> None:
@@ -61,6 +61,9 @@ class Core:
         self.raw: dict[str, Any] = config.raw
         self.tasks: dict[str, TaskConfig] = config.tasks
         self.inference: InferenceConfig = config.inference
+        self._mark_availability()
+
+    def _mark_availability(self) -> None:
         for task in self.tasks.values():
             for option in task.options.values():
                 option.unavailable_reason = option.unset_variables_reason() or (
@@ -75,6 +78,7 @@ class Core:
     def registry(self, registry: LoaderRegistry) -> None:
         self._registry = registry
         self._adapted.clear()
+        self._mark_availability()  # a new registry decides anew what can load here
 
     def task(self, name: str) -> TaskConfig:
         """The task's config; the seed's ValueError for an unknown task."""
