@@ -25,17 +25,17 @@ from .config import InferenceConfig, TaskConfig, load_config
 from .core import NO_DEVICE, Core
 from .devices import DevicePool
 from .errors import ModelInUseError
-from .events import ConfigReloaded, EventHub, RemovalReason
+from .events import EventHub, RemovalReason
 from .eviction import Eviction
 from .housekeeping import Housekeeping
 from .ledger import Ledger, default_ledger_path
 from .loaders import Loader, LoaderRegistry
 from .loaders.external_api import ExternalAPIConfig, external_api_config
 from .loading import Loading
-from .lru import LoadedModel, LoadTimesView, MemoryUsageView, ModelsView
+from .lru import LoadTimesView, MemoryUsageView, ModelsView
 from .memory import HOST, DeviceReading, MemoryProbe, is_cuda
 from .monitor import Housekeeper, MemoryMonitor
-from .selection import Selection
+from .selection import LEASE_WAIT_S, Selection
 from .status import (
     BudgetCheck,
     TaskState,
@@ -46,9 +46,6 @@ from .status import (
 )
 
 logger = logging.getLogger(__name__)
-
-#: How long `reload_config` waits for holders of a model it must unload (see there).
-LEASE_WAIT_S = 30.0
 
 
 class ModelManager:
@@ -331,18 +328,7 @@ class ModelManager:
         never freed under its holder: the reload waits up to `lease_wait_s` for it to be
         released, then fails with ModelInUseError, and the current config stays in force.
         """
-        loaded = load_config(path or self.config_path)
-        await self._loading.drain()
-        leaving = [m for m in self._core.table.residents() if not _kept(m, loaded.tasks)]
-        for model in leaving:
-            await self._loading.released(model, lease_wait_s)
-        for model in leaving:
-            await self._eviction.unload(model, RemovalReason.CONFIG_RELOADED)
-        self._core.use_config(loaded)
-        self._core.table.reconfigure(loaded.tasks)
-        for model in self._core.table.residents():
-            model.config = loaded.tasks[model.task].options[model.option]
-        self._core.emit(ConfigReloaded(path=str(loaded.path)))
+        await self._selection.reload(load_config(path or self.config_path), lease_wait_s)
 
     async def unload_all(self, *, reason: RemovalReason = RemovalReason.USER) -> None:
         """Unload every loaded model, pinned and held ones too, after loads in flight finish."""
@@ -373,18 +359,6 @@ class ModelManager:
     def __repr__(self) -> str:
         loaded = list(self.loaded_models)
         return f"ModelManager({str(self.config_path)!r}, tasks={len(self.tasks)}, loaded={loaded})"
-
-
-def _kept(model: LoadedModel, tasks: Mapping[str, TaskConfig]) -> bool:
-    """Whether a reloaded config still selects `model`'s option, loading the same way."""
-    task = tasks.get(model.task)
-    option = task.options.get(model.option) if task else None
-    return (
-        task is not None
-        and option is not None
-        and task.selected == model.option
-        and option.load_signature() == model.config.load_signature()
-    )
 
 
 __all__ = ["NO_DEVICE", "ModelInUseError", "ModelManager"]

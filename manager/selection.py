@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 
-from .config import TaskConfig
+from .config import Config, TaskConfig
 from .core import Core
 from .errors import unknown_option
-from .events import PinChanged, RemovalReason, SelectionChanged, SwitchFailed
+from .events import ConfigReloaded, PinChanged, RemovalReason, SelectionChanged, SwitchFailed
 from .eviction import Eviction, describe_failure
 from .loading import Loading
+from .lru import LoadedModel
 
 logger = logging.getLogger(__name__)
+
+#: How long a config reload waits for the holders of a model it must unload.
+LEASE_WAIT_S = 30.0
 
 
 class Selection:
@@ -87,6 +92,22 @@ class Selection:
             models[task.task_name]["selected"] = name
         self._core.emit(SelectionChanged(task=task.task_name, old=old, new=name))
 
+    async def reload(self, config: Config, lease_wait_s: float) -> None:
+        """Put a re-read `config` in force. Models whose task still selects an option that
+        loads the same way stay; the others are unloaded once loads in flight finish and their
+        holders are done (ModelInUseError after `lease_wait_s`, and nothing changes)."""
+        await self._loading.drain()
+        leaving = [m for m in self._core.table.residents() if not _kept(m, config.tasks)]
+        for model in leaving:
+            await self._loading.released(model, lease_wait_s)
+        for model in leaving:
+            await self._eviction.unload(model, RemovalReason.CONFIG_RELOADED)
+        self._core.use_config(config)
+        self._core.table.reconfigure(config.tasks)
+        for model in self._core.table.residents():
+            model.config = config.tasks[model.task].options[model.option]
+        self._core.emit(ConfigReloaded(path=str(config.path)))
+
     def set_pinned(self, task: str, pinned: bool) -> None:
         """Pin a task's model (never evicted, though it can still be unloaded) or unpin it."""
         self._core.task(task)
@@ -94,4 +115,16 @@ class Selection:
         self._core.emit(PinChanged(task=task, pinned=pinned))
 
 
-__all__ = ["Selection"]
+def _kept(model: LoadedModel, tasks: Mapping[str, TaskConfig]) -> bool:
+    """Whether a reloaded config still selects `model`'s option, loading the same way."""
+    task = tasks.get(model.task)
+    option = task.options.get(model.option) if task else None
+    return (
+        task is not None
+        and option is not None
+        and task.selected == model.option
+        and option.load_signature() == model.config.load_signature()
+    )
+
+
+__all__ = ["LEASE_WAIT_S", "Selection"]

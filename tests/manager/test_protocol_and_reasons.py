@@ -3,7 +3,9 @@ the typed states and reasons, and what Evict LRU and a full device say in words.
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -142,3 +144,23 @@ async def test_a_blocking_plugin_runs_in_the_device_worker_with_the_managers_pro
     await m.unload_model("t")
     assert loader.threads == ["vramdeck-cuda0_0", "vramdeck-cuda0_0"]
     assert probe.used["cuda:0"] == 0
+
+
+def docs_example(first_line: str) -> str:
+    """The ```python block of docs/loaders.md that contains `first_line`."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "loaders.md").read_text("utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    return next(b for b in blocks if first_line in b)
+
+
+async def test_the_docs_api_plugin_loads_through_the_manager(make_manager):
+    namespace: dict[str, Any] = {}
+    exec(docs_example("class MistralAPILoader(AsyncLoader):"), namespace)
+    m, probe, fake = make_manager(
+        "models:\n  chat: {options: {m: {model_id: mistral-large, framework: mistral_api,"
+        " api_endpoint: 'https://api.mistral.ai/v1'}}}\n"
+    )
+    m.registry = LoaderRegistry([fake, namespace["MistralAPILoader"]()])
+    client = await m.load_model("chat")
+    assert client == {"model": "mistral-large", "endpoint": "https://api.mistral.ai/v1"}
+    assert m.task_state("chat") is TaskState.EXTERNAL and probe.reads == 0  # nothing measured
