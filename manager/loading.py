@@ -54,9 +54,10 @@ class Loading:
 
     async def load(self, task: str) -> Any:
         """The task's model: the resident one (now most recently used), else a shared load."""
-        if self._core.table.loaded(task) is not None:
+        loaded = self._core.table.loaded(task)
+        if loaded is not None:
             self._core.table.touch(task)
-            return self._core.table.entry(task).loaded.model  # type: ignore[union-attr]
+            return loaded.model
         return await asyncio.shield(self.flight(task))
 
     @staticmethod
