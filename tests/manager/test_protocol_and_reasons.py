@@ -164,3 +164,19 @@ async def test_the_docs_api_plugin_loads_through_the_manager(make_manager):
     client = await m.load_model("chat")
     assert client == {"model": "mistral-large", "endpoint": "https://api.mistral.ai/v1"}
     assert m.task_state("chat") is TaskState.EXTERNAL and probe.reads == 0  # nothing measured
+
+
+async def test_the_seed_dicts_are_read_views_of_one_entry_per_task(make_manager):
+    m, _, _ = make_manager(MIXED)
+    await m.load_model("a")
+    await m.load_model("api")
+    await m.get_model("a")  # a becomes the most recently used
+    assert list(m.loaded_models) == ["api", "a"] and list(reversed(m.loaded_models)) == ["a", "api"]
+    assert dict(m.model_memory_usage) == {"api": 0, "a": 3 * GIB}
+    assert m.model_load_times.keys() == m.loaded_models.keys()
+    assert m.loaded_models == {"api": m.loaded_models["api"], "a": m.loaded_models["a"]}
+    with pytest.raises(TypeError):
+        m.loaded_models["a"] = None  # type: ignore[index]
+    await m.unload_model("a")  # one removal: every view follows
+    assert "a" not in m.loaded_models and "a" not in m.model_memory_usage
+    assert "a" not in m.model_load_times and "a" not in m.get_loaded_models()
