@@ -24,7 +24,7 @@ from .budget import manager_limit
 from .config import InferenceConfig, TaskConfig, load_config
 from .core import NO_DEVICE, Core
 from .devices import DevicePool
-from .errors import ModelInUseError
+from .errors import ModelInUseError, unknown_option
 from .events import EventHub, RemovalReason
 from .eviction import Eviction
 from .housekeeping import Housekeeping
@@ -234,7 +234,9 @@ class ModelManager:
         error is raised. A cancelled caller does not cancel a switch half-way. Raises the
         seed's ValueError for an unknown task or option name.
         """
-        self._core.task(task_type)
+        task = self._core.task(task_type)
+        if model_name not in task.options:
+            raise unknown_option(model_name, task_type, task.options)
         self._started()
         await self._selection.select(task_type, model_name)
 

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 from .config import Config, TaskConfig
 from .core import Core
-from .errors import unknown_option
 from .events import ConfigReloaded, PinChanged, RemovalReason, SelectionChanged, SwitchFailed
 from .eviction import Eviction, describe_failure
 from .loading import Loading
@@ -42,10 +41,9 @@ class Selection:
                 pass
 
     async def select(self, task_name: str, option: str) -> None:
-        """Select `option` for the task; a loaded task switches to it (see `_switch`)."""
+        """Select `option` (one of the task's, checked by the caller); a loaded task switches to
+        it (see `_switch`)."""
         task = self._core.task(task_name)
-        if option not in task.options:
-            raise unknown_option(option, task_name, task.options)
         switch = asyncio.ensure_future(self._switch(task, option))
         switch.add_done_callback(lambda done: self._collected(task, option, done))
         await asyncio.shield(switch)
