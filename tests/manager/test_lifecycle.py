@@ -39,8 +39,10 @@ async def test_fifty_concurrent_callers_share_one_load(make_manager):
 
 async def test_a_cancelled_caller_does_not_abandon_the_load(make_manager):
     m, probe, loader = make_manager(TWO_OPTIONS, gate=threading.Event())
+    started = asyncio.Event()
+    m.events.subscribe(lambda e: started.set(), ModelLoading)
     first = asyncio.ensure_future(m.load_model("chat"))
-    await asyncio.sleep(0.05)
+    await started.wait()  # the load waits at the gate
     first.cancel()
     loader.gate.set()  # type: ignore[union-attr]
     model = await m.load_model("chat")  # joins the same flight, which finished
@@ -172,10 +174,17 @@ async def test_monitor_samples_every_device(make_manager):
 
     m, _, _ = make_manager(TWO_OPTIONS, devices={"cuda:0": 10, "cpu": 8})
     samples: list[MemorySampled] = []
-    m.events.subscribe(samples.append, MemorySampled)
+    three = asyncio.Event()
+
+    def sampled(event: MemorySampled) -> None:
+        samples.append(event)
+        if sum(s.device == "cuda:0" for s in samples) >= 3:
+            three.set()
+
+    m.events.subscribe(sampled, MemorySampled)
     await m.load_model("chat")
     m.start_monitor(0.02)
-    await asyncio.sleep(0.15)
+    await asyncio.wait_for(three.wait(), 10)
     await m.shutdown()
     gpu = [s for s in samples if s.device == "cuda:0"]
     assert len(gpu) >= 3 and {s.device for s in samples} == {"cuda:0", "cpu"}
