@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from . import telemetry as tm
 from .budget import manager_limit
 from .config import ModelConfig, TaskConfig
@@ -127,8 +129,7 @@ class Loading:
                 loader = core.loader(option)
                 device = await self._place(task.task_name, option, loader)
                 required = core.required_bytes(option, device)
-                span.set_attribute(tm.ATTR_DEVICE, device)
-                span.set_attribute(tm.ATTR_REQUIRED, required)
+                tm.mark_placed(span, device, required)
                 entry.failures.pop(option.name, None)
                 entry.progress = (0.0, "waiting for room")
                 core.emit(
@@ -150,8 +151,7 @@ class Loading:
             duration = time.monotonic() - started
             self._landed(entry, asyncio.current_task())
             self._record(entry, task, option, loader, device, model, measured, duration)
-            span.set_attribute(tm.ATTR_BYTES, measured)
-            span.set_attribute(tm.ATTR_OUTCOME, "loaded")
+            tm.mark_loaded(span, measured)
             self._load_hist.record(duration, {"outcome": "loaded", "framework": option.framework})
         if loader.holds_device_memory and measured > required:
             await self._eviction.back_under_budget(device, task.task_name)
@@ -244,7 +244,7 @@ class Loading:
         )  # fmt: skip
 
     def _failed(
-        self, entry: TaskEntry, option: ModelConfig, exc: BaseException, started: float, span: Any
+        self, entry: TaskEntry, option: ModelConfig, exc: BaseException, started: float, span: Span
     ) -> None:
         reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else describe_failure(exc)
         entry.failures[option.name] = reason

@@ -108,6 +108,18 @@ def removal_span(
         span.set_attribute(ATTR_OUTCOME, "evicted" if evicted else "unloaded")
 
 
+def mark_placed(span: Span, device: str, required: int) -> None:
+    """Record where a load goes and what room it needs."""
+    span.set_attribute(ATTR_DEVICE, device)
+    span.set_attribute(ATTR_REQUIRED, required)
+
+
+def mark_loaded(span: Span, nbytes: int) -> None:
+    """Record that a load succeeded, and what it took."""
+    span.set_attribute(ATTR_BYTES, nbytes)
+    span.set_attribute(ATTR_OUTCOME, "loaded")
+
+
 def mark_failed(span: Span, reason: str) -> None:
     """Record on `span` that its work failed, and why."""
     span.set_attribute(ATTR_OUTCOME, "failed")
@@ -120,6 +132,8 @@ __all__ = [name for name in dir() if name.isupper()] + [
     "instruments",
     "load_span",
     "mark_failed",
+    "mark_loaded",
+    "mark_placed",
     "observe_memory",
     "removal_span",
     "tracer",
