@@ -23,35 +23,18 @@ from vramdeck.manager import (
     ConfigError,
     ConfigReloaded,
     Event,
-    LoadFailed,
-    LoadProgress,
-    MemoryNotReturned,
     MemorySampled,
-    ModelConfig,
-    ModelCrashed,
-    ModelEvicted,
-    ModelLoaded,
-    ModelLoading,
     ModelManager,
     ModelUnloaded,
-    PinChanged,
+    RemovalReason,
     SelectionChanged,
-    ServerOutput,
+    TaskEvent,
 )
 from vramdeck.manager.config_store import ConfigChangedOnDisk, save_selections
 from vramdeck.manager.logs import setup_file_logging
 
-from .formatting import fmt_bytes, short_model_id
-from .records import (
-    GIB,
-    BudgetReport,
-    DeviceInfo,
-    DevicePlan,
-    LogEntry,
-    MemorySample,
-    OptionInfo,
-    TaskRow,
-)
+from .bridge_records import budget_report, log_entry, memory_sample, task_row
+from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample, TaskRow
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,9 +55,9 @@ class ManagerBridge(QObject):
     """Re-emits a ModelManager's events as Qt signals and runs its commands for the widgets."""
 
     #: A manager event as a log line (every event but MemorySampled).
-    eventLogged = Signal(object)
+    eventLogged = Signal(LogEntry)
     #: A MemorySample, ~10 per second per device.
-    memorySampled = Signal(object)
+    memorySampled = Signal(MemorySample)
     #: The task whose row should be read again.
     taskChanged = Signal(str)
     #: The set of tasks may have changed (a config was loaded): read every row again.
@@ -90,9 +73,9 @@ class ManagerBridge(QObject):
     #: A config file was loaded; its path.
     configLoaded = Signal(str)
     #: A BudgetReport from validate_memory_budget.
-    budgetPlanned = Signal(object)
+    budgetPlanned = Signal(BudgetReport)
     #: The devices and their probe were detected: list[DeviceInfo].
-    devicesDetected = Signal(object)
+    devicesDetected = Signal(list)
     #: While shutting down: models unloaded so far, of how many.
     shutdownProgress = Signal(int, int)
 
@@ -157,85 +140,34 @@ class ManagerBridge(QObject):
         return [o.model_id for t in self._manager.tasks.values() for o in t.options.values()]
 
     def task_rows(self) -> list[TaskRow]:
-        loaded = self._manager.get_loaded_models()
-        return [self._row(name, loaded.get(name)) for name in self._manager.tasks]
+        return [self._row(name) for name in self._manager.tasks]
 
     def task_row(self, task: str) -> TaskRow | None:
-        if task not in self._manager.tasks:
-            return None
-        return self._row(task, self._manager.get_loaded_models().get(task))
+        return self._row(task) if task in self._manager.tasks else None
 
-    def _row(self, name: str, loaded: dict[str, Any] | None) -> TaskRow:
-        manager = self._manager
-        task = manager.tasks[name]
-        option = task.get_selected_config()
-        state = manager.task_state(name)
-        failure = manager.failure_reason(name)
-        if state in ("loaded", "in use") and option.is_external:
-            state = "external"
-        progress = manager.load_progress(name)
-        device = option.device if option.device != "auto" else self.primary_device
-        measured: int | None = None
-        if loaded is not None:
-            device, measured = loaded["device"], int(loaded["measured_bytes"])
-        elif not option.is_external:
-            measured = manager.ledger.measured_bytes(option, device)
-        return TaskRow(
-            task=name,
-            description=task.description,
-            options=tuple(_option_info(o) for o in task.options.values()),
-            selected=task.selected,
-            state=state,
-            progress=progress[0] if progress else None,
-            stage=progress[1] if progress else "",
-            failure=failure or option.unavailable_reason,
-            device="API" if option.is_external else device,
-            estimated_bytes=option.vram_bytes,
-            measured_bytes=measured,
-            measured_is_live=loaded is not None,
-            last_used_at=time.time() - loaded["idle_s"] if loaded else None,
-            load_duration_s=loaded.get("load_duration_s") if loaded else None,
-            pinned=task.pinned,
-            busy=any(key.endswith(f":{name}") for key in self._busy),
-        )
+    def _row(self, name: str) -> TaskRow:
+        status = self._manager.task_status(name, primary_device=self.primary_device)
+        busy = any(key.endswith(f":{name}") for key in self._busy)
+        return task_row(self._manager.tasks[name], status, busy=busy)
 
     # ----------------------------------------------------------------- events → signals
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, MemorySampled):
-            self.memorySampled.emit(self._sample(event))
+            self.memorySampled.emit(memory_sample(event))
             return
-        self.eventLogged.emit(_log_entry(event, self._option_name(event)))
+        self.eventLogged.emit(log_entry(event))
         if isinstance(event, ConfigReloaded):
             self._set_dirty(False)
             self.tasksReset.emit()
             return
         if isinstance(event, SelectionChanged):
             self._set_dirty(True)
-        if isinstance(event, ModelUnloaded) and event.reason == "shutdown":
+        if isinstance(event, ModelUnloaded) and event.cause is RemovalReason.SHUTDOWN:
             self._shutdown_done += 1
             self.shutdownProgress.emit(self._shutdown_done, self._shutdown_total)
-        task = getattr(event, "task", None)
-        if isinstance(task, str):
-            self.taskChanged.emit(task)
-
-    def _option_name(self, event: Event) -> str:
-        """The name of the option an event is about, where it concerns one."""
-        option = getattr(event, "option", None) or getattr(event, "new", None)
-        return option if isinstance(option, str) else ""
-
-    def _sample(self, event: MemorySampled) -> MemorySample:
-        return MemorySample(
-            device=event.device,
-            at=event.at,
-            used=event.used_bytes,
-            total=event.total_bytes,
-            limit=event.budget_bytes,
-            threshold=event.threshold_bytes,
-            memory_budget=event.memory_budget_bytes,
-            manager=event.manager_bytes,
-            per_task=dict(event.per_task),
-        )
+        if isinstance(event, TaskEvent):
+            self.taskChanged.emit(event.task)
 
     def _set_dirty(self, dirty: bool) -> None:
         if dirty != self._config_dirty:
@@ -390,8 +322,7 @@ class ManagerBridge(QObject):
 
         async def work() -> BudgetReport:
             readings = await asyncio.to_thread(self._manager.device_readings)
-            plan = self._manager.validate_memory_budget(readings=readings)
-            report = _budget_report(plan)
+            report = budget_report(self._manager.check_budget(readings=readings), time.time())
             self.budgetPlanned.emit(report)
             return report
 
@@ -433,95 +364,6 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
-
-
-def _option_info(option: ModelConfig) -> OptionInfo:
-    return OptionInfo(
-        name=option.name,
-        model_id=option.model_id,
-        framework=option.framework,
-        vram_gb=option.vram_gb,
-        speed=option.speed,
-        device=option.device,
-        description=option.description,
-        quantization=option.quantization,
-        unavailable_reason=option.unavailable_reason,
-    )
-
-
-def _budget_report(plan: dict[str, Any]) -> BudgetReport:
-    plans = tuple(
-        DevicePlan(
-            device=device,
-            name=str(p["name"]),
-            total=int(p["total_gb"] * GIB),
-            budget=int(p["budget_gb"] * GIB),
-            tasks={t: int(gb * GIB) for t, gb in p["tasks"].items()},
-            others=int(p.get("taken_by_others_gb", 0) * GIB),  # from manager/planning.py
-        )
-        for device, p in plan["devices"].items()
-    )
-    skipped = dict(plan.get("skipped", {}))
-    requirements = plan["model_requirements"].items()
-    external = tuple(t for t, r in requirements if r.get("external") and t not in skipped)
-    return BudgetReport(bool(plan["valid"]), plans, external, time.time(), skipped)
-
-
-_SEVERITY = {
-    "ModelEvicted": "eviction",
-    "LoadFailed": "error",
-    "ModelCrashed": "error",
-    "MemoryNotReturned": "warning",
-}
-_BYTES_FIELDS = ("measured_bytes", "freed_bytes", "required_bytes", "expected_bytes")
-
-
-def _log_entry(event: Event, option: str) -> LogEntry:
-    """A manager event as one log line; events this version does not know still get one."""
-    size = next((getattr(event, f) for f in _BYTES_FIELDS if hasattr(event, f)), None)
-    device = str(getattr(event, "device", ""))
-    model_id = str(getattr(event, "model_id", ""))
-    return LogEntry(
-        at=event.at,
-        kind=event.kind,
-        task=str(getattr(event, "task", "")),
-        model=option or short_model_id(model_id),
-        model_id=model_id,
-        device="" if device == "none" else device,
-        bytes=size,
-        duration_s=getattr(event, "duration_s", None),
-        reason=_reason(event),
-        severity=_SEVERITY.get(event.kind, "info"),
-    )
-
-
-def _reason(event: Event) -> str:
-    match event:
-        case ModelLoading():
-            return f"needs {fmt_bytes(event.required_bytes)}" if event.required_bytes else ""
-        case LoadProgress():
-            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
-            return event.stage + share
-        case ModelLoaded():
-            estimated = fmt_bytes(event.estimated_bytes)
-            return f"estimated {estimated}" if event.estimated_bytes else ""
-        case LoadFailed() | ModelEvicted() | ModelUnloaded():
-            return event.reason
-        case MemoryNotReturned():
-            returned, expected = fmt_bytes(event.returned_bytes), fmt_bytes(event.expected_bytes)
-            return f"only {returned} of {expected} came back"
-        case ModelCrashed():
-            last = f": {event.last_output[-1]}" if event.last_output else ""
-            return f"exit code {event.exit_code}{last}"
-        case ServerOutput():
-            return event.line
-        case SelectionChanged():
-            return f"{event.old} → {event.new}"
-        case PinChanged():
-            return "pinned" if event.pinned else "unpinned"
-        case ConfigReloaded():
-            return event.path
-    return ""
 
 
 __all__ = [

@@ -7,6 +7,7 @@ loaders when a model is loaded.
 from .config import ConfigError, InferenceConfig, ModelConfig, TaskConfig, load_config
 from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
 from .events import (
+    BudgetExceeded,
     ConfigReloaded,
     Event,
     EventHub,
@@ -15,20 +16,36 @@ from .events import (
     MemoryNotReturned,
     MemorySampled,
     ModelCrashed,
+    ModelEvent,
     ModelEvicted,
     ModelLoaded,
     ModelLoading,
+    ModelRemoved,
     ModelUnloaded,
     PinChanged,
+    RemovalReason,
     SelectionChanged,
     ServerOutput,
+    SwitchFailed,
+    TaskEvent,
 )
 from .ledger import Ledger
-from .loaders import ExternalAPIConfig, LoadContext, Loader, LoaderUnavailable, MissingAPIKey
+from .loaders import (
+    AsyncLoader,
+    ExternalAPIConfig,
+    LoadContext,
+    Loader,
+    LoaderUnavailable,
+    MissingAPIKey,
+)
 from .memory import DeviceReading, HostProbe, MemoryProbe, NvmlProbe, SystemProbe, TorchProbe
 from .model_manager import ModelManager
+from .status import BudgetCheck, TaskState, TaskStatus
 
 __all__ = [
+    "AsyncLoader",
+    "BudgetCheck",
+    "BudgetExceeded",
     "ConfigError",
     "ConfigReloaded",
     "DeviceReading",
@@ -50,19 +67,26 @@ __all__ = [
     "MissingAPIKey",
     "ModelConfig",
     "ModelCrashed",
+    "ModelEvent",
     "ModelEvicted",
     "ModelInUseError",
     "ModelLoadError",
     "ModelLoaded",
     "ModelLoading",
     "ModelManager",
+    "ModelRemoved",
     "ModelUnloaded",
     "NvmlProbe",
     "PinChanged",
+    "RemovalReason",
     "SelectionChanged",
     "ServerOutput",
+    "SwitchFailed",
     "SystemProbe",
     "TaskConfig",
+    "TaskEvent",
+    "TaskState",
+    "TaskStatus",
     "TorchProbe",
     "load_config",
 ]

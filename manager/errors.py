@@ -1,6 +1,13 @@
-"""Errors the manager raises; each message names the task and what went wrong, with numbers."""
+"""Errors the manager raises; each message names the task and what went wrong, with numbers.
+
+The first words of each message are the seed's (``Invalid task type: …``, ``Invalid model name:
+… for task …``, ``Insufficient memory for …``), so code written against the original that
+matches them keeps working; vramdeck's explanation follows.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from .config import ConfigError
 
@@ -16,9 +23,30 @@ class ModelLoadError(ValueError):
 class InsufficientMemoryError(RuntimeError):
     """Even evicting every candidate could not make room; nothing was evicted."""
 
+    def __init__(self, task: str, detail: str) -> None:
+        self.task, self.detail = task, detail
+        super().__init__(f"Insufficient memory for {task}: {detail}")
+
 
 class ModelInUseError(RuntimeError):
     """A model that callers hold through ``manager.use()`` cannot be unloaded now."""
 
 
-__all__ = ["ConfigError", "InsufficientMemoryError", "ModelInUseError", "ModelLoadError"]
+def unknown_task(task: str, valid: Iterable[str]) -> ValueError:
+    """The seed's error for a task that is not configured."""
+    return ValueError(f"Invalid task type: {task} (tasks: {', '.join(valid) or 'none'})")
+
+
+def unknown_option(option: str, task: str, valid: Iterable[str]) -> ValueError:
+    """The seed's error for an option that the task does not have."""
+    return ValueError(f"Invalid model name: {option} for task {task} (options: {', '.join(valid)})")
+
+
+__all__ = [
+    "ConfigError",
+    "InsufficientMemoryError",
+    "ModelInUseError",
+    "ModelLoadError",
+    "unknown_option",
+    "unknown_task",
+]

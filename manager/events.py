@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeVar
 
 logger = logging.getLogger(__name__)
@@ -26,121 +27,192 @@ class Event:
         """The event's class name, e.g. ``ModelLoaded``."""
         return type(self).__name__
 
+    @property
+    def size_bytes(self) -> int | None:
+        """The bytes the event is about (loaded, freed, required…), where it has some."""
+        return None
+
+
+class RemovalReason(StrEnum):
+    """Why a model was unloaded or evicted; `describe` gives the words a person reads."""
+
+    USER = "user"
+    EVICT = "evict"
+    ROOM = "room"
+    OVER_BUDGET = "over budget"
+    IDLE = "idle"
+    SWITCH = "switch"
+    CONFIG_RELOADED = "config reloaded"
+    SHUTDOWN = "shutdown"
+
+    def describe(self, detail: str = "") -> str:
+        """The reason in words, with `detail` (a task, a duration, an option) where it has one."""
+        words = {
+            RemovalReason.USER: "user",
+            RemovalReason.EVICT: "you asked to evict the least recently used model",
+            RemovalReason.ROOM: f"room for {detail}",
+            RemovalReason.OVER_BUDGET: f"over budget after {detail} took more than estimated",
+            RemovalReason.IDLE: f"idle for {detail}",
+            RemovalReason.SWITCH: f"switching to {detail}",
+            RemovalReason.CONFIG_RELOADED: "the config changed",
+            RemovalReason.SHUTDOWN: "shutdown",
+        }
+        return words[self]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelLoading(Event):
-    """A load started: room was made and the loader is running."""
+class TaskEvent(Event):
+    """An event about one task."""
 
     task: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelEvent(TaskEvent):
+    """An event about one option of a task, on a device (``none`` for external APIs)."""
+
     option: str
     model_id: str
-    device: str
-    required_bytes: int
+    device: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoadProgress(Event):
+class ModelLoading(ModelEvent):
+    """A load started: room was made and the loader is running."""
+
+    required_bytes: int
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.required_bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadProgress(TaskEvent):
     """A loader reported progress; `fraction` is None when it cannot tell how far it is."""
 
-    task: str
     stage: str
     fraction: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelLoaded(Event):
+class ModelLoaded(ModelEvent):
     """A model finished loading; `measured_bytes` is what it really took on `device`."""
 
-    task: str
-    option: str
-    model_id: str
-    device: str
     measured_bytes: int
     estimated_bytes: int
     duration_s: float
 
+    @property
+    def size_bytes(self) -> int | None:
+        return self.measured_bytes
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoadFailed(Event):
+class LoadFailed(ModelEvent):
     """A load failed and was rolled back; nothing of it is held any more."""
 
-    task: str
-    option: str
-    model_id: str
     reason: str
     duration_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelUnloaded(Event):
-    """A model was unloaded on request (`reason`: user, idle, switch, shutdown, crash)."""
+class ModelRemoved(ModelEvent):
+    """A model left its device (`ModelUnloaded` or `ModelEvicted`). `cause` says why, `reason`
+    in words ("room for embeddings"), `error` how the unload failed (its accounting is freed
+    either way)."""
 
-    task: str
-    option: str
-    model_id: str
-    device: str
     freed_bytes: int
+    cause: RemovalReason
     reason: str
     duration_s: float
+    error: str | None = None
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.freed_bytes
+
+    @property
+    def description(self) -> str:
+        """Why, in words, and what went wrong if the unload failed."""
+        return f"{self.reason}; the unload failed: {self.error}" if self.error else self.reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelEvicted(Event):
-    """A model was evicted to make room; `reason` says for what, e.g. which task needed room."""
-
-    task: str
-    option: str
-    model_id: str
-    device: str
-    freed_bytes: int
-    reason: str
-    duration_s: float
+class ModelUnloaded(ModelRemoved):
+    """A model was unloaded on request, when idle, for a switch, a config reload or shutdown."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MemoryNotReturned(Event):
+class ModelEvicted(ModelRemoved):
+    """A model was evicted: for room (`detail` names the task that needed it), by request, or to
+    bring a device back under its budget."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryNotReturned(TaskEvent):
     """After an unload the device did not show the memory free within the timeout (a leak?)."""
 
-    task: str
     device: str
     expected_bytes: int
     returned_bytes: int
 
+    @property
+    def size_bytes(self) -> int | None:
+        return self.expected_bytes
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ModelCrashed(Event):
+class BudgetExceeded(TaskEvent):
+    """After `task` loaded and measured more than its estimate, vramdeck's models hold more than
+    `device`'s budget and nothing more could be evicted; `reason` says what holds it."""
+
+    device: str
+    held_bytes: int
+    budget_bytes: int
+    reason: str
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.held_bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCrashed(ModelEvent):
     """A loaded model's process died on its own; its accounting was freed."""
 
-    task: str
-    option: str
-    model_id: str
-    device: str
     exit_code: int | None
     last_output: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServerOutput(Event):
+class ServerOutput(TaskEvent):
     """A line that a model's server process printed while starting or running."""
 
-    task: str
     line: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SelectionChanged(Event):
+class SelectionChanged(TaskEvent):
     """A task's selected option changed from `old` to `new`."""
 
-    task: str
     old: str
     new: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PinChanged(Event):
+class SwitchFailed(TaskEvent):
+    """Switching a task to option `new` failed; `old` is selected (and loaded) again."""
+
+    old: str
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinChanged(TaskEvent):
     """A task was pinned (never evicted) or unpinned."""
 
-    task: str
     pinned: bool
 
 
@@ -203,6 +275,7 @@ class EventHub:
 
 
 __all__ = [
+    "BudgetExceeded",
     "ConfigReloaded",
     "Event",
     "EventHub",
@@ -211,11 +284,16 @@ __all__ = [
     "MemoryNotReturned",
     "MemorySampled",
     "ModelCrashed",
+    "ModelEvent",
     "ModelEvicted",
     "ModelLoaded",
     "ModelLoading",
+    "ModelRemoved",
     "ModelUnloaded",
     "PinChanged",
+    "RemovalReason",
     "SelectionChanged",
     "ServerOutput",
+    "SwitchFailed",
+    "TaskEvent",
 ]

@@ -1,91 +1,226 @@
-"""Pure bookkeeping of loaded models: task → entry, in least-recently-used order, by bytes."""
+"""One entry per task, in least-recently-used order: every fact the manager keeps about a task.
+
+Pure bookkeeping, no I/O. A `TaskEntry` lives as long as its task is configured (pin, failures,
+the load in flight, its progress); a `LoadedModel` lives while one load of it is resident, so
+"is this still the model I decided about?" is an identity check. The seed's dicts
+(`loaded_models`, `model_load_times`, `model_memory_usage`) are read views of this table.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .config import ModelConfig, TaskConfig
+    from .loaders.base import AsyncLoader
+
+V = TypeVar("V")
 
 
 @dataclass(eq=False)
-class Entry:
-    """One loaded model, what it holds, and the option and loader it was loaded with (a config
-    reload may replace the task's option objects; the model still unloads the way it loaded)."""
+class TaskEntry:
+    """A configured task: its config (whose `pinned` is the one pin state), why its options
+    failed, its load in flight and its resident model."""
 
     task: str
-    option: str
-    model_id: str
+    config: TaskConfig
+    loaded: LoadedModel | None = None
+    flight: asyncio.Task[Any] | None = None
+    progress: tuple[float | None, str] | None = None
+    failures: dict[str, str] = field(default_factory=dict)  # option → why it failed
+
+    @property
+    def pinned(self) -> bool:
+        return self.config.pinned
+
+    @pinned.setter
+    def pinned(self, pinned: bool) -> None:
+        self.config.pinned = pinned
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One resident load: the model, where it is, what it takes, and the option and loader it
+    was loaded with (a config reload may replace the task's option objects; the model still
+    unloads the way it loaded)."""
+
+    owner: TaskEntry
+    model: Any
+    config: ModelConfig
+    loader: AsyncLoader
     device: str
     bytes: int
-    estimated_bytes: int
-    config: Any = None
-    loader: Any = None
+    load_duration_s: float = 0.0
+    loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
-    pinned: bool = False
     leases: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # set while nobody holds it
+
+    def __post_init__(self) -> None:
+        self.released.set()
+
+    @property
+    def task(self) -> str:
+        return self.owner.task
+
+    @property
+    def option(self) -> str:
+        return self.config.name
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_id
+
+    @property
+    def estimated_bytes(self) -> int:
+        return self.config.vram_bytes
+
+    @property
+    def holds_memory(self) -> bool:
+        return self.loader.holds_device_memory
 
     @property
     def evictable(self) -> bool:
-        return not self.pinned and self.leases == 0
+        return not self.owner.pinned and self.leases == 0
 
 
-class LruTable:
-    """Entries in least-recently-used order (first = least recent)."""
+class TaskTable:
+    """Task entries in least-recently-used order (first = least recent)."""
 
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+    def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
+        self._entries: OrderedDict[str, TaskEntry] = OrderedDict()
+        self.reconfigure(tasks)
 
-    def __contains__(self, task: object) -> bool:
-        return task in self._entries
+    def reconfigure(self, tasks: Mapping[str, TaskConfig]) -> None:
+        """Follow a (re)loaded config: new tasks get entries, every entry its new config (pins
+        come from the file), and tasks that are gone and hold nothing are dropped. Failures are
+        forgotten."""
+        for name in [n for n, e in self._entries.items() if n not in tasks and not e.loaded]:
+            del self._entries[name]
+        for name, task in tasks.items():
+            entry = self._entries.get(name)
+            if entry is None:
+                self._entries[name] = entry = TaskEntry(name, task)
+                self._entries.move_to_end(name, last=False)  # never used: least recent
+            entry.config = task
+            entry.failures.clear()
 
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(list(self._entries.values()))
+    def entry(self, task: str) -> TaskEntry:
+        return self._entries[task]
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def loaded(self, task: str) -> LoadedModel | None:
+        entry = self._entries.get(task)
+        return entry.loaded if entry else None
 
-    def get(self, task: str) -> Entry | None:
-        return self._entries.get(task)
+    def residents(self) -> list[LoadedModel]:
+        """Loaded models, least recently used first."""
+        return [e.loaded for e in self._entries.values() if e.loaded is not None]
 
-    def add(self, entry: Entry) -> None:
-        self._entries[entry.task] = entry
-        self._entries.move_to_end(entry.task)
+    def in_flight(self) -> list[asyncio.Task[Any]]:
+        return [e.flight for e in self._entries.values() if e.flight is not None]
 
-    def remove(self, task: str) -> Entry | None:
-        return self._entries.pop(task, None)
+    def add(self, loaded: LoadedModel) -> None:
+        loaded.owner.loaded = loaded
+        self._entries.move_to_end(loaded.task)
+
+    def remove(self, loaded: LoadedModel) -> None:
+        if loaded.owner.loaded is loaded:
+            loaded.owner.loaded = None
 
     def touch(self, task: str) -> None:
         """Mark `task` as just used."""
-        entry = self._entries[task]
-        entry.last_used = time.monotonic()
-        self._entries.move_to_end(task)
+        loaded = self.loaded(task)
+        if loaded is not None:
+            loaded.last_used = time.monotonic()
+            self._entries.move_to_end(task)
 
-    def on_device(self, device: str) -> list[Entry]:
-        return [e for e in self._entries.values() if e.device == device]
+    def on_device(self, device: str) -> list[LoadedModel]:
+        return [m for m in self.residents() if m.device == device]
 
     def bytes_on(self, device: str) -> int:
-        return sum(e.bytes for e in self.on_device(device))
+        return sum(m.bytes for m in self.on_device(device))
 
-    def lru(self) -> Entry | None:
-        """The least recently used entry that may be evicted, on any device."""
-        return next((e for e in self._entries.values() if e.evictable), None)
+    def lru(self) -> LoadedModel | None:
+        """The least recently used model that may be evicted, preferring those holding memory
+        (evicting a 0-byte external API first would free nothing)."""
+        evictable = [m for m in self.residents() if m.evictable]
+        return next((m for m in evictable if m.bytes > 0), evictable[0] if evictable else None)
 
-    def victims(self, device: str, need_bytes: int) -> list[Entry] | None:
-        """Least-recently-used evictable entries on `device` that together free `need_bytes`.
+    def victims(self, device: str, need_bytes: int) -> list[LoadedModel] | None:
+        """Least-recently-used evictable models on `device` that together free `need_bytes`.
 
         None when even all of them would not be enough (then nothing should be evicted).
         """
-        chosen: list[Entry] = []
+        chosen: list[LoadedModel] = []
         freed = 0
-        for entry in self.on_device(device):
+        for loaded in self.on_device(device):
             if freed >= need_bytes:
                 break
-            if entry.evictable and entry.bytes > 0:
-                chosen.append(entry)
-                freed += entry.bytes
+            if loaded.evictable and loaded.bytes > 0:
+                chosen.append(loaded)
+                freed += loaded.bytes
         return chosen if freed >= need_bytes else None
 
 
-__all__ = ["Entry", "LruTable"]
+class _View(Mapping[str, V], Generic[V]):
+    """A read-only mapping over the loaded entries of a table, in LRU order."""
+
+    def __init__(self, table: TaskTable) -> None:
+        self._table = table
+
+    def _value(self, loaded: LoadedModel) -> V:
+        raise NotImplementedError
+
+    def __getitem__(self, task: str) -> V:
+        loaded = self._table.loaded(task)
+        if loaded is None:
+            raise KeyError(task)
+        return self._value(loaded)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([m.task for m in self._table.residents()])
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed([m.task for m in self._table.residents()])
+
+    def __len__(self) -> int:
+        return len(self._table.residents())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+class ModelsView(_View[Any]):
+    """task → model (the seed's ``loaded_models``, least recently used first)."""
+
+    def _value(self, loaded: LoadedModel) -> Any:
+        return loaded.model
+
+
+class LoadTimesView(_View[float]):
+    """task → when it was loaded, time.time() (the seed's ``model_load_times``)."""
+
+    def _value(self, loaded: LoadedModel) -> float:
+        return loaded.loaded_at
+
+
+class MemoryUsageView(_View[int]):
+    """task → measured bytes (the seed's ``model_memory_usage``)."""
+
+    def _value(self, loaded: LoadedModel) -> int:
+        return loaded.bytes
+
+
+__all__ = [
+    "LoadTimesView",
+    "LoadedModel",
+    "MemoryUsageView",
+    "ModelsView",
+    "TaskEntry",
+    "TaskTable",
+]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
 
-if TYPE_CHECKING:
-    from .model_manager import ModelManager
+from .memory import DeviceReading
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +21,7 @@ class _Loop:
 
     name = "loop"
 
-    def __init__(self, manager: ModelManager) -> None:
-        self._manager = manager
+    def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
         self.interval_s = 1.0
 
@@ -59,17 +57,22 @@ class _Loop:
 
 
 class MemoryMonitor(_Loop):
-    """Samples every device and emits MemorySampled; 10 Hz by default."""
+    """Reads every device (`read`, blocking: run in a thread) and hands the readings to `sample`
+    on the loop's thread; 10 Hz by default."""
 
     name = "vramdeck-memory-monitor"
 
-    def __init__(self, manager: ModelManager) -> None:
-        super().__init__(manager)
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, DeviceReading]],
+        sample: Callable[[Mapping[str, DeviceReading]], None],
+    ) -> None:
+        super().__init__()
+        self._read, self._sample = read, sample
         self.interval_s = 0.1
 
     async def tick(self) -> None:
-        readings = await asyncio.to_thread(self._manager.device_readings)
-        self._manager.sample(readings)
+        self._sample(await asyncio.to_thread(self._read))
 
 
 class Housekeeper(_Loop):
@@ -77,15 +80,16 @@ class Housekeeper(_Loop):
 
     name = "vramdeck-housekeeper"
 
-    def __init__(self, manager: ModelManager) -> None:
-        super().__init__(manager)
+    def __init__(self, check: Callable[[], Awaitable[None]]) -> None:
+        super().__init__()
+        self._check = check
         self.interval_s = 0.5
 
     def ensure_running(self) -> None:
         self.start()
 
     async def tick(self) -> None:
-        await self._manager.check_health()
+        await self._check()
 
 
 __all__ = ["Housekeeper", "MemoryMonitor"]

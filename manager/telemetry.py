@@ -6,12 +6,14 @@ standard OTEL_* variables), otherwise spans and metrics are no-ops.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, Status, StatusCode
 
 SCOPE = "vramdeck.manager"
 
@@ -80,9 +82,59 @@ def observe_memory(source: object) -> None:
     _memory_sources.add(source)
 
 
+@contextlib.contextmanager
+def load_span(task: str, option: str, model_id: str) -> Iterator[Span]:
+    """The span of one load (named as the seed's traced method)."""
+    attrs = {ATTR_TASK: task, ATTR_MODEL_ID: model_id, ATTR_OPTION: option}
+    with tracer().start_as_current_span(SPAN_LOAD, attributes=attrs) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def removal_span(
+    task: str, model_id: str, device: str, nbytes: int, reason: str, *, evicted: bool
+) -> Iterator[Span]:
+    """The span of one unload or eviction; its outcome is set here."""
+    attrs: dict[str, str | int] = {
+        ATTR_TASK: task,
+        ATTR_MODEL_ID: model_id,
+        ATTR_DEVICE: device,
+        ATTR_BYTES: nbytes,
+        ATTR_REASON: reason,
+    }
+    name = SPAN_EVICT if evicted else SPAN_UNLOAD
+    with tracer().start_as_current_span(name, attributes=attrs) as span:
+        yield span
+        span.set_attribute(ATTR_OUTCOME, "evicted" if evicted else "unloaded")
+
+
+def mark_placed(span: Span, device: str, required: int) -> None:
+    """Record where a load goes and what room it needs."""
+    span.set_attribute(ATTR_DEVICE, device)
+    span.set_attribute(ATTR_REQUIRED, required)
+
+
+def mark_loaded(span: Span, nbytes: int) -> None:
+    """Record that a load succeeded, and what it took."""
+    span.set_attribute(ATTR_BYTES, nbytes)
+    span.set_attribute(ATTR_OUTCOME, "loaded")
+
+
+def mark_failed(span: Span, reason: str) -> None:
+    """Record on `span` that its work failed, and why."""
+    span.set_attribute(ATTR_OUTCOME, "failed")
+    span.set_attribute(ATTR_REASON, reason)
+    span.set_status(Status(StatusCode.ERROR, reason))
+
+
 __all__ = [name for name in dir() if name.isupper()] + [
     "Instruments",
     "instruments",
+    "load_span",
+    "mark_failed",
+    "mark_loaded",
+    "mark_placed",
     "observe_memory",
+    "removal_span",
     "tracer",
 ]

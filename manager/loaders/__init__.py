@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 from vramdeck.manager.config import ModelConfig
 
-from .base import LoadContext, Loader, LoaderUnavailable
+from .base import AsyncLoader, InWorker, LoadContext, Loader, LoaderUnavailable, as_async
 from .external_api import ExternalAPIConfig, ExternalAPILoader, MissingAPIKey
 from .servers import (
     CommandValues,
@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "vramdeck.loaders"
 
 
-def builtin_loaders() -> list[Loader]:
+def builtin_loaders() -> list[Loader | AsyncLoader]:
     return [TransformersLoader(), ExternalAPILoader(), VllmLoader(), SglangLoader()]
 
 
-def plugin_loaders() -> list[Loader]:
+def plugin_loaders() -> list[Loader | AsyncLoader]:
     """Loaders that installed packages offer through the ``vramdeck.loaders`` entry-point group."""
-    found: list[Loader] = []
+    found: list[Loader | AsyncLoader] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             found.append(ep.load()())
@@ -45,8 +45,8 @@ def plugin_loaders() -> list[Loader]:
 class LoaderRegistry:
     """framework name → loader; later loaders override earlier ones for the same framework."""
 
-    def __init__(self, loaders: Iterable[Loader]) -> None:
-        self._by_framework: dict[str, Loader] = {}
+    def __init__(self, loaders: Iterable[Loader | AsyncLoader]) -> None:
+        self._by_framework: dict[str, Loader | AsyncLoader] = {}
         for loader in loaders:
             for framework in loader.frameworks:
                 self._by_framework[framework] = loader
@@ -56,10 +56,10 @@ class LoaderRegistry:
         return cls([*builtin_loaders(), *plugin_loaders()])
 
     @property
-    def frameworks(self) -> Mapping[str, Loader]:
+    def frameworks(self) -> Mapping[str, Loader | AsyncLoader]:
         return self._by_framework
 
-    def get(self, framework: str) -> Loader:
+    def get(self, framework: str) -> Loader | AsyncLoader:
         loader = self._by_framework.get(framework)
         if loader is None:
             raise LoaderUnavailable(self._missing_reason(framework))
@@ -82,9 +82,11 @@ class LoaderRegistry:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AsyncLoader",
     "CommandValues",
     "ExternalAPIConfig",
     "ExternalAPILoader",
+    "InWorker",
     "LoadContext",
     "Loader",
     "LoaderRegistry",
@@ -96,6 +98,7 @@ __all__ = [
     "SglangLoader",
     "TransformersLoader",
     "VllmLoader",
+    "as_async",
     "live_server_pids",
     "stop_all_servers",
 ]

@@ -1,21 +1,28 @@
 """The loader protocol: how the manager loads, measures and unloads one framework's models.
 
-A loader's methods block (weights to the device, process waits) and run in the manager's worker
-for the model's device, so memory deltas on that device are attributable. They return values and
-never emit events; progress goes through the thread-safe callbacks in `LoadContext`.
-
-`load` and `unload` may instead be coroutine functions (server loaders, whose waits are long):
-the manager awaits them on the event loop, where they must not block.
+The manager talks to one async protocol, `AsyncLoader`; its optional members have defaults, so a
+loader subclasses it and writes only what it needs. A plug-in may instead be a plain object with
+blocking methods (`Loader`, the shape any loader has): `as_async` wraps it in `InWorker`, which
+runs every blocking call in the worker thread of the model's device, so memory deltas on that
+device are attributable. Loaders return values and never emit events; progress goes through the
+thread-safe callbacks in `LoadContext`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.memory import MemoryProbe
+
+T = TypeVar("T")
+
+#: A crashed model's exit code and last output lines.
+Death = tuple[int | None, tuple[str, ...]]
 
 
 def _ignore_progress(fraction: float | None, stage: str) -> None:
@@ -28,11 +35,10 @@ def _ignore_output(line: str) -> None:
 
 @dataclass(frozen=True)
 class LoadContext:
-    """What a loader gets besides the option: where to load, how to measure, and how to report.
+    """What a loader gets besides the option: where to load, the manager's probe, how to report.
 
-    `probe` is the manager's own memory probe (a loader that measures reads what the manager
-    reads). `progress` and `output` may be called from any thread; the manager turns them into
-    events on the loop's thread.
+    `progress` and `output` may be called from any thread; the manager turns them into events on
+    the loop's thread. `probe` is the manager's memory probe (read it off the event loop).
     """
 
     task: str
@@ -48,43 +54,190 @@ class LoaderUnavailable(RuntimeError):
     """The framework cannot load here (a package is missing); the message says what to do."""
 
 
+class DeviceMeter(Protocol):
+    """The manager's view of one device around a load or an unload; blocking, call off the loop."""
+
+    def used(self) -> int | None:
+        """Bytes the device shows used now; None where the probe cannot attribute them (host)."""
+        ...
+
+    def allocating(self, used: int | None) -> None:
+        """The load starts allocating now; the device showed `used` bytes just before."""
+        ...
+
+
 @runtime_checkable
 class Loader(Protocol):
-    """One framework's way to load models.
+    """The members every loader has, blocking or async (what a plug-in entry point offers).
+
+    Optional members, which `AsyncLoader` declares with defaults: ``holds_device_memory`` (True),
+    ``live_footprint`` (False) and, for blocking loaders, ``prepare(device)``.
+    """
+
+    frameworks: ClassVar[tuple[str, ...]]
+
+    def unavailable_reason(self, option: ModelConfig) -> str | None: ...
+
+    def load(self, option: ModelConfig, ctx: LoadContext) -> Any: ...
+
+    def footprint(self, model: Any, device: str) -> int | None: ...
+
+    def unload(self, model: Any, device: str) -> Awaitable[None] | None: ...
+
+    def check(self, model: Any) -> Death | None: ...
+
+
+class AsyncLoader:
+    """The one protocol the manager uses. Subclass it; override what your framework needs.
 
     Attributes
     ----------
     frameworks : tuple[str, ...]
         The `framework:` values this loader serves.
     holds_device_memory : bool
-        False for loaders whose models take no local memory (external APIs).
+        False for loaders whose models take no local memory (external APIs): they are never
+        placed on a device nor counted against a budget, at load or in `validate_memory_budget`.
+    live_footprint : bool
+        True when `footprint` is the truth (another process's memory): re-read while loaded.
     """
 
-    frameworks: ClassVar[tuple[str, ...]]
-    holds_device_memory: ClassVar[bool]
+    frameworks: ClassVar[tuple[str, ...]] = ()
+    holds_device_memory: ClassVar[bool] = True
+    live_footprint: ClassVar[bool] = False
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
         """Why `option` cannot load here (e.g. "pip install vllm"), or None when it can."""
-        ...
+        return None
 
-    def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
+    async def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
         """Load `option` onto `ctx.device` and return the model (or a client handle).
 
-        On failure, free whatever was allocated before raising.
+        Runs on the event loop: never block here. On failure free what was taken, then raise.
         """
-        ...
+        raise NotImplementedError
 
     def footprint(self, model: Any, device: str) -> int | None:
-        """Bytes `model` holds on `device` by its own account, or None when it cannot tell."""
-        ...
+        """Bytes `model` holds on `device` by its own account, or None; quick, any thread."""
+        return None
 
-    def unload(self, model: Any, device: str) -> Awaitable[None] | None:
-        """Release `model`'s memory; the caller drops its last reference afterwards."""
-        ...
+    async def unload(self, model: Any, device: str) -> None:
+        """Release `model`'s memory; the manager drops its last reference afterwards."""
 
-    def check(self, model: Any) -> tuple[int | None, tuple[str, ...]] | None:
-        """None while healthy; (exit code, last output lines) once the model's process died."""
-        ...
+    def check(self, model: Any) -> Death | None:
+        """None while healthy; (exit code, last output lines) once the model's process died.
+        Runs on the loop twice a second: look at state only, never wait."""
+        return None
+
+    async def measured_load(
+        self, option: ModelConfig, ctx: LoadContext, meter: DeviceMeter
+    ) -> tuple[Any, int]:
+        """Load and return (model, bytes it takes): the loader's own count, else the estimate."""
+        meter.allocating(await asyncio.to_thread(meter.used))
+        model = await self.load(option, ctx)
+        own = self.footprint(model, ctx.device)
+        return model, own if own is not None else option.vram_bytes
+
+    async def measured_unload(self, model: Any, device: str, meter: DeviceMeter) -> int | None:
+        """Unload; returns what the device showed used just before (None: not attributable)."""
+        before = await asyncio.to_thread(meter.used)
+        await self.unload(model, device)
+        return before
 
 
-__all__ = ["LoadContext", "Loader", "LoaderUnavailable"]
+class Worker(Protocol):
+    """Runs blocking work in the worker thread of a device (the manager's `DevicePool`)."""
+
+    def submit(self, device: str, fn: Callable[..., T], *args: Any) -> Future[T]: ...
+
+    async def run(self, device: str, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+class InWorker(AsyncLoader):
+    """Adapts a blocking loader: each call runs in the device's worker, and a load is measured
+    there in one go (the device's change across it), so no other work on the device mixes in."""
+
+    def __init__(self, loader: Loader, worker: Worker) -> None:
+        self.loader = loader
+        self._worker = worker
+        self.frameworks = loader.frameworks  # type: ignore[misc]
+        # Optional members of a plain object: read once, here.
+        self.holds_device_memory = getattr(loader, "holds_device_memory", True)  # type: ignore[misc]
+        self.live_footprint = getattr(loader, "live_footprint", False)  # type: ignore[misc]
+        self._prepare: Callable[[str], object] = getattr(loader, "prepare", lambda device: None)
+
+    def unavailable_reason(self, option: ModelConfig) -> str | None:
+        return self.loader.unavailable_reason(option)
+
+    async def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
+        return await self._worker.run(ctx.device, self.loader.load, option, ctx)
+
+    def footprint(self, model: Any, device: str) -> int | None:
+        return self.loader.footprint(model, device)
+
+    async def unload(self, model: Any, device: str) -> None:
+        await self._worker.run(device, self.loader.unload, model, device)
+
+    def check(self, model: Any) -> Death | None:
+        return self.loader.check(model)
+
+    async def measured_load(
+        self, option: ModelConfig, ctx: LoadContext, meter: DeviceMeter
+    ) -> tuple[Any, int]:
+        work = self._worker.submit(ctx.device, self._load_measured, option, ctx, meter)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            # The worker cannot be stopped mid-load: give back what it loads once it is done.
+            def release_late(done: Future[tuple[Any, int]]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self.loader.unload(done.result()[0], ctx.device)
+
+            work.add_done_callback(release_late)
+            raise
+
+    def _load_measured(
+        self, option: ModelConfig, ctx: LoadContext, meter: DeviceMeter
+    ) -> tuple[Any, int]:
+        """Worker: the device delta (allocator slack included) is what the model took where the
+        probe can attribute it; elsewhere (host RAM) the loader's own count of its bytes."""
+        self._prepare(ctx.device)
+        before = meter.used()
+        meter.allocating(before)
+        model = self.loader.load(option, ctx)
+        try:
+            after = meter.used()
+            own = self.loader.footprint(model, ctx.device)
+        except BaseException:
+            self.loader.unload(model, ctx.device)
+            raise
+        own_bytes = own if own is not None else option.vram_bytes
+        if self.live_footprint or before is None or after is None:
+            return model, own_bytes
+        # A model takes at least its own tensors; a smaller delta is the driver's page rounding.
+        return model, max(after - before, own_bytes)
+
+    async def measured_unload(self, model: Any, device: str, meter: DeviceMeter) -> int | None:
+        def read_then_unload() -> int | None:
+            before = meter.used()
+            self.loader.unload(model, device)
+            return before
+
+        return await self._worker.run(device, read_then_unload)
+
+
+def as_async(loader: Loader | AsyncLoader, worker: Worker) -> AsyncLoader:
+    """`loader` itself when it is an `AsyncLoader`, else wrapped to run in the device workers."""
+    return loader if isinstance(loader, AsyncLoader) else InWorker(loader, worker)
+
+
+__all__ = [
+    "AsyncLoader",
+    "Death",
+    "DeviceMeter",
+    "InWorker",
+    "LoadContext",
+    "Loader",
+    "LoaderUnavailable",
+    "Worker",
+    "as_async",
+]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from vramdeck.manager.config import ModelConfig
 
-from .base import LoadContext
+from .base import AsyncLoader, LoadContext
 
 DEFAULT_ENDPOINTS = {
     "anthropic": "https://api.anthropic.com/v1",
@@ -21,9 +21,15 @@ class MissingAPIKey(ValueError):
     """The option needs an API key and its environment variable is not set."""
 
 
+#: The seed's client defaults.
+DEFAULT_TIMEOUT_S = 30
+DEFAULT_MAX_RETRIES = 3
+
+
 @dataclass(frozen=True)
 class ExternalAPIConfig:
-    """What a client needs to call an external model. The key is read from the environment on
+    """What a client needs to call an external model (the seed's fields: provider, model_id,
+    api_endpoint, api_key, timeout, max_retries). The key is read from the environment on
     demand and never stored in this object, so no repr, log or event can show it."""
 
     provider: str | None
@@ -31,7 +37,14 @@ class ExternalAPIConfig:
     endpoint: str | None
     api_key_env: str | None
     requires_api_key: bool
+    timeout: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def api_endpoint(self) -> str | None:
+        """The seed's name for `endpoint`."""
+        return self.endpoint
 
     @property
     def has_key(self) -> bool:
@@ -47,34 +60,37 @@ class ExternalAPIConfig:
         key = "set (masked)" if self.has_key else "missing"
         return (
             f"ExternalAPIConfig(provider={self.provider!r}, model_id={self.model_id!r}, "
-            f"endpoint={self.endpoint!r}, api_key_env={self.api_key_env!r}, key={key})"
+            f"endpoint={self.endpoint!r}, api_key_env={self.api_key_env!r}, key={key}, "
+            f"timeout={self.timeout:g}, max_retries={self.max_retries})"
         )
 
     __str__ = __repr__
 
 
-def external_api_config(option: ModelConfig) -> ExternalAPIConfig:
-    """The client configuration for an external option (no check that the key is present)."""
+def external_api_config(option: ModelConfig, *, require_key: bool = False) -> ExternalAPIConfig:
+    """The client configuration for an external option. With `require_key`, an option that
+    requires a key whose variable is unset or empty raises MissingAPIKey (the seed's words)."""
     endpoint = option.api_endpoint or DEFAULT_ENDPOINTS.get((option.provider or "").lower())
-    return ExternalAPIConfig(
+    config = ExternalAPIConfig(
         provider=option.provider,
         model_id=option.model_id,
         endpoint=endpoint,
         api_key_env=option.api_key_env,
         requires_api_key=option.requires_api_key,
     )
+    if require_key and option.requires_api_key and not config.has_key:
+        variable = config.api_key_env or "<PROVIDER>_API_KEY"
+        raise MissingAPIKey(f"Missing API key: {variable} environment variable not set")
+    return config
 
 
-class ExternalAPILoader:
+class ExternalAPILoader(AsyncLoader):
     """ "Loading" an external model checks the key and returns its client configuration."""
 
     frameworks: ClassVar[tuple[str, ...]] = ("external_api",)
     holds_device_memory: ClassVar[bool] = False
 
-    def unavailable_reason(self, option: ModelConfig) -> str | None:
-        return None
-
-    def load(self, option: ModelConfig, ctx: LoadContext) -> ExternalAPIConfig:
+    async def load(self, option: ModelConfig, ctx: LoadContext) -> ExternalAPIConfig:
         config = external_api_config(option)
         if option.requires_api_key and not config.has_key:
             raise MissingAPIKey(
@@ -85,12 +101,6 @@ class ExternalAPILoader:
 
     def footprint(self, model: Any, device: str) -> int:
         return 0
-
-    def unload(self, model: Any, device: str) -> None:
-        pass
-
-    def check(self, model: Any) -> None:
-        return None
 
 
 __all__ = ["ExternalAPIConfig", "ExternalAPILoader", "MissingAPIKey", "external_api_config"]

@@ -10,7 +10,7 @@ from tests.fakes import FakeLoader, FakeProbe
 from tests.gui.helpers import run, until, write_config
 from vramdeck.gui.bridge import ManagerBridge
 from vramdeck.gui.records import BudgetReport, LogEntry, MemorySample
-from vramdeck.manager import Ledger, ModelManager
+from vramdeck.manager import Ledger, ModelManager, TaskState
 from vramdeck.manager.loaders import ExternalAPILoader
 
 CONFIG = """\
@@ -179,6 +179,38 @@ def test_shutdown_reports_progress_and_ends_commands(bridge, qloop) -> None:
     assert progress == [(0, 2), (1, 2), (2, 2)]
     assert not run(qloop, bridge.load("alpha"))  # refused quietly once shut down
     assert not bridge.errors
+
+
+@pytest.mark.allow_log("unloading alpha .* failed")
+def test_shutdown_counts_a_model_whose_unload_failed(bridge, qloop) -> None:
+    progress: list[tuple[int, int]] = []
+    bridge.shutdownProgress.connect(lambda done, total: progress.append((done, total)))
+    run(qloop, bridge.load("alpha"))
+    loader = bridge._manager.registry.get("fake")
+
+    def refuse(model: object, device: str) -> None:
+        raise RuntimeError("driver said no")
+
+    loader.unload = refuse  # the unload fails: the event's error says so, its cause is unchanged
+    run(qloop, bridge.shutdown())
+    assert progress == [(0, 1), (1, 1)]
+    unloaded = next(e for e in bridge.log if e.kind == "ModelUnloaded")
+    assert unloaded.reason == "shutdown; the unload failed: RuntimeError: driver said no"
+    assert unloaded.severity == "info" and bridge.task_row("alpha").state == "unloaded"
+
+
+def test_rows_and_log_lines_come_from_typed_values(bridge, qloop) -> None:
+    run(qloop, bridge.load("alpha"))
+    row = bridge.task_row("alpha")
+    assert row.state == TaskState.LOADED and row.measured_bytes == int(0.3 * 1024**3)
+    assert bridge.task_row("remote").device == "API"
+    assert bridge.task_row("alpha").pinned is False
+    bridge.set_pinned("alpha", True)
+    assert bridge.task_row("alpha").pinned and bridge._manager.is_pinned("alpha")
+    report = run(qloop, bridge.plan_budget())
+    assert isinstance(report, BudgetReport) and report.external_tasks == ("remote",)
+    cuda = next(p for p in report.plans if p.device == "cuda:0")
+    assert cuda.budget == int(0.6 * 1024**3) and cuda.tasks["alpha"] == int(0.3 * 1024**3)
 
 
 @pytest.mark.allow_log("loading broken .* failed")

@@ -41,7 +41,7 @@ async def test_external_model_takes_no_memory_and_masks_its_key(make_manager, mo
     assert SECRET not in everything
     assert "set (masked)" in repr(client)
     assert m.get_external_api_config("summarize").model_id == "claude-sonnet"
-    with pytest.raises(ValueError, match="not an external API"):
+    with pytest.raises(ValueError, match="does not use external API"):
         m.get_external_api_config("detect")
 
 

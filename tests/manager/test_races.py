@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -13,9 +14,11 @@ from vramdeck.manager import (
     ModelEvicted,
     ModelInUseError,
     ModelLoadError,
+    ModelLoading,
     ModelUnloaded,
 )
 from vramdeck.manager.config import GIB
+from vramdeck.manager.loaders import AsyncLoader
 from vramdeck.manager.memory import ProbeError, visible_indices
 
 SWITCH = """
@@ -31,10 +34,29 @@ inference: {offload_threshold: 0.7}
 """
 
 
-class SlowUnload(FakeLoader):
+@dataclass
+class GatedUnload(FakeLoader):
+    """Its unloads say they started (`unloading`), then wait for `release`."""
+
+    unloading: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
     def unload(self, model, device):
-        time.sleep(0.15)
+        self.unloading.set()
+        self.release.wait(10)
         super().unload(model, device)
+
+
+async def set_in_a_thread(event: threading.Event) -> None:
+    """Wait, off the loop, until a worker sets `event` (bounded: a regression fails, not hangs)."""
+    assert await asyncio.to_thread(event.wait, 10)
+
+
+def loading_started(m, model_id: str) -> asyncio.Event:
+    """Set once a load of `model_id` has started."""
+    started = asyncio.Event()
+    m.events.subscribe(lambda e: e.model_id == model_id and started.set(), ModelLoading)
+    return started
 
 
 def use_loader(m, loader) -> None:
@@ -44,10 +66,15 @@ def use_loader(m, loader) -> None:
 
 
 async def test_shutdown_refuses_new_loads_and_leaves_nothing(make_manager):
-    m, probe, _loader = make_manager(SWITCH, delay_s=0.1)
+    gate = threading.Event()
+    m, probe, _loader = make_manager(SWITCH, gate=gate)
+    first = loading_started(m, "OLD")
     warmup = asyncio.ensure_future(m.warmup_models(force=True))
-    await asyncio.sleep(0.05)
-    await m.shutdown()
+    await first.wait()  # a's load waits at the gate
+    stopping = asyncio.ensure_future(m.shutdown())
+    await asyncio.sleep(0)  # one step: the shutdown refuses new loads from now on
+    gate.set()
+    await stopping
     await warmup  # its later loads were refused ("shut down"), reported, not raised
     assert m.loaded_models == {} and probe.used["cuda:0"] == 0
     assert m.devices.executors == {} and not m._housekeeper.running
@@ -61,7 +88,8 @@ async def test_a_lease_taken_while_an_unload_waits_for_the_lock_wins(make_manage
     lock = m.devices.lock("cuda:0")
     await lock.acquire()  # as if an eviction were deciding on this device
     unload = asyncio.ensure_future(m.unload_model("b"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one step: the unload runs up to the lock and waits there
+    assert lock._waiters  # type: ignore[attr-defined]
     async with m.use("b") as model:
         lock.release()
         with pytest.raises(ModelInUseError):
@@ -76,14 +104,16 @@ async def test_a_victim_leased_during_an_eviction_pass_is_kept(make_manager):
             "vram_gb: 3}}}\n  d: {options: {o: {model_id: D, vram_gb: 2}}}\n  c",
         )
     )
-    use_loader(m, SlowUnload(probe))
+    loader = GatedUnload(probe)
+    use_loader(m, loader)
     await m.load_model("d")  # 2
     await m.load_model("b")  # 3: 5 of the 7 GiB limit
     evicted: list[ModelEvicted] = []
     m.events.subscribe(evicted.append, ModelEvicted)
     loading = asyncio.ensure_future(m.load_model("c"))  # needs 1 more: evicts d, then b if short
-    await asyncio.sleep(0.05)  # d is being unloaded (slowly)
+    await set_in_a_thread(loader.unloading)  # d is being unloaded
     async with m.use("b") as held:
+        loader.release.set()
         await loading
         assert not held.unloaded
     assert [e.task for e in evicted] == ["d"]
@@ -133,28 +163,36 @@ async def test_a_failing_unload_is_reported_and_shutdown_still_completes(make_ma
     await m.load_model("c")
     await m.shutdown()
     assert [e.task for e in seen] == ["b", "c"]
-    assert all("the unload failed: RuntimeError: driver said no" in e.reason for e in seen)
+    assert all(e.error == "RuntimeError: driver said no" for e in seen)
     assert m.loaded_models == {} and m.devices.executors == {}
 
 
 async def test_a_load_during_a_switch_gets_the_new_model(make_manager):
     m, probe, _ = make_manager(SWITCH)
-    use_loader(m, SlowUnload(probe))
+    loader = GatedUnload(probe)
+    use_loader(m, loader)
     await m.load_model("a")
     switch = asyncio.ensure_future(m.set_selected_model("a", "new"))
-    await asyncio.sleep(0.05)  # the switch is unloading OLD
-    model = await m.load_model("a")
+    await set_in_a_thread(loader.unloading)  # the switch is unloading OLD
+    loading = asyncio.ensure_future(m.load_model("a"))
+    await asyncio.sleep(0)  # one step: the load waits for the switch
+    loader.release.set()
+    model = await loading
     await switch
     assert model.model_id == "NEW" and m.get_loaded_models()["a"]["option"] == "new"
 
 
 async def test_a_cancelled_switch_still_completes_consistently(make_manager):
-    m, _, loader = make_manager(SWITCH)
+    gate = threading.Event()
+    gate.set()
+    m, _, _ = make_manager(SWITCH, gate=gate)
     await m.load_model("a")
-    loader.delay_s = 0.2
+    gate.clear()
+    new_loading = loading_started(m, "NEW")
     switch = asyncio.ensure_future(m.set_selected_model("a", "new"))
-    await asyncio.sleep(0.05)
+    await new_loading.wait()  # the new option's load waits at the gate
     switch.cancel()
+    gate.set()
     with pytest.raises(asyncio.CancelledError):
         await switch
     model = await m.load_model("a")  # waits for the switch, which went on
@@ -183,21 +221,33 @@ async def test_a_load_in_flight_is_not_counted_twice(make_manager):
         """
     )
 
-    class AllocatesEarly(FakeLoader):
-        async def load(self, option, ctx):  # async, so b does not queue behind a in a worker
-            self.probe.add(ctx.device, option.vram_bytes)
+    a_allocated, a_may_finish = asyncio.Event(), asyncio.Event()
+
+    class AllocatesEarly(AsyncLoader):  # async, so b does not queue behind a in a worker
+        frameworks = ("transformers",)
+
+        async def load(self, option, ctx):
+            probe.add(ctx.device, option.vram_bytes)
             if option.model_id == "A":
-                await asyncio.sleep(0.2)
+                a_allocated.set()
+                await a_may_finish.wait()
             return FakeModel(option.model_id, ctx.device, option.vram_bytes, "loop")
 
-    use_loader(m, AllocatesEarly(probe))
+        def footprint(self, model, device):
+            return model.nbytes
+
+        async def unload(self, model, device):
+            probe.add(device, -model.nbytes)
+
+    use_loader(m, AllocatesEarly())
     m.tasks["b"].options["o"].device = "cuda:0"
     evicted: list[ModelEvicted] = []
     m.events.subscribe(evicted.append, ModelEvicted)
     await m.load_model("x")
     loading_a = asyncio.ensure_future(m.load_model("a"))
-    await asyncio.sleep(0.05)
+    await a_allocated.wait()
     await m.load_model("b")
+    a_may_finish.set()
     await loading_a
     assert evicted == [] and sorted(m.loaded_models) == ["a", "b", "x"]
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
 from vramdeck.manager.config import ModelConfig
-from vramdeck.manager.loaders.base import LoadContext, LoaderUnavailable
+from vramdeck.manager.loaders.base import AsyncLoader, LoadContext, LoaderUnavailable
 from vramdeck.manager.logs import redact
 from vramdeck.manager.memory import is_cuda
 
@@ -61,7 +61,7 @@ class ServerStartError(RuntimeError):
         return any(_PORT_TAKEN.search(line) for line in self.last_output)
 
 
-class ServerLoader:
+class ServerLoader(AsyncLoader):
     """Base of loaders whose models are inference servers in child processes.
 
     Subclasses name their `frameworks`, say whether the server is `installed`, and build its

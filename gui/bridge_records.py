@@ -1,0 +1,167 @@
+"""The bridge's copies: manager values (events, snapshots, plans) turned into `gui.records`.
+
+Part of the bridge (with bridge.py, the only gui modules that import `manager`): widgets see the
+records only. Pure functions, no Qt.
+"""
+
+from __future__ import annotations
+
+from vramdeck.manager import (
+    BudgetCheck,
+    BudgetExceeded,
+    ConfigReloaded,
+    Event,
+    LoadProgress,
+    MemoryNotReturned,
+    MemorySampled,
+    ModelConfig,
+    ModelCrashed,
+    ModelEvent,
+    ModelLoaded,
+    ModelLoading,
+    ModelRemoved,
+    PinChanged,
+    SelectionChanged,
+    ServerOutput,
+    SwitchFailed,
+    TaskConfig,
+    TaskEvent,
+    TaskStatus,
+)
+from vramdeck.manager import LoadFailed as LoadFailedEvent
+from vramdeck.manager import ModelEvicted as ModelEvictedEvent
+
+from .formatting import fmt_bytes, short_model_id
+from .records import BudgetReport, DevicePlan, LogEntry, MemorySample, OptionInfo, TaskRow
+
+#: The pseudo-device of models that hold no local memory, as events name it.
+_NO_DEVICE = "none"
+
+_SEVERITY: dict[type[Event], str] = {
+    ModelEvictedEvent: "eviction",
+    LoadFailedEvent: "error",
+    ModelCrashed: "error",
+    SwitchFailed: "error",
+    MemoryNotReturned: "warning",
+    BudgetExceeded: "warning",
+}
+
+
+def option_info(option: ModelConfig) -> OptionInfo:
+    return OptionInfo(
+        name=option.name,
+        model_id=option.model_id,
+        framework=option.framework,
+        vram_gb=option.vram_gb,
+        speed=option.speed,
+        device=option.device,
+        description=option.description,
+        quantization=option.quantization,
+        unavailable_reason=option.unavailable_reason,
+    )
+
+
+def task_row(task: TaskConfig, status: TaskStatus, *, busy: bool) -> TaskRow:
+    """The table row of `task` from its snapshot."""
+    return TaskRow(
+        task=status.task,
+        description=task.description,
+        options=tuple(option_info(o) for o in task.options.values()),
+        selected=task.selected,
+        state=status.state,
+        progress=status.progress,
+        stage=status.stage,
+        failure=status.failure,
+        device=status.device if status.holds_memory else "API",
+        estimated_bytes=status.estimated_bytes,
+        measured_bytes=status.measured_bytes,
+        measured_is_live=status.is_loaded and status.holds_memory,
+        last_used_at=status.last_used_at,
+        load_duration_s=status.load_duration_s,
+        pinned=status.pinned,
+        busy=busy,
+    )
+
+
+def memory_sample(event: MemorySampled) -> MemorySample:
+    return MemorySample(
+        device=event.device,
+        at=event.at,
+        used=event.used_bytes,
+        total=event.total_bytes,
+        limit=event.budget_bytes,
+        threshold=event.threshold_bytes,
+        memory_budget=event.memory_budget_bytes,
+        manager=event.manager_bytes,
+        per_task=dict(event.per_task),
+    )
+
+
+def budget_report(check: BudgetCheck, at: float) -> BudgetReport:
+    plans = tuple(
+        DevicePlan(device=d, name=p.name, total=p.total, budget=p.budget, tasks=dict(p.tasks))
+        for d, p in check.plans.items()
+    )
+    return BudgetReport(check.valid, plans, check.external, at)
+
+
+def log_entry(event: Event) -> LogEntry:
+    """A manager event as one log line; events this version does not know still get one."""
+    model_id = event.model_id if isinstance(event, ModelEvent) else ""
+    device = (
+        event.device if isinstance(event, ModelEvent | MemoryNotReturned | BudgetExceeded) else ""
+    )
+    option = ""
+    if isinstance(event, ModelEvent):
+        option = event.option
+    elif isinstance(event, SelectionChanged | SwitchFailed):
+        option = event.new
+    return LogEntry(
+        at=event.at,
+        kind=event.kind,
+        task=event.task if isinstance(event, TaskEvent) else "",
+        model=option or short_model_id(model_id),
+        model_id=model_id,
+        device="" if device == _NO_DEVICE else device,
+        bytes=event.size_bytes,
+        duration_s=getattr(event, "duration_s", None),
+        reason=event_reason(event),
+        severity=next((s for t, s in _SEVERITY.items() if isinstance(event, t)), "info"),
+    )
+
+
+def event_reason(event: Event) -> str:
+    """What the log's Reason column says about `event`."""
+    match event:
+        case ModelLoading():
+            return f"needs {fmt_bytes(event.required_bytes)}" if event.required_bytes else ""
+        case LoadProgress():
+            share = f" ({event.fraction:.0%})" if event.fraction is not None else ""
+            return event.stage + share
+        case ModelLoaded():
+            estimated = fmt_bytes(event.estimated_bytes)
+            return f"estimated {estimated}" if event.estimated_bytes else ""
+        case ModelRemoved():
+            return event.description
+        case LoadFailedEvent() | BudgetExceeded():
+            return event.reason
+        case SwitchFailed():
+            return f"{event.new} failed, back to {event.old}: {event.reason}"
+        case MemoryNotReturned():
+            returned, expected = fmt_bytes(event.returned_bytes), fmt_bytes(event.expected_bytes)
+            return f"only {returned} of {expected} came back"
+        case ModelCrashed():
+            last = f": {event.last_output[-1]}" if event.last_output else ""
+            return f"exit code {event.exit_code}{last}"
+        case ServerOutput():
+            return event.line
+        case SelectionChanged():
+            return f"{event.old} → {event.new}"
+        case PinChanged():
+            return "pinned" if event.pinned else "unpinned"
+        case ConfigReloaded():
+            return event.path
+    return ""
+
+
+__all__ = ["budget_report", "event_reason", "log_entry", "memory_sample", "option_info", "task_row"]

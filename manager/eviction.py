@@ -1,0 +1,268 @@
+"""Eviction: choose what goes to make room, unload it, and verify the device got the memory back.
+
+Decisions and unloads on a device hold that device's lock, and re-check inside it that the model
+is still loaded and may go (a model held through ``use()`` never goes, not even for shutdown
+while a holder is inside; see `unload`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from . import telemetry as tm
+from .budget import manager_limit, shortfall
+from .core import Core
+from .errors import InsufficientMemoryError, ModelInUseError
+from .events import (
+    BudgetExceeded,
+    MemoryNotReturned,
+    ModelCrashed,
+    ModelEvicted,
+    ModelUnloaded,
+    RemovalReason,
+)
+from .loaders.base import Death
+from .lru import LoadedModel
+from .memory import DeviceReading
+from .units import format_bytes
+
+logger = logging.getLogger(__name__)
+
+#: A freed model counts as returned once the device shows this share of its bytes free again.
+RETURNED_SHARE = 0.9
+
+
+def describe_failure(exc: BaseException) -> str:
+    """An exception as a short reason: its type and first line (out of memory said plainly)."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "OutOfMemory" in name:
+        return f"out of memory: {text}" if text else "out of memory"
+    return f"{name}: {text}" if text else name
+
+
+class Eviction:
+    """Makes room on devices and removes models, for one manager."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._evictions = tm.instruments().evictions
+
+    def shortfall(self, device: str, reading: DeviceReading, required: int) -> int:
+        """Bytes that must go from `device` before `required` more fit (≤ 0: it fits now)."""
+        core = self._core
+        return shortfall(
+            reading,
+            own=core.table.bytes_on(device),
+            required=required,
+            inference=core.inference,
+            pending_on_device=core.devices.outstanding(device, reading.used),
+            pending_in_budget=core.devices.reserved(device),
+        )
+
+    async def make_room(self, device: str, required: int, *, for_task: str) -> DeviceReading:
+        """Evict LRU models on `device` until `required` bytes fit; call with its lock held.
+
+        Returns the reading that showed it fits. Raises InsufficientMemoryError, having evicted
+        nothing, when even every candidate would not make room; or, having evicted some, when
+        the device did not show an evicted model's memory free.
+        """
+        evicted: list[str] = []
+        while True:
+            reading = await self._core.devices.read_async(device)
+            need = self.shortfall(device, reading, required)
+            if need <= 0:
+                return reading
+            victims = self._core.table.victims(device, need)
+            if victims is None:
+                detail = self._no_room(device, reading, required, need, evicted)
+                raise InsufficientMemoryError(for_task, detail)
+            for victim in victims:
+                if self._core.table.loaded(victim.task) is not victim or not victim.evictable:
+                    break  # held or gone meanwhile: choose again from a fresh reading
+                returned = await self.remove(victim, RemovalReason.ROOM, for_task, evicted=True)
+                evicted.append(victim.task)
+                if not returned:
+                    raise InsufficientMemoryError(
+                        for_task,
+                        f"evicted {', '.join(evicted)} from {device}, but the device did not "
+                        f"show {victim.task}'s {format_bytes(victim.bytes)} free again",
+                    )
+
+    def _no_room(
+        self, device: str, r: DeviceReading, required: int, need: int, evicted: list[str]
+    ) -> str:
+        table = self._core.table
+        others = table.on_device(device)
+        evictable = sum(m.bytes for m in others if m.evictable)
+        if others and not evictable:
+            held = ", ".join(
+                f"{m.task} ({'pinned' if m.owner.pinned else 'in use'})" for m in others
+            )
+            message = (
+                f"needs {format_bytes(required)} on {device} ({r.name}) and nothing can be "
+                f"evicted: every other model there is pinned or in use: {held}"
+            )
+        else:
+            threshold = self._core.inference.offload_threshold
+            message = (
+                f"needs {format_bytes(required)} on {device} ({r.name}), must free "
+                f"{format_bytes(need)} but only {format_bytes(evictable)} can be evicted; "
+                f"device {format_bytes(r.used)} used of {format_bytes(r.total)} (limit "
+                f"{format_bytes(threshold * r.total)} at offload_threshold {threshold:g}), "
+                f"vramdeck's models hold {format_bytes(table.bytes_on(device))}"
+            )
+            budget = self._core.inference.memory_budget_bytes
+            if budget is not None:
+                message += f" of memory_budget_gb {format_bytes(budget)}"
+        if evicted:
+            message += f"; already evicted for it: {', '.join(evicted)}"
+        return message
+
+    async def back_under_budget(self, device: str, task: str) -> None:
+        """After `task` measured more than its estimate: evict others, least recently used
+        first, until vramdeck's models fit `device`'s budget again; if they cannot, say so."""
+        core = self._core
+        async with core.devices.lock(device):
+            reading = await core.devices.read_async(device)
+            budget = manager_limit(reading.total, core.inference)
+            over = self.shortfall(device, reading, 0)
+            if over <= 0:
+                return
+            victims = [m for m in core.table.on_device(device) if m.task != task]
+            freed = 0
+            for victim in victims:
+                if freed >= over:
+                    return
+                still = core.table.loaded(victim.task) is victim
+                if still and victim.evictable and victim.bytes > 0:
+                    await self.remove(victim, RemovalReason.OVER_BUDGET, task, evicted=True)
+                    freed += victim.bytes
+            if freed >= over:
+                return
+            held = core.table.bytes_on(device)
+            reason = (
+                f"{task} took more than its estimate; vramdeck's models hold "
+                f"{format_bytes(held)} against a budget of {format_bytes(budget)}, and nothing "
+                "else can be evicted"
+            )
+            logger.warning("%s is over budget: %s", device, reason)
+            core.emit(BudgetExceeded(task=task, device=device, held_bytes=held,
+                                     budget_bytes=budget, reason=reason))  # fmt: skip
+
+    async def unload(
+        self,
+        loaded: LoadedModel,
+        reason: RemovalReason,
+        detail: str = "",
+        *,
+        evicted: bool = False,
+        force: bool = False,
+    ) -> bool:
+        """Remove `loaded` if it is still loaded (and, unless `force`, not held); device lock
+        taken here. Returns whether it was removed; raises ModelInUseError for a held model
+        that was not evicted."""
+        async with self._core.devices.lock(loaded.device):
+            if self._core.table.loaded(loaded.task) is not loaded:
+                return False
+            if loaded.leases and not force:
+                if evicted:
+                    return False
+                raise ModelInUseError(
+                    f"{loaded.task} is in use by {loaded.leases} caller(s); unload it when they "
+                    "are done"
+                )
+            await self.remove(loaded, reason, detail, evicted=evicted)
+            return True
+
+    async def remove(
+        self, loaded: LoadedModel, reason: RemovalReason, detail: str = "", *, evicted: bool
+    ) -> bool:
+        """Unload `loaded`'s model, verify the memory came back, and report; lock held.
+
+        Returns False when the device did not show the memory free again. A loader that fails
+        to unload is logged and reported in the event's `error`; the entry is gone either way.
+        """
+        words = reason.describe(detail)
+        started = time.monotonic()
+        error: str | None = None
+        with tm.removal_span(loaded.task, loaded.model_id, loaded.device, loaded.bytes, words,
+                             evicted=evicted) as span:  # fmt: skip
+            self._core.table.remove(loaded)
+            try:
+                freed, returned = await self._unload_and_verify(loaded)
+            except Exception as exc:
+                logger.exception("unloading %s (%s) failed", loaded.task, loaded.model_id)
+                error = describe_failure(exc)
+                tm.mark_failed(span, f"{words}; the unload failed: {error}")
+                freed, returned = 0, False
+            loaded.model = None  # the manager's last reference
+            if evicted:
+                self._evictions.add(1, {"device": loaded.device})
+        kind = ModelEvicted if evicted else ModelUnloaded
+        self._core.emit(
+            kind(task=loaded.task, option=loaded.option, model_id=loaded.model_id,
+                 device=loaded.device, freed_bytes=freed, cause=reason, reason=words,
+                 error=error, duration_s=time.monotonic() - started)
+        )  # fmt: skip
+        return returned
+
+    async def _unload_and_verify(self, loaded: LoadedModel) -> tuple[int, bool]:
+        """Unload, then poll until the device shows the memory free. Returns (bytes freed,
+        whether they came back): the device's own figure where it can attribute frees, else
+        the entry's measured bytes."""
+        device, model = loaded.device, loaded.model
+        if not loaded.holds_memory:
+            await loaded.loader.unload(model, device)
+            return loaded.bytes, True
+        before = await loaded.loader.measured_unload(model, device, self._core.meter(device))
+        if before is None:
+            return loaded.bytes, True
+        returned = await self._await_returned(loaded, before)
+        if returned < RETURNED_SHARE * loaded.bytes:
+            logger.warning(
+                "suspected leak: %s on %s freed %s of %s",
+                loaded.task, device, format_bytes(returned), format_bytes(loaded.bytes),
+            )  # fmt: skip
+            self._core.emit(
+                MemoryNotReturned(task=loaded.task, device=device, expected_bytes=loaded.bytes,
+                                  returned_bytes=max(0, returned))
+            )  # fmt: skip
+            return max(0, returned), False
+        return returned, True
+
+    async def _await_returned(self, loaded: LoadedModel, before: int) -> int:
+        """Bytes the device shows free since `before`, polled until they reach the expected
+        share or the timeout passes (a driver can take tens of ms to show a free)."""
+        deadline = time.monotonic() + self._core.inference.evict_verify_timeout_s
+        pause = 0.005
+        while True:
+            returned = before - (await self._core.devices.read_async(loaded.device)).used
+            if returned >= RETURNED_SHARE * loaded.bytes or time.monotonic() >= deadline:
+                return returned
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def crashed(self, loaded: LoadedModel, died: Death) -> None:
+        """`loaded`'s process died on its own: free its accounting, clean up, report."""
+        core = self._core
+        async with core.devices.lock(loaded.device):
+            if core.table.loaded(loaded.task) is not loaded:
+                return
+            core.table.remove(loaded)
+            try:
+                await loaded.loader.unload(loaded.model, loaded.device)
+            except Exception:
+                logger.exception("cleaning up after %s crashed failed", loaded.task)
+            loaded.model = None
+        code, lines = died
+        loaded.owner.failures[loaded.option] = f"crashed with exit code {code}"
+        core.emit(
+            ModelCrashed(task=loaded.task, option=loaded.option, model_id=loaded.model_id,
+                         device=loaded.device, exit_code=code, last_output=tuple(lines))
+        )  # fmt: skip
+
+
+__all__ = ["RETURNED_SHARE", "Eviction", "describe_failure"]

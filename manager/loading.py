@@ -1,0 +1,261 @@
+"""The load pipeline: place, make room, reserve, load, measure, record; one load per task.
+
+Concurrent callers of one task share one load (the task entry's `flight`), shielded from their
+cancellation. Room is made under the device's lock; the room promised to a load in flight is a
+reservation, so two loads never count the same free bytes. After a load measures more than its
+estimate, the device is brought back under its budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from . import telemetry as tm
+from .budget import manager_limit
+from .config import ModelConfig, TaskConfig
+from .core import NO_DEVICE, Core
+from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
+from .events import LoadFailed, LoadProgress, ModelLoaded, ModelLoading, ServerOutput
+from .eviction import Eviction, describe_failure
+from .loaders.base import AsyncLoader, LoadContext
+from .lru import LoadedModel, TaskEntry
+from .memory import HOST, is_cuda
+
+logger = logging.getLogger(__name__)
+
+#: How often `hold()` reloads a model that others keep evicting before it gives up.
+USE_ATTEMPTS = 3
+
+
+class Loading:
+    """Loads the selected models of one manager's tasks."""
+
+    def __init__(self, core: Core, eviction: Eviction) -> None:
+        self._core = core
+        self._eviction = eviction
+        self._load_hist = tm.instruments().load_duration
+
+    def flight(self, task: str) -> asyncio.Task[Any]:
+        """The load in flight for `task`, started if there is none."""
+        entry = self._core.table.entry(task)
+        flight = entry.flight
+        if flight is None:
+            flight = asyncio.ensure_future(self._load(entry))
+            entry.flight = flight
+            # Retrieve the outcome even when every caller was cancelled: it was reported already.
+            flight.add_done_callback(lambda f: f.cancelled() or f.exception())
+            flight.add_done_callback(lambda f: self._landed(entry, f))
+        return flight
+
+    async def load(self, task: str) -> Any:
+        """The task's model: the resident one (now most recently used), else a shared load."""
+        loaded = self._core.table.loaded(task)
+        if loaded is not None:
+            self._core.table.touch(task)
+            return loaded.model
+        return await asyncio.shield(self.flight(task))
+
+    @staticmethod
+    def _landed(entry: TaskEntry, flight: object) -> None:
+        """The load is over: not in flight, before its outcome is reported, so that
+        subscribers asking for the task's state see the outcome."""
+        if entry.flight is flight:
+            entry.flight = None
+        entry.progress = None
+
+    async def settle(self, task: str) -> None:
+        """Wait until no load of `task` is in flight, whatever its outcome."""
+        entry = self._core.table.entry(task)
+        while (flight := entry.flight) is not None:
+            await asyncio.wait([flight])
+
+    async def drain(self) -> None:
+        """Wait until no load of any task is in flight."""
+        while flights := self._core.table.in_flight():
+            await asyncio.wait(flights)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, task: str, load: Callable[[str], Awaitable[Any]]) -> AsyncIterator[Any]:
+        """The task's model, loaded by `load` if needed and never evicted until the block ends."""
+        table = self._core.table
+        for _ in range(USE_ATTEMPTS):
+            model = await load(task)
+            loaded = table.loaded(task)
+            # Others may have evicted it between the load and this line: take it only if not.
+            if loaded is not None and loaded.model is model:
+                break
+        else:
+            raise InsufficientMemoryError(
+                task, f"evicted again {USE_ATTEMPTS} times before it could be held"
+            )
+        loaded.leases += 1
+        loaded.released.clear()
+        try:
+            yield model
+        finally:
+            loaded.leases -= 1
+            if not loaded.leases:
+                loaded.released.set()
+            if table.loaded(task) is loaded:
+                table.touch(task)
+
+    async def released(self, loaded: LoadedModel, timeout_s: float) -> None:
+        """Return once nobody holds `loaded`; ModelInUseError after `timeout_s`."""
+        try:
+            await asyncio.wait_for(loaded.released.wait(), timeout_s)
+        except TimeoutError:
+            raise ModelInUseError(
+                f"{loaded.task} is still in use by {loaded.leases} caller(s) after "
+                f"{timeout_s:g} s; the config was not reloaded"
+            ) from None
+
+    async def _load(self, entry: TaskEntry) -> Any:
+        core = self._core
+        task = core.task(entry.task)
+        option = task.get_selected_config()
+        started = time.monotonic()
+        with tm.load_span(task.task_name, option.name, option.model_id) as span:
+            try:
+                if option.unavailable_reason:
+                    reason = f"{option.name} cannot load here: {option.unavailable_reason}"
+                    raise ModelLoadError(task.task_name, reason)
+                loader = core.loader(option)
+                device = await self._place(task.task_name, option, loader)
+                required = core.required_bytes(option, device)
+                tm.mark_placed(span, device, required)
+                entry.failures.pop(option.name, None)
+                entry.progress = (0.0, "waiting for room")
+                core.emit(
+                    ModelLoading(task=task.task_name, option=option.name,
+                                 model_id=option.model_id, device=device,
+                                 required_bytes=required)
+                )  # fmt: skip
+                model, measured = await self._load_with_room(
+                    entry, option, loader, device, required
+                )
+            except BaseException as exc:
+                self._landed(entry, asyncio.current_task())
+                self._failed(entry, option, exc, started, span)
+                if not isinstance(exc, Exception) or isinstance(
+                    exc, ModelLoadError | InsufficientMemoryError
+                ):
+                    raise
+                raise ModelLoadError(task.task_name, describe_failure(exc)) from exc
+            duration = time.monotonic() - started
+            self._landed(entry, asyncio.current_task())
+            self._record(entry, task, option, loader, device, model, measured, duration)
+            tm.mark_loaded(span, measured)
+            self._load_hist.record(duration, {"outcome": "loaded", "framework": option.framework})
+        if loader.holds_device_memory and measured > required:
+            await self._eviction.back_under_budget(device, task.task_name)
+        return model
+
+    async def _load_with_room(
+        self, entry: TaskEntry, option: ModelConfig, loader: AsyncLoader, device: str, required: int
+    ) -> tuple[Any, int]:
+        devices = self._core.devices
+        if not loader.holds_device_memory:
+            probe = await asyncio.to_thread(lambda: devices.probe)  # first use may detect it
+            return await loader.load(option, self._context(entry.task, device, probe, 0)), 0
+        async with devices.lock(device):
+            reading = await self._eviction.make_room(device, required, for_task=entry.task)
+            reservation = devices.reserve(device, required)
+        ctx = self._context(entry.task, device, devices.probe, reading.total)
+        try:
+            return await loader.measured_load(option, ctx, self._core.meter(device, reservation))
+        finally:
+            devices.release(reservation)
+
+    def _context(self, task: str, device: str, probe: Any, total_bytes: int) -> LoadContext:
+        """What a loader gets: its callbacks turn into events on the loop's thread."""
+        core = self._core
+        return LoadContext(
+            task=task,
+            device=device,
+            probe=probe,
+            device_total_bytes=total_bytes,
+            progress=lambda fraction, stage: core.call_on_loop(
+                self._on_progress, task, fraction, stage
+            ),
+            output=lambda line: core.call_on_loop(core.emit, ServerOutput(task=task, line=line)),
+        )
+
+    def _on_progress(self, task: str, fraction: float | None, stage: str) -> None:
+        entry = self._core.table.entry(task)
+        if entry.flight is not None:  # a late report from a finished load changes nothing
+            entry.progress = (fraction, stage)
+            self._core.emit(LoadProgress(task=task, fraction=fraction, stage=stage))
+
+    async def _place(self, task: str, option: ModelConfig, loader: AsyncLoader) -> str:
+        """The device for `option`: as configured, or for ``auto`` the CUDA device where it fits
+        best, counting what every process holds (the host when there is no CUDA device)."""
+        if not loader.holds_device_memory:
+            return NO_DEVICE
+        core = self._core
+        devices = await core.devices.names_async()
+        if option.device != "auto":
+            if option.device not in devices:
+                present = ", ".join(devices)
+                raise ModelLoadError(
+                    task, f"device {option.device} is not present here (devices: {present})"
+                )
+            return option.device
+        cuda = [d for d in devices if is_cuda(d)]
+        if not cuda:
+            return HOST
+        readings = await asyncio.to_thread(lambda: {d: core.devices.read(d) for d in cuda})
+
+        def fit(device: str) -> tuple[bool, int]:
+            need = core.required_bytes(option, device)
+            could_ever = manager_limit(readings[device].total, core.inference) >= need
+            return could_ever, -self._eviction.shortfall(device, readings[device], need)
+
+        return max(cuda, key=fit)
+
+    def _record(
+        self,
+        entry: TaskEntry,
+        task: TaskConfig,
+        option: ModelConfig,
+        loader: AsyncLoader,
+        device: str,
+        model: Any,
+        measured: int,
+        duration: float,
+    ) -> None:
+        core = self._core
+        loaded = LoadedModel(entry, model, option, loader, device, measured, duration)
+        core.table.add(loaded)
+        if loader.holds_device_memory:
+            core.ledger.record(option, device, measured)
+            # Saved by the device's worker, after the load: file I/O stays off the loop.
+            core.devices.submit(device, core.ledger.save)
+        core.emit(
+            ModelLoaded(task=task.task_name, option=option.name, model_id=option.model_id,
+                        device=device, measured_bytes=measured,
+                        estimated_bytes=option.vram_bytes, duration_s=duration)
+        )  # fmt: skip
+
+    def _failed(
+        self, entry: TaskEntry, option: ModelConfig, exc: BaseException, started: float, span: Span
+    ) -> None:
+        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else describe_failure(exc)
+        entry.failures[option.name] = reason
+        tm.mark_failed(span, reason)
+        duration = time.monotonic() - started
+        self._load_hist.record(duration, {"outcome": "failed", "framework": option.framework})
+        logger.warning("loading %s (%s) failed: %s", entry.task, option.model_id, reason)
+        self._core.emit(
+            LoadFailed(task=entry.task, option=option.name, model_id=option.model_id,
+                       reason=reason, duration_s=duration)
+        )  # fmt: skip
+
+
+__all__ = ["USE_ATTEMPTS", "Loading"]

@@ -1,0 +1,219 @@
+"""Typed snapshots of the tasks and of the budget plan, in bytes; the seed's dicts built from them.
+
+Front ends read the typed values (`TaskStatus`, `BudgetCheck`); code written against the
+original reads the dicts (`loaded_models_info`, `BudgetCheck.as_seed_dict`), in GiB as it did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .budget import DevicePlan, plan_placement
+from .config import ModelConfig
+from .core import Core
+from .memory import HOST, DeviceReading, is_cuda
+from .units import GIB
+
+
+class TaskState(StrEnum):
+    """Where a task stands (the values are the words the panel shows)."""
+
+    LOADING = "loading"
+    IN_USE = "in use"
+    LOADED = "loaded"
+    EXTERNAL = "external"  # an external API's client is ready; it holds no local memory
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task now. Sizes in bytes; `measured_bytes` is live while loaded, else the ledger's."""
+
+    task: str
+    state: TaskState
+    option: str
+    model_id: str
+    holds_memory: bool
+    device: str
+    estimated_bytes: int
+    measured_bytes: int | None
+    pinned: bool
+    leases: int = 0
+    loaded_at: float | None = None
+    last_used_at: float | None = None
+    load_duration_s: float | None = None
+    progress: float | None = None
+    stage: str = ""
+    failure: str | None = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.state in (TaskState.LOADED, TaskState.IN_USE, TaskState.EXTERNAL)
+
+
+def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
+    """The snapshot of task `name` (`primary_device` stands for ``auto`` when not loaded)."""
+    task = core.task(name)
+    option = task.get_selected_config()
+    entry = core.table.entry(name)
+    loaded = entry.loaded
+    holds = core.holds_device_memory(option) if loaded is None else loaded.holds_memory
+    failure = entry.failures.get(task.selected)
+    if entry.flight is not None:
+        state = TaskState.LOADING
+    elif loaded is not None:
+        state = TaskState.EXTERNAL if not holds else TaskState.LOADED
+        state = TaskState.IN_USE if loaded.leases and holds else state
+    elif failure is not None:
+        state = TaskState.FAILED
+    else:
+        state = TaskState.UNAVAILABLE if option.unavailable_reason else TaskState.UNLOADED
+    progress = entry.progress
+    if loaded is None:
+        device = option.device if option.device != "auto" else primary_device
+        measured = core.ledger.measured_bytes(option, device) if holds else None
+        idle_since = None
+    else:
+        device, measured = loaded.device, loaded.bytes
+        idle_since = time.time() - (time.monotonic() - loaded.last_used)
+    return TaskStatus(
+        task=name,
+        state=state,
+        option=option.name if loaded is None else loaded.option,
+        model_id=option.model_id if loaded is None else loaded.model_id,
+        holds_memory=holds,
+        device=device,
+        estimated_bytes=option.vram_bytes,
+        measured_bytes=measured,
+        pinned=entry.pinned,
+        leases=loaded.leases if loaded else 0,
+        loaded_at=loaded.loaded_at if loaded else None,
+        last_used_at=idle_since,
+        load_duration_s=loaded.load_duration_s if loaded else None,
+        progress=progress[0] if progress else None,
+        stage=progress[1] if progress else "",
+        failure=failure or option.unavailable_reason,
+    )
+
+
+def loaded_models_info(core: Core) -> dict[str, dict[str, Any]]:
+    """The seed's ``get_loaded_models()``: task → model_id, memory_usage_gb, device, …"""
+    now = time.monotonic()
+    return {
+        m.task: {
+            "model_id": m.model_id,
+            "option": m.option,
+            "device": m.device,
+            "memory_usage_gb": m.bytes / GIB,
+            "measured_bytes": m.bytes,
+            "estimated_gb": m.estimated_bytes / GIB,
+            "load_time": m.loaded_at,
+            "load_duration_s": m.load_duration_s,
+            "idle_s": now - m.last_used,
+            "pinned": m.owner.pinned,
+            "in_use": m.leases,
+        }
+        for m in core.table.residents()
+    }
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What one task's selected option needs, in bytes (0 when it holds no device memory)."""
+
+    option: ModelConfig
+    device: str
+    bytes: int
+    measured: bool
+    holds_memory: bool
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """Whether the selected models of all tasks fit their devices' budgets together."""
+
+    plans: dict[str, DevicePlan]
+    requirements: dict[str, Requirement]
+    primary: tuple[str, ...]
+    total_bytes: int
+    threshold: float
+    memory_budget_gb: float | None
+    external: tuple[str, ...] = field(default=())
+
+    @property
+    def valid(self) -> bool:
+        return all(p.fits for p in self.plans.values())
+
+    def as_seed_dict(self) -> dict[str, Any]:
+        """The seed's keys (valid, total_vram_gb, total_required_gb, threshold, max_allowed_gb,
+        model_requirements) and ``devices``: the plan per device."""
+        return {
+            "valid": self.valid,
+            "total_vram_gb": self.total_bytes / GIB,
+            "total_required_gb": sum(r.bytes for r in self.requirements.values()) / GIB,
+            "threshold": self.threshold,
+            "max_allowed_gb": sum(p.budget for d, p in self.plans.items() if d in self.primary)
+            / GIB,
+            "memory_budget_gb": self.memory_budget_gb,
+            "model_requirements": {
+                task: {
+                    "model_id": r.option.model_id,
+                    "option": r.option.name,
+                    "vram_gb": r.bytes / GIB,
+                    "estimated_gb": r.option.vram_gb,
+                    "measured": r.measured,
+                    "external": not r.holds_memory,
+                }
+                for task, r in self.requirements.items()
+            },
+            "devices": {d: p.as_dict() for d, p in self.plans.items()},
+        }
+
+
+def check_budget(
+    core: Core, readings: Mapping[str, DeviceReading], total_bytes: int | None = None
+) -> BudgetCheck:
+    """Plan the selected models onto `readings`' devices. `total_bytes`, when given, is the
+    primary device's total (the seed's ``get_total_vram()``, which a subclass may override)."""
+    cuda = {d: r for d, r in readings.items() if is_cuda(d)}
+    pool = dict(cuda or {HOST: readings[HOST]})
+    if total_bytes is not None and len(pool) == 1:
+        ((device, reading),) = pool.items()
+        pool[device] = DeviceReading(device, reading.name, total_bytes, reading.used, reading.probe)
+    requirements: dict[str, Requirement] = {}
+    for name, task in core.tasks.items():
+        option = task.get_selected_config()
+        device = option.device if option.device != "auto" else next(iter(pool))
+        holds = core.holds_device_memory(option)
+        measured = holds and core.ledger.measured_bytes(option, device) is not None
+        need = core.required_bytes(option, device)
+        requirements[name] = Requirement(option, option.device, need, measured, holds)
+    placed = {t: (r.device, r.bytes) for t, r in requirements.items() if r.holds_memory}
+    fixed = {device for device, _ in placed.values()} & readings.keys()
+    plans = plan_placement(placed, {**{d: readings[d] for d in fixed}, **pool}, core.inference)
+    return BudgetCheck(
+        plans=plans,
+        requirements=requirements,
+        primary=tuple(pool),
+        total_bytes=sum(r.total for r in pool.values()),
+        threshold=core.inference.offload_threshold,
+        memory_budget_gb=core.inference.memory_budget_gb,
+        external=tuple(t for t, r in requirements.items() if not r.holds_memory),
+    )
+
+
+__all__ = [
+    "BudgetCheck",
+    "Requirement",
+    "TaskState",
+    "TaskStatus",
+    "check_budget",
+    "loaded_models_info",
+    "task_status",
+]
