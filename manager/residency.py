@@ -1,0 +1,175 @@
+"""Where a model lives when it is not serving, and which model is cheapest to send there.
+
+- ``Residency``: on its device, parked in host RAM, asleep (a managed server that released its
+  memory and kept its process), or off.
+- ``HostTier``: the host-RAM tier's bookkeeping, pure: its own LRU, a byte budget, and a check of
+  the host's available RAM (with headroom) before admitting, so parking never pushes the host
+  into swap.
+- ``eviction_order``: among evictable models, the one whose loss costs least goes first.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+GIB = 1024**3
+# Parking keeps this much of the host's RAM free, and never takes more than this share of it.
+HOST_HEADROOM_BYTES = 2 * GIB
+DEFAULT_HOST_SHARE = 0.25
+
+
+class Residency(enum.Enum):
+    DEVICE = "on device"
+    HOST = "in RAM"
+    SLEEPING = "sleeping"
+    OFF = "off"
+
+
+def default_host_cache_bytes(total_ram: int) -> int:
+    """The tier's budget when `inference.host_cache_gb` is unset: a quarter of the host's RAM."""
+    return int(total_ram * DEFAULT_HOST_SHARE)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer of `HostTier.admit`: whether the model may be parked, and who leaves for it."""
+
+    admitted: bool
+    dropped: tuple[str, ...] = ()
+    reason: str = ""
+
+
+class HostTier:
+    """Parked models by task, oldest first, within a byte budget and the host's free RAM.
+
+    `available_ram` reads the host's available bytes now (psutil's `available` in the manager,
+    a counter in tests); `budget_bytes` 0 turns the tier off.
+    """
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        available_ram: Callable[[], int],
+        *,
+        headroom_bytes: int = HOST_HEADROOM_BYTES,
+    ) -> None:
+        self.budget_bytes = budget_bytes
+        self._available_ram = available_ram
+        self._headroom = headroom_bytes
+        self._parked: OrderedDict[str, int] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget_bytes > 0
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._parked.values())
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._parked
+
+    def tasks(self) -> list[str]:
+        """Parked tasks, oldest first."""
+        return list(self._parked)
+
+    def bytes_of(self, task: str) -> int:
+        return self._parked.get(task, 0)
+
+    def admit(self, task: str, nbytes: int) -> Admission:
+        """Whether `nbytes` more can be parked, dropping the oldest parked models if that helps.
+
+        Nothing changes here: the caller drops `dropped` (their host copies freed) and then
+        calls `add`. A model bigger than the whole budget, or than the host's RAM less the
+        headroom, is not admitted and nothing is dropped for it.
+        """
+        if not self.enabled:
+            return Admission(False, reason="the host-RAM tier is off")
+        if nbytes > self.budget_bytes:
+            return Admission(False, reason="larger than the host-RAM tier's budget")
+        dropped: list[str] = []
+        used = self.used_bytes
+        for oldest, size in self._parked.items():
+            if used + nbytes <= self.budget_bytes:
+                break
+            if oldest != task:
+                dropped.append(oldest)
+                used -= size
+        # Dropping frees host RAM as well: count it before comparing with what is available.
+        freed = sum(self._parked[t] for t in dropped)
+        if nbytes > self._available_ram() + freed - self._headroom:
+            return Admission(False, reason="the host's free RAM is too low to park it")
+        return Admission(True, tuple(dropped))
+
+    def add(self, task: str, nbytes: int) -> None:
+        self._parked[task] = nbytes
+        self._parked.move_to_end(task)
+
+    def remove(self, task: str) -> int:
+        """Forget `task`'s parked copy; returns the bytes it held (0 when it was not parked)."""
+        return self._parked.pop(task, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An evictable model as eviction sees it."""
+
+    task: str
+    last_used: float  # time.monotonic() of its last use
+    restore_s: float  # measured seconds to bring it back from where eviction would send it
+    priority: float = 1.0
+    residency_after: Residency = Residency.OFF
+
+
+def eviction_order(candidates: Iterable[Candidate], *, now: float | None = None) -> list[Candidate]:
+    """Cheapest loss first: the highest idle seconds ÷ (seconds to bring back × priority).
+
+    A model idle for long that comes back fast goes before a busy one that takes a cold load.
+    The sort is stable and the input is in least-recently-used order, so ties go to the least
+    recently used.
+    """
+    now = time.monotonic() if now is None else now
+    ordered: Sequence[Candidate] = list(candidates)
+
+    def cost(c: Candidate) -> float:
+        idle = max(0.0, now - c.last_used)
+        return -idle / (max(c.restore_s, 1e-3) * max(c.priority, 1e-6))
+
+    return sorted(ordered, key=cost)
+
+
+def eviction_reason(candidate: Candidate, *, now: float | None = None) -> str:
+    """Why this model was chosen, in words: "idle 14 min, back in 0.2 s from RAM"."""
+    now = time.monotonic() if now is None else now
+    idle = _duration(max(0.0, now - candidate.last_used))
+    back = f"{candidate.restore_s:.1f} s" if candidate.restore_s >= 0.1 else "under 0.1 s"
+    where = {
+        Residency.HOST: "from RAM",
+        Residency.SLEEPING: "by waking its server",
+        Residency.OFF: "by a reload",
+        Residency.DEVICE: "",
+    }[candidate.residency_after]
+    return f"idle {idle}, back in {back} {where}".rstrip()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+__all__ = [
+    "Admission",
+    "Candidate",
+    "HostTier",
+    "Residency",
+    "default_host_cache_bytes",
+    "eviction_order",
+    "eviction_reason",
+]
