@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from . import telemetry as tm
 from .budget import manager_limit, shortfall
@@ -26,12 +27,38 @@ from .events import (
 from .loaders.base import Death
 from .lru import LoadedModel
 from .memory import DeviceReading
+from .residency import Residency
 from .units import format_bytes
 
 logger = logging.getLogger(__name__)
 
 #: A freed model counts as returned once the device shows this share of its bytes free again.
 RETURNED_SHARE = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Victim:
+    """A model that making room would remove: what it frees, where it would go, and what
+    bringing it back is expected to cost (measured; the load time until a tier says better)."""
+
+    model: LoadedModel
+    bytes: int
+    goes_to: Residency
+    restore_s: float
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> Victim:
+        return cls(model, model.bytes, Residency.OFF, model.load_duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPlan:
+    """How room for a load would be made on one device (see `Eviction.plan_room`)."""
+
+    device: str
+    need: int  # bytes that must go first; ≤ 0 when it fits already
+    victims: tuple[Victim, ...]
+    fits: bool  # False: even every evictable model would not make room
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -62,6 +89,20 @@ class Eviction:
             pending_in_budget=core.devices.reserved(device),
         )
 
+    def plan_room(self, device: str, reading: DeviceReading, required: int) -> RoomPlan:
+        """What making room for `required` bytes on `device` would evict, from `reading`.
+
+        Changes nothing: `make_room` acts on this plan, and previews show it, so a preview is
+        what the action does.
+        """
+        need = self.shortfall(device, reading, required)
+        if need <= 0:
+            return RoomPlan(device, need, (), fits=True)
+        victims = self._core.table.victims(device, need)
+        if victims is None:
+            return RoomPlan(device, need, (), fits=False)
+        return RoomPlan(device, need, tuple(Victim.of(v) for v in victims), fits=True)
+
     async def make_room(self, device: str, required: int, *, for_task: str) -> DeviceReading:
         """Evict LRU models on `device` until `required` bytes fit; call with its lock held.
 
@@ -72,14 +113,13 @@ class Eviction:
         evicted: list[str] = []
         while True:
             reading = await self._core.devices.read_async(device)
-            need = self.shortfall(device, reading, required)
-            if need <= 0:
+            plan = self.plan_room(device, reading, required)
+            if plan.need <= 0:
                 return reading
-            victims = self._core.table.victims(device, need)
-            if victims is None:
-                detail = self._no_room(device, reading, required, need, evicted)
+            if not plan.fits:
+                detail = self._no_room(device, reading, required, plan.need, evicted)
                 raise InsufficientMemoryError(for_task, detail)
-            for victim in victims:
+            for victim in (v.model for v in plan.victims):
                 if self._core.table.loaded(victim.task) is not victim or not victim.evictable:
                     break  # held or gone meanwhile: choose again from a fresh reading
                 returned = await self.remove(victim, RemovalReason.ROOM, for_task, evicted=True)
