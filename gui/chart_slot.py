@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from .records import LogEntry, MemorySample
+from .records import GpuActivity, LogEntry, MemorySample
 
 DEFAULT_FPS = 4  # as gui.vram_chart's, which this module must not import early
 
@@ -33,6 +33,7 @@ class ChartSlot(QWidget):
         self._task_order: list[str] = []
         self._device: str | None = None
         self._window_s = 60
+        self._activity: GpuActivity | None = None
         self._placeholder = QLabel("Preparing the memory chart…", self)
         self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._placeholder.setObjectName("chartPlaceholder")
@@ -63,6 +64,7 @@ class ChartSlot(QWidget):
             chart.add_event(event)
         if self._device:
             chart.set_device(self._device)
+        chart.show_activity(self._activity)
         self._samples.clear()
         self._events.clear()
         layout = self.layout()
@@ -94,6 +96,16 @@ class ChartSlot(QWidget):
         self._device = device
         if self._chart is not None:
             self._chart.set_device(device)
+
+    @property
+    def device(self) -> str:
+        """The device the chart shows (the one chosen in its combo box, once built)."""
+        return self._chart.device if self._chart is not None else self._device or ""
+
+    def show_activity(self, activity: GpuActivity | None) -> None:
+        self._activity = activity
+        if self._chart is not None:
+            self._chart.show_activity(activity)
 
     def set_window(self, seconds: int) -> None:
         self._window_s = seconds

@@ -109,6 +109,8 @@ class EventLog(QWidget):
         table.setObjectName("eventTable")
         table.setModel(self.proxy)
         style_read_only_table(table, row_height=22)
+        # "room for e…" hid what mattered: cut in the middle; the tooltip has it all.
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = table.horizontalHeader()
         header.setHighlightSections(False)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)

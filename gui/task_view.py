@@ -62,6 +62,7 @@ class TaskTableView(QTableView):
         self.setItemDelegateForColumn(Column.MODEL, OptionDelegate(self))
         self.setItemDelegateForColumn(Column.STATE, StateDelegate(self))
         style_read_only_table(self, row_height=34)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a reason in the state cell
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self._size_columns()
         model.modelReset.connect(self._install_row_widgets)
