@@ -7,7 +7,7 @@ its rows (up to `TABLE_ROWS`) before the chart, the budget and the log share the
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect, QSettings, QSize
+from PySide6.QtCore import QRect, QSettings, QSize, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QMainWindow, QSplitter, QTableView, QWidget
 
@@ -19,8 +19,9 @@ LARGEST = QSize(1600, 1000)
 FRAME = QSize(16, 40)
 #: Rows the task table shows before it scrolls; the chart needs the height more after that.
 TABLE_ROWS = 10
-#: What the chart, budget and log keep at least when the table takes its rows.
-BOTTOM_LEAST = 260
+#: What the chart (with its controls and legend), the budget and the log keep at least when
+#: the table takes its rows: on a 768-pixel screen the table shows about 6 rows, not 10.
+BOTTOM_LEAST = 380
 SPLITTERS = ("main", "bottom", "left")
 
 
@@ -97,16 +98,18 @@ class WindowLayout:
         """The window is on screen with its real size: share it, unless it was remembered."""
         if self._splitters_pending:
             self._splitters_pending = False
-            self.share(rows)
+            # After this event the layouts have given the splitters their real heights.
+            QTimer.singleShot(0, self.window, lambda: self.share(rows))
 
     def share(self, rows: int) -> None:
         """The default sizes: the table its rows, the chart most of the rest."""
         main, bottom, left = (self.splitters[name] for name in SPLITTERS)
-        height = max(main.height(), 2 * BOTTOM_LEAST)
-        table = min(table_height(self.table, rows), height - BOTTOM_LEAST)
+        height = main.height()
+        least = table_height(self.table, 3)
+        table = max(least, min(table_height(self.table, rows), height - BOTTOM_LEAST))
         main.setSizes([table, height - table])
         width = max(bottom.width(), 800)
-        bottom.setSizes([int(width * 0.52), width - int(width * 0.52)])
+        bottom.setSizes([int(width * 0.45), width - int(width * 0.45)])
         below = left.widget(1)
         budget = below.sizeHint().height() if below is not None else 120
         left.setSizes([max(left.height(), 2 * budget) - budget, budget])
@@ -120,5 +123,5 @@ class WindowLayout:
         self.settings.sync()
 
 
-__all__ = ["SPLITTERS", "TABLE_ROWS", "WindowLayout", "available_area", "clamp_to", "first_size",
-           "table_height"]  # fmt: skip
+__all__ = ["BOTTOM_LEAST", "SPLITTERS", "TABLE_ROWS", "WindowLayout", "available_area",
+           "clamp_to", "first_size", "table_height"]  # fmt: skip
