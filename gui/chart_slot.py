@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from .records import GpuActivity, LogEntry, MemorySample
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 class ChartSlot(QWidget):
     """Holds a VramChart, or a placeholder until `build()` (or the first use of `chart`)."""
+
+    #: The chart exists now (pyqtgraph is imported).
+    chartBuilt = Signal()
 
     def __init__(self, parent: QWidget | None = None, fps: int = DEFAULT_FPS) -> None:
         super().__init__(parent)
@@ -73,6 +76,7 @@ class ChartSlot(QWidget):
         chart.show()  # a child added to a shown window stays hidden until shown
         self._placeholder.deleteLater()
         self._chart = chart
+        self.chartBuilt.emit()
         return chart
 
     def add_sample(self, sample: MemorySample) -> None:
