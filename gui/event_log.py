@@ -138,12 +138,12 @@ class EventLog(QWidget):
 
     def _share_columns(self) -> None:
         """In a narrow log, Task and Model give up width (elided in the middle) so that the
-        Reason column keeps a third of the table: the reason is what a person reads."""
+        Reason column keeps REASON_LEAST pixels at least: the reason is what a person reads."""
         room = self.table.viewport().width()
         fixed = sum(self._natural[c] for c in (LogColumn.TIME, LogColumn.KIND, LogColumn.BYTES,
                                               LogColumn.DURATION))  # fmt: skip
         natural = self._natural[LogColumn.TASK] + self._natural[LogColumn.MODEL]
-        spare = room - fixed - max(REASON_LEAST, room // 3)
+        spare = room - fixed - REASON_LEAST
         share = min(1.0, max(spare, 0) / natural)
         for column in (LogColumn.TASK, LogColumn.MODEL):
             self.table.setColumnWidth(column, max(COLUMN_LEAST, int(self._natural[column] * share)))

@@ -239,6 +239,9 @@ class MainWindow(ConfigFileCommands):
             self._spawn(self._show_activity(self.chart_slot.device or self.bridge.primary_device))
 
     async def _show_activity(self, device: str) -> None:
+        if not device.startswith("cuda") and self.bridge.primary_device.startswith("cuda"):
+            self.chart_slot.show_activity(None)  # host RAM shown: GPU processes are elsewhere
+            return
         self.chart_slot.show_activity(await self.bridge.gpu_activity(device))
 
     def _on_devices(self, devices: list[DeviceInfo]) -> None:

@@ -47,6 +47,8 @@ class AppSession:
         self.shutdown_ran = False
         self.warmup: asyncio.Task[Any] | None = None
         self.preload: asyncio.Task[Any] | None = None
+        #: Done when loads may start: the preload, the demo models and the architectures.
+        self.ready: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
@@ -75,7 +77,8 @@ class AppSession:
             self.preload = self.spawn(self._preload_frameworks())
         # Loads wait for the imports and the demo models: two threads importing transformers
         # at once can see its lazy module half made ("no attribute 'AutoConfig'").
-        self.bridge.set_prerequisite(self.spawn(self._before_loads()))
+        self.ready = self.spawn(self._before_loads())
+        self.bridge.set_prerequisite(self.ready)
         if warm_up:
             self.warmup = self.spawn(self.bridge.warm_up(force=False))
 
