@@ -30,7 +30,7 @@ from .chart_slot import DEFAULT_FPS, ChartSlot
 from .config_file_commands import ConfigFileCommands
 from .error_banner import ErrorBanner
 from .event_log import EventLog
-from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample
+from .records import BudgetReport, DeviceInfo, GpuActivity, LogEntry, MemorySample, TaskRow
 from .status_bar import StatusBar
 from .task_table import TaskTableModel
 from .task_view import TaskTableView
@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 REPLAN_KINDS = frozenset({"ModelLoaded", "SelectionChanged", "ConfigReloaded"})
 #: How often the chart's line about the GPU's other processes is read (nvitop's default).
 ACTIVITY_INTERVAL_MS = 2000
+
+
+def tasks_to_warm(rows: list[TaskRow]) -> list[str]:
+    """The tasks a warm-up would load now: selected option available and not loaded."""
+    return [r.task for r in rows if r.option.available and not r.loaded]
 
 
 class MainWindow(ConfigFileCommands):
@@ -76,7 +81,9 @@ class MainWindow(ConfigFileCommands):
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
         self.actions_ = build_actions(self)
-        self.warmup_report = WarmupReport(self.status, self.banner, self._tasks_to_warm)
+        # Given the bridge's rows, not a method of this window: no reference cycle through it.
+        rows = bridge.task_rows
+        self.warmup_report = WarmupReport(self.status, self.banner, lambda: tasks_to_warm(rows()))
         self.splitters = self._build_layout()
         self._dirty_rows: set[str] = set()
         self._row_timer = QTimer(self, singleShot=True, interval=30)
@@ -227,27 +234,32 @@ class MainWindow(ConfigFileCommands):
         for action in self.actions_.busy_keys.get(key, []):
             action.setEnabled(not busy and not self._close_requested)
 
-    def _tasks_to_warm(self) -> list[str]:
-        return [r.task for r in self.bridge.task_rows() if r.option.available and not r.loaded]
-
     def _on_budget(self, report: BudgetReport) -> None:
         self.budget.show_report(report)
         self.budget_legend.show_report(report)
 
     def _read_activity(self) -> None:
-        if self.isVisible() and not self._close_requested:
-            self._spawn(self._show_activity(self.chart_slot.device or self.bridge.primary_device))
+        """Utilisation and other processes of the chart's device, where NVML reads it (in a
+        thread, through the bridge); otherwise say why there is nothing, without a thread."""
+        if not self.isVisible() or self._close_requested:
+            return
+        device = self.chart_slot.device or self.bridge.primary_device
+        info = next((d for d in self.bridge.devices if d.device == device), None)
+        if info is not None and info.probe == "nvml":
+            self._spawn(self._show_activity(device))
+        elif self.bridge.primary_device.startswith("cuda"):
+            self.chart_slot.show_activity(None)  # host RAM shown: GPU processes are elsewhere
+        else:
+            self.chart_slot.show_activity(GpuActivity(device, nvml=False))
 
     async def _show_activity(self, device: str) -> None:
-        if not device.startswith("cuda") and self.bridge.primary_device.startswith("cuda"):
-            self.chart_slot.show_activity(None)  # host RAM shown: GPU processes are elsewhere
-            return
         self.chart_slot.show_activity(await self.bridge.gpu_activity(device))
 
     def _on_devices(self, devices: list[DeviceInfo]) -> None:
         primary = self.bridge.primary_device
         self.status.show_devices(devices, primary)
         self.chart_slot.set_device(primary)
+        self._read_activity()
 
     def _on_config_loaded(self, path: str) -> None:
         self.on_file.now_on_file(self.bridge.selections())
