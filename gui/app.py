@@ -26,6 +26,8 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QFont, QIcon
 from PySide6.QtWidgets import QApplication
 
+from vramdeck.telemetry_setup import configure_from_env
+
 from . import paths
 from . import settings as saved
 from .bridge import ManagerBridge, open_bridge, start_file_logging
@@ -33,7 +35,6 @@ from .gc_guard import GuiThreadCollector
 from .main_window import MainWindow
 from .qt_logging import route_qt_messages
 from .session import AppSession, DemoModelMaker
-from .telemetry_setup import configure_from_env
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,18 @@ from vramdeck.manager import (
 )
 from vramdeck.manager.config_store import ConfigChangedOnDisk, save_selections
 from vramdeck.manager.logs import setup_file_logging
+from vramdeck.manager.memory import read_activity
 
 from .bridge_records import budget_report, log_entry, memory_sample, task_row
-from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample, TaskRow
+from .records import (
+    BudgetReport,
+    DeviceInfo,
+    GpuActivity,
+    GpuProcessInfo,
+    LogEntry,
+    MemorySample,
+    TaskRow,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -290,7 +299,10 @@ class ManagerBridge(QObject):
             return True
 
         old = self.config_path.name
-        title = f"Could not load {Path(path).name if path else old}; still using {old}"
+        if path is None or Path(path).resolve() == self.config_path.resolve():
+            title = f"Could not reload {old}; the version read before stays in force"
+        else:
+            title = f"Could not load {Path(path).name}; still using {old}"
         return bool(await self._run(RELOAD, title, work))
 
     async def save_config(self, *, overwrite: bool = False) -> str | None:
@@ -327,6 +339,15 @@ class ManagerBridge(QObject):
             return report
 
         return await self._run(key, "Could not validate the memory budget", work)
+
+    async def gpu_activity(self, device: str) -> GpuActivity:
+        """`device`'s utilisation and the processes on it that are not vramdeck's, read in a
+        thread (NVML can take a moment); ``nvml=False`` where NVML does not read `device`."""
+        found = await asyncio.to_thread(read_activity, self._manager.probe, device)
+        if found is None:
+            return GpuActivity(device, nvml=False)
+        processes = tuple(GpuProcessInfo(p.pid, p.name, p.used) for p in found.processes)
+        return GpuActivity(device, True, found.utilisation, processes)
 
     async def shutdown(self) -> None:
         """Unload everything and stop the manager; shutdownProgress reports each model."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from .records import LogEntry, MemorySample
+from .records import GpuActivity, LogEntry, MemorySample
 
 DEFAULT_FPS = 4  # as gui.vram_chart's, which this module must not import early
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 class ChartSlot(QWidget):
     """Holds a VramChart, or a placeholder until `build()` (or the first use of `chart`)."""
 
+    #: The chart exists now (pyqtgraph is imported).
+    chartBuilt = Signal()
+
     def __init__(self, parent: QWidget | None = None, fps: int = DEFAULT_FPS) -> None:
         super().__init__(parent)
         self.fps = fps
@@ -33,6 +36,7 @@ class ChartSlot(QWidget):
         self._task_order: list[str] = []
         self._device: str | None = None
         self._window_s = 60
+        self._activity: GpuActivity | None = None
         self._placeholder = QLabel("Preparing the memory chart…", self)
         self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._placeholder.setObjectName("chartPlaceholder")
@@ -63,6 +67,7 @@ class ChartSlot(QWidget):
             chart.add_event(event)
         if self._device:
             chart.set_device(self._device)
+        chart.show_activity(self._activity)
         self._samples.clear()
         self._events.clear()
         layout = self.layout()
@@ -71,6 +76,7 @@ class ChartSlot(QWidget):
         chart.show()  # a child added to a shown window stays hidden until shown
         self._placeholder.deleteLater()
         self._chart = chart
+        self.chartBuilt.emit()
         return chart
 
     def add_sample(self, sample: MemorySample) -> None:
@@ -94,6 +100,16 @@ class ChartSlot(QWidget):
         self._device = device
         if self._chart is not None:
             self._chart.set_device(device)
+
+    @property
+    def device(self) -> str:
+        """The device the chart shows (the one chosen in its combo box, once built)."""
+        return self._chart.device if self._chart is not None else self._device or ""
+
+    def show_activity(self, activity: GpuActivity | None) -> None:
+        self._activity = activity
+        if self._chart is not None:
+            self._chart.show_activity(activity)
 
     def set_window(self, seconds: int) -> None:
         self._window_s = seconds

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtGui import QFontMetrics, QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -30,6 +30,7 @@ from .records import LogEntry
 from .table_style import style_read_only_table
 
 ALL_KINDS = "All events"
+REASON_LEAST, COLUMN_LEAST = 160, 64  # pixels
 NO_PROGRESS = "All but progress"
 #: Kinds the filter offers before any has happened, in a sensible order.
 KNOWN_KINDS = ("ModelLoading", "LoadProgress", "ModelLoaded", "LoadFailed", "ModelEvicted",
@@ -109,6 +110,8 @@ class EventLog(QWidget):
         table.setObjectName("eventTable")
         table.setModel(self.proxy)
         style_read_only_table(table, row_height=22)
+        # "room for e…" hid what mattered: cut in the middle; the tooltip has it all.
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = table.horizontalHeader()
         header.setHighlightSections(False)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
@@ -123,10 +126,27 @@ class EventLog(QWidget):
             LogColumn.BYTES: "00 MiB",
             LogColumn.DURATION: "Duration",
         }
-        for column, sample in samples.items():
-            table.setColumnWidth(column, metrics.horizontalAdvance(sample) + 18)
+        self._natural = {c: metrics.horizontalAdvance(t) + 18 for c, t in samples.items()}
+        for column, width in self._natural.items():
+            table.setColumnWidth(column, width)
         header.setSectionResizeMode(LogColumn.REASON, QHeaderView.ResizeMode.Stretch)
         return table
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._share_columns()
+
+    def _share_columns(self) -> None:
+        """In a narrow log, Task and Model give up width (elided in the middle) so that the
+        Reason column keeps REASON_LEAST pixels at least: the reason is what a person reads."""
+        room = self.table.viewport().width()
+        fixed = sum(self._natural[c] for c in (LogColumn.TIME, LogColumn.KIND, LogColumn.BYTES,
+                                              LogColumn.DURATION))  # fmt: skip
+        natural = self._natural[LogColumn.TASK] + self._natural[LogColumn.MODEL]
+        spare = room - fixed - REASON_LEAST
+        share = min(1.0, max(spare, 0) / natural)
+        for column in (LogColumn.TASK, LogColumn.MODEL):
+            self.table.setColumnWidth(column, max(COLUMN_LEAST, int(self._natural[column] * share)))
 
     def add_entry(self, entry: LogEntry) -> None:
         """Queue an entry; queued entries are shown together (`flush`), at most 10 times a

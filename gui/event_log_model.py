@@ -14,7 +14,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QFont
 
-from .formatting import fmt_bytes, fmt_clock, fmt_duration
+from .formatting import expand_vars, fmt_bytes, fmt_clock, fmt_duration
 from .palette import ERROR_COLOR, WARNING_COLOR
 from .records import LogEntry
 
@@ -129,7 +129,7 @@ class EventLogModel(QAbstractTableModel):
             return entry
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == LogColumn.MODEL:
-                return entry.model_id or None
+                return expand_vars(entry.model_id) or None
             if column == LogColumn.KIND:
                 return entry.kind
             return entry.reason or None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 MIB = 1024**2
@@ -57,6 +59,23 @@ def short_model_id(model_id: str) -> str:
     return model_id
 
 
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+#: Variables never written out, whatever a config puts them in.
+_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def expand_vars(text: str) -> str:
+    """`text` with ``${VAR}`` and ``$VAR`` replaced by the environment's values, as the
+    manager reads a model id; unset variables and ones that look secret stay as written."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        found = os.environ.get(name)
+        return match.group(0) if found is None or _SECRET.search(name) else found
+
+    return _VARIABLE.sub(value, text)
+
+
 def fmt_percent(part: int | float, whole: int | float) -> str:
     """``"42%"``; ``"—"`` when `whole` is 0."""
     return f"{100 * part / whole:.0f}%" if whole else "—"
@@ -65,6 +84,7 @@ def fmt_percent(part: int | float, whole: int | float) -> str:
 __all__ = [
     "GIB",
     "MIB",
+    "expand_vars",
     "fmt_ago",
     "fmt_bytes",
     "fmt_clock",

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .formatting import fmt_clock
+from .formatting import expand_vars, fmt_clock
 from .records import LogEntry
 
 FIELDS = ("time", "at", "kind", "task", "model", "model_id", "device", "bytes", "duration_s",
@@ -15,7 +15,9 @@ FIELDS = ("time", "at", "kind", "task", "model", "model_id", "device", "bytes", 
 
 
 def _record(entry: LogEntry) -> dict[str, object]:
-    return {"time": fmt_clock(entry.at), **entry.as_dict()}
+    record = {"time": fmt_clock(entry.at), **entry.as_dict()}
+    record["model_id"] = expand_vars(entry.model_id)  # the folder the model came from
+    return record
 
 
 def write_csv(entries: Iterable[LogEntry], path: str | Path) -> int:

@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QShowEvent
 from PySide6.QtWidgets import (
-    QFileDialog,
-    QMainWindow,
-    QMessageBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -26,26 +23,37 @@ from PySide6.QtWidgets import (
 from qasync import asyncSlot
 
 from . import settings as saved
-from .bridge import CHANGED_ON_DISK, SAVE, SHUTDOWN, ManagerBridge
+from .bridge import SAVE, SHUTDOWN, ManagerBridge
+from .budget_legend import BudgetLegend
 from .budget_view import BudgetView
 from .chart_slot import DEFAULT_FPS, ChartSlot
+from .config_file_commands import ConfigFileCommands
 from .error_banner import ErrorBanner
 from .event_log import EventLog
-from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample
+from .records import BudgetReport, DeviceInfo, GpuActivity, LogEntry, MemorySample, TaskRow
 from .status_bar import StatusBar
 from .task_table import TaskTableModel
 from .task_view import TaskTableView
+from .unsaved import SelectionsOnFile
+from .warmup_report import WarmupReport
+from .window_actions import build_actions
+from .window_layout import WindowLayout
 
 if TYPE_CHECKING:
     from .vram_chart import VramChart
-from .window_actions import build_actions
 
 #: Events after which the budget plan may have changed (a measured size, a selection, a config).
 REPLAN_KINDS = frozenset({"ModelLoaded", "SelectionChanged", "ConfigReloaded"})
-SPLITTERS = ("main", "bottom", "left")
+#: How often the chart's line about the GPU's other processes is read (nvitop's default).
+ACTIVITY_INTERVAL_MS = 2000
 
 
-class MainWindow(QMainWindow):
+def tasks_to_warm(rows: list[TaskRow]) -> list[str]:
+    """The tasks a warm-up would load now: selected option available and not loaded."""
+    return [r.task for r in rows if r.option.available and not r.loaded]
+
+
+class MainWindow(ConfigFileCommands):
     """The vramdeck panel for one manager (through its bridge)."""
 
     #: The person asked to close; the app shuts the manager down, then calls `close_now`.
@@ -60,16 +68,22 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self._may_close = False
         self._close_requested = False
+        self._close_after_save = False
+        self.on_file = SelectionsOnFile(bridge.selections())
         self._tasks: set[asyncio.Task[Any]] = set()
         self.banner = ErrorBanner(self)
         self.table_model = TaskTableModel(self)
         self.table = TaskTableView(self.table_model, self)
         self.chart_slot = ChartSlot(self, fps=chart_fps)
         self.budget = BudgetView(self)
+        self.budget_legend = BudgetLegend(self)
         self.log = EventLog(self)
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
         self.actions_ = build_actions(self)
+        # Given the bridge's rows, not a method of this window: no reference cycle through it.
+        rows = bridge.task_rows
+        self.warmup_report = WarmupReport(self.status, self.banner, lambda: tasks_to_warm(rows()))
         self.splitters = self._build_layout()
         self._dirty_rows: set[str] = set()
         self._row_timer = QTimer(self, singleShot=True, interval=30)
@@ -80,20 +94,29 @@ class MainWindow(QMainWindow):
         # Once a second: "Last used" moves with the clock, and no state can stay stale for long.
         self._clock.timeout.connect(self._refresh_rows)
         self._clock.start()
+        self._activity_timer = QTimer(self, interval=ACTIVITY_INTERVAL_MS)
+        self._activity_timer.timeout.connect(self._read_activity)
         self._connect()
         self._reset_rows()
         self._show_config(str(bridge.config_path))
-        self.resize(1400, 900)
-        self._restore_layout()
+        self.layout_ = WindowLayout(self, self.splitters, self.table, settings)
+        self.layout_.restore()
+        self.set_chart_window(saved.chart_window_s(settings) if settings is not None else 60)
 
     # ----------------------------------------------------------------- construction
 
     def _build_layout(self) -> dict[str, QSplitter]:
+        budget = QWidget(self)
+        budget_layout = QVBoxLayout(budget)
+        budget_layout.setContentsMargins(0, 0, 6, 4)
+        budget_layout.setSpacing(0)
+        budget_layout.addWidget(self.budget, 1)
+        budget_layout.addWidget(self.budget_legend)
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.chart_slot)
-        left.addWidget(self.budget)
-        left.setStretchFactor(0, 4)
-        left.setStretchFactor(1, 1)
+        left.addWidget(budget)
+        left.setStretchFactor(0, 1)
+        left.setStretchFactor(1, 0)
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(left)
         bottom.addWidget(self.log)
@@ -102,8 +125,8 @@ class MainWindow(QMainWindow):
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(self.table)
         main.addWidget(bottom)
-        main.setStretchFactor(0, 2)
-        main.setStretchFactor(1, 3)
+        main.setStretchFactor(0, 0)  # the table keeps its rows' height; the chart grows
+        main.setStretchFactor(1, 1)
         splitters = {"main": main, "bottom": bottom, "left": left}
         for name, splitter in splitters.items():
             splitter.setObjectName(f"{name}Splitter")
@@ -124,9 +147,11 @@ class MainWindow(QMainWindow):
         b.taskChanged.connect(self._refresh_row)
         b.tasksReset.connect(self._reset_rows)
         b.busyChanged.connect(self._on_busy)
+        b.busyChanged.connect(self.warmup_report.busy_changed)
+        b.eventLogged.connect(self.warmup_report.event_logged)
         b.errorRaised.connect(self.banner.show_error)
-        b.notice.connect(lambda text: self.status.showMessage(text, 6000))
-        b.configDirtyChanged.connect(lambda _d: self._show_config(str(b.config_path)))
+        b.notice.connect(self.status.notify)
+        b.configDirtyChanged.connect(self._on_dirty_changed)
         b.configLoaded.connect(self._on_config_loaded)
         b.budgetPlanned.connect(self._on_budget)
         b.devicesDetected.connect(self._on_devices)
@@ -155,6 +180,13 @@ class MainWindow(QMainWindow):
         self.chart_slot.add_event(entry)
         if entry.kind in REPLAN_KINDS:
             self._plan_timer.start()
+        if entry.kind == "SelectionChanged":  # b then a again: the title loses its *
+            self._show_config(str(self.bridge.config_path))
+
+    def _on_dirty_changed(self, dirty: bool) -> None:
+        if not dirty:  # just saved, or just read: the file holds the selections now
+            self.on_file.now_on_file(self.bridge.selections())
+        self._show_config(str(self.bridge.config_path))
 
     def _on_sample(self, sample: MemorySample) -> None:
         self.chart_slot.add_sample(sample)
@@ -188,6 +220,7 @@ class MainWindow(QMainWindow):
         tasks = self.bridge.task_names()
         self.chart_slot.set_task_order(tasks)
         self.budget.set_task_order(tasks)
+        self.budget_legend.task_order = tasks
         self._plan_timer.start()
 
     def _on_busy(self, key: str, busy: bool) -> None:
@@ -201,18 +234,35 @@ class MainWindow(QMainWindow):
         for action in self.actions_.busy_keys.get(key, []):
             action.setEnabled(not busy and not self._close_requested)
 
-    def _may_save(self) -> bool:
-        return self.bridge.config_dirty and not self._close_requested
-
     def _on_budget(self, report: BudgetReport) -> None:
         self.budget.show_report(report)
+        self.budget_legend.show_report(report)
+
+    def _read_activity(self) -> None:
+        """Utilisation and other processes of the chart's device, where NVML reads it (in a
+        thread, through the bridge); otherwise say why there is nothing, without a thread."""
+        if not self.isVisible() or self._close_requested:
+            return
+        device = self.chart_slot.device or self.bridge.primary_device
+        info = next((d for d in self.bridge.devices if d.device == device), None)
+        if info is not None and info.probe == "nvml":
+            self._spawn(self._show_activity(device))
+        elif self.bridge.primary_device.startswith("cuda"):
+            self.chart_slot.show_activity(None)  # host RAM shown: GPU processes are elsewhere
+        else:
+            self.chart_slot.show_activity(GpuActivity(device, nvml=False))
+
+    async def _show_activity(self, device: str) -> None:
+        self.chart_slot.show_activity(await self.bridge.gpu_activity(device))
 
     def _on_devices(self, devices: list[DeviceInfo]) -> None:
         primary = self.bridge.primary_device
         self.status.show_devices(devices, primary)
         self.chart_slot.set_device(primary)
+        self._read_activity()
 
     def _on_config_loaded(self, path: str) -> None:
+        self.on_file.now_on_file(self.bridge.selections())
         if self.settings is not None:
             saved.remember_config(self.settings, Path(path))
         self.banner.hide()
@@ -220,7 +270,7 @@ class MainWindow(QMainWindow):
         self._show_config(path)
 
     def _show_config(self, path: str) -> None:
-        dirty = self.bridge.config_dirty
+        dirty = self.selections_differ
         self.actions_.save_config.setEnabled(self._may_save())
         self.setWindowTitle(f"{Path(path).name}[*] — vramdeck")
         self.setWindowModified(dirty)
@@ -266,52 +316,6 @@ class MainWindow(QMainWindow):
             verdict = "fit together" if report.valid else "do NOT fit together"
             self.status.showMessage(f"Budget validated: the selected models {verdict}", 6000)
 
-    def reload_config(self, path: str | None = None) -> asyncio.Task[Any]:
-        """Read the config again (or `path`); a bad file keeps the current config."""
-        return self._spawn(self.bridge.reload_config(path))
-
-    def save_config(self, overwrite: bool = False) -> asyncio.Task[Any]:
-        """Save the selections; a file changed on disk meanwhile is overwritten only if the
-        person says so (asked outside the task: a modal dialog must not run inside its step)."""
-
-        async def save() -> None:
-            if await self.bridge.save_config(overwrite=overwrite) == CHANGED_ON_DISK:
-                QTimer.singleShot(0, self, self._ask_overwrite)
-
-        return self._spawn(save())
-
-    def _ask_overwrite(self) -> None:
-        if self.confirm_overwrite(self.bridge.config_path):
-            self.save_config(overwrite=True)
-        else:
-            self.status.showMessage("Not saved: the file changed on disk", 6000)
-
-    def confirm_overwrite(self, path: Path) -> bool:
-        """Ask whether to save over a config that changed on disk (tests replace this)."""
-        answer = QMessageBox.question(
-            self,
-            "The config changed on disk",
-            f"{path} was changed by another program since vramdeck read it.\n\n"
-            "Save your selections into it anyway? Only the `selected:` lines change; "
-            "the other edits stay.",
-        )
-        return answer == QMessageBox.StandardButton.Yes
-
-    def open_config(self) -> None:
-        # A sync slot on purpose: the modal dialog runs a nested event loop, which must not
-        # happen inside an asyncio task's step.
-        path = self.choose_config_path()
-        if path:
-            self.reload_config(path)
-
-    def choose_config_path(self) -> str | None:
-        """Ask for a config file (tests replace this)."""
-        start = str(self.bridge.config_path.parent)
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Open config", start, "Configs (*.yaml *.yml);;All files (*)"
-        )
-        return path or None
-
     def _replan(self) -> None:
         if not self._close_requested:
             self._spawn(self.bridge.plan_budget(key="plan"))
@@ -341,42 +345,26 @@ class MainWindow(QMainWindow):
 
     # ----------------------------------------------------------------- layout and closing
 
-    def _default_layout(self) -> None:
-        rows = max(3, min(len(self.table_model.rows()), 10))
-        table_height = rows * self.table.verticalHeader().defaultSectionSize() + 60
-        self.splitters["main"].setSizes([table_height, 900 - table_height])
-        self.splitters["bottom"].setSizes([640, 760])
-        self.splitters["left"].setSizes([420, 130])
-
-    def _restore_layout(self) -> None:
-        self._default_layout()
-        if self.settings is None:
-            self.set_chart_window(60)
-            return
-        if (geometry := saved.layout_value(self.settings, "geometry")) is not None:
-            self.restoreGeometry(geometry)
-        for name in SPLITTERS:
-            if (state := saved.layout_value(self.settings, f"splitter/{name}")) is not None:
-                self.splitters[name].restoreState(state)
-        self.set_chart_window(saved.chart_window_s(self.settings))
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.layout_.shown(len(self.table_model.rows()))
+        if not self._activity_timer.isActive():
+            self._activity_timer.start()
+            self._read_activity()
 
     def save_layout(self) -> None:
-        if self.settings is None:
-            return
-        saved.save_layout_value(self.settings, "geometry", self.saveGeometry())
-        for name, splitter in self.splitters.items():
-            saved.save_layout_value(self.settings, f"splitter/{name}", splitter.saveState())
-        self.settings.sync()
+        self.layout_.save()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self._may_close:
             self._clock.stop()
+            self._activity_timer.stop()
             self._plan_timer.stop()
             self._row_timer.stop()
             event.accept()
             return
         event.ignore()
-        if not self._close_requested:
+        if not self._close_requested and self._unsaved_may_close():
             self._close_requested = True
             self.save_layout()
             for action in self.actions_.commands():

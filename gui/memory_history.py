@@ -40,6 +40,7 @@ class Marker:
     kind: str  # load | evict | unload | fail
     bytes_then: int
     text: str
+    task: str = ""
 
 
 class DeviceHistory:
@@ -90,7 +91,7 @@ class MemoryHistory:
             return None  # an external API holds no memory on any device
         device = entry.device or self._any_device()
         then = self._level(device, entry, kind)
-        marker = Marker(entry.at, device, kind, int(then), marker_text(entry))
+        marker = Marker(entry.at, device, kind, int(then), marker_text(entry), entry.task)
         self.markers.append(marker)
         return marker
 

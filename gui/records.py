@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-GIB = 1024**3
+from .formatting import GIB, fmt_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,8 @@ class OptionInfo:
 
     @property
     def label(self) -> str:
-        """``name · 0.10 GiB · fast`` (external APIs show ``API`` for their memory)."""
-        memory = "API" if self.external else f"{self.vram_gb:.2f} GiB"
+        """``name · 512 MiB · fast`` (external APIs show ``API`` for their memory)."""
+        memory = "API" if self.external else fmt_bytes(self.vram_gb * GIB)
         return f"{self.name} · {memory} · {self.speed}"
 
 
@@ -162,11 +162,32 @@ class DeviceInfo:
     probe: str  # nvml | torch | host
 
 
+@dataclass(frozen=True, slots=True)
+class GpuProcessInfo:
+    """A process on a GPU that is not vramdeck's, as NVML reports it."""
+
+    pid: int
+    name: str
+    used: int | None  # bytes; None where NVML cannot tell (some drivers, other containers)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuActivity:
+    """What else happens on a device: its utilisation and the other processes on it."""
+
+    device: str
+    nvml: bool  # False: NVML cannot read this device, so nothing else here is known
+    utilisation: int | None = None  # percent of time a kernel ran, over NVML's last period
+    processes: tuple[GpuProcessInfo, ...] = ()
+
+
 __all__ = [
     "GIB",
     "BudgetReport",
     "DeviceInfo",
     "DevicePlan",
+    "GpuActivity",
+    "GpuProcessInfo",
     "LogEntry",
     "MemorySample",
     "OptionInfo",

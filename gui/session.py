@@ -22,13 +22,17 @@ from typing import Any, Protocol
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
+from . import preload
 from .bridge import ManagerBridge
+from .gc_guard import collection_paused
 from .main_window import MainWindow
 
 logger = logging.getLogger(__name__)
 
 #: How long the close path waits for the manager before closing anyway.
 SHUTDOWN_TIMEOUT_S = 120.0
+#: How long the preload waits for the chart to be built (pyqtgraph imported) before torch.
+CHART_FIRST_S = 3.0
 
 
 class DemoModelMaker(Protocol):
@@ -61,6 +65,8 @@ class AppSession:
         self.shutdown_ran = False
         self.warmup: asyncio.Task[Any] | None = None
         self.preload: asyncio.Task[Any] | None = None
+        #: Done when loads may start: the preload, the demo models and the architectures.
+        self.ready: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
@@ -89,7 +95,8 @@ class AppSession:
             self.preload = self.spawn(self._preload_frameworks())
         # Loads wait for the imports and the demo models: two threads importing transformers
         # at once can see its lazy module half made ("no attribute 'AutoConfig'").
-        self.bridge.set_prerequisite(self.spawn(self._before_loads()))
+        self.ready = self.spawn(self._before_loads())
+        self.bridge.set_prerequisite(self.ready)
         if warm_up:
             self.warmup = self.spawn(self.bridge.warm_up(force=False))
 
@@ -161,6 +168,8 @@ class AppSession:
         folder = maker.folder_to_make(self.bridge.model_ids()) if maker is not None else None
         if maker is not None and folder is not None:
             await self._make_demo_models(maker, folder)
+        if self.preload is not None and "transformers" in sys.modules:
+            await self._preload_architectures()
 
     def _freeze_after_first_load(self, entry: Any) -> None:
         """The first load imports transformers' model code (another ~100k objects): freeze
@@ -171,13 +180,38 @@ class AppSession:
 
     async def _preload_frameworks(self) -> None:
         """Import torch and transformers now, while the person looks at the window, instead of
-        in the first load; then freeze the heap: their million objects need never be scanned
-        by the garbage collector again (a full collection would hold the GIL ~0.2 s)."""
+        in the first load, with garbage collection paused; then freeze the heap: their million
+        objects need never be scanned again (a full collection would hold the GIL ~0.2 s).
+
+        The chart is built first: pyqtgraph imported on the GUI thread while torch imports in
+        another stalled the window 300-460 ms."""
+        await self._chart_first()
         try:
-            await _in_daemon_thread(_import_frameworks)
+            with collection_paused():
+                await _in_daemon_thread(preload.import_frameworks)
         except ImportError as exc:
             logger.info("not preloading: %s", exc)  # the loads will say what is missing
             return
+        gc.freeze()
+
+    async def _chart_first(self) -> None:
+        slot = self.window.chart_slot
+        if slot.built:
+            return
+        built = asyncio.Event()
+        slot.chartBuilt.connect(built.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(built.wait(), CHART_FIRST_S)
+        slot.chartBuilt.disconnect(built.set)
+
+    async def _preload_architectures(self) -> None:
+        """The rest of a first load's one-off work (see `preload`), once the models exist."""
+        sources = preload.model_sources(self.bridge.task_rows())
+        if not sources:
+            return
+        with collection_paused():
+            done = await _in_daemon_thread(preload.import_architectures, sources)
+        logger.info("preloaded the code of %s", ", ".join(done) or "no architecture")
         gc.freeze()
 
     async def _make_demo_models(self, maker: DemoModelMaker, folder: Path) -> None:
@@ -197,17 +231,6 @@ class AppSession:
             status.end_progress()
             return
         status.end_progress(f"Demo models ready in {folder}")
-
-
-def _import_frameworks() -> None:
-    import torch  # noqa: F401
-    import transformers
-
-    # transformers imports lazily, on first use of a name: use the ones every load needs.
-    # PreTrainedModel alone is 2.7 s of imports (generation, integrations, safetensors).
-    transformers.AutoConfig  # noqa: B018
-    transformers.AutoModel  # noqa: B018
-    transformers.PreTrainedModel  # noqa: B018
 
 
 def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:

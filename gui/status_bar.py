@@ -3,14 +3,28 @@ progress of long work (making the demo models, shutting down)."""
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import PurePath
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QWidget
 
 from .formatting import fmt_bytes, fmt_percent
 from .records import DeviceInfo, MemorySample
 
 PROBE_NAMES = {"nvml": "NVML", "torch": "torch", "host": "host RAM"}
+_PATH = re.compile(r"(?<![\w.])/[^\s()]+")
+
+
+def fit_message(text: str, width: int, metrics: QFontMetrics) -> str:
+    """`text` in `width` pixels: paths shortened to their file names first, then elided in
+    the middle (the tooltip keeps the whole text)."""
+    if metrics.horizontalAdvance(text) <= width:
+        return text
+    short = _PATH.sub(lambda m: PurePath(m.group(0)).name or m.group(0), text)
+    return metrics.elidedText(short, Qt.TextElideMode.ElideMiddle, max(width, 40))
 
 
 class StatusBar(QStatusBar):
@@ -61,6 +75,15 @@ class StatusBar(QStatusBar):
             f"({fmt_percent(sample.used, sample.total)})"
         )
 
+    def notify(self, text: str, timeout_ms: int = 6000) -> None:
+        """A passing message that fits the room the permanent fields leave it."""
+        room = self.width() - sum(
+            w.width() + 12 for w in (self.progress, self.config_label, self.device_label,
+                                     self.probe_label, self.memory_label) if w.isVisible()
+        )  # fmt: skip
+        self.showMessage(fit_message(text, room - 24, self.fontMetrics()), timeout_ms)
+        self.setToolTip(text)
+
     def show_config(self, path: str, dirty: bool) -> None:
         name = path.rsplit("/", 1)[-1]
         self.config_label.setText(f"config: {name}{' (changed)' if dirty else ''}")
@@ -84,4 +107,4 @@ class StatusBar(QStatusBar):
             self.clearMessage()
 
 
-__all__ = ["PROBE_NAMES", "StatusBar"]
+__all__ = ["PROBE_NAMES", "StatusBar", "fit_message"]

@@ -204,11 +204,16 @@ class TaskTableModel(QAbstractTableModel):
 
 
 def state_text(row: TaskRow) -> str:
-    """``loading 40% · reading weights``, ``failed``, ``loaded`` …"""
+    """``loading 40% · reading weights``, ``loaded``, and with the reason in the row:
+    ``failed: out of memory``, ``cannot load here: needs the vllm package`` …"""
     if row.state == "loading":
         share = f" {row.progress:.0%}" if row.progress is not None else ""
         stage = f" · {row.stage}" if row.stage else ""
         return f"loading{share}{stage}"
+    if row.state == "unavailable":
+        return f"cannot load here: {row.failure}" if row.failure else "cannot load here"
+    if row.state == "failed" and row.failure:
+        return f"failed: {row.failure}"
     return row.state
 
 
@@ -222,7 +227,7 @@ def _tooltip(row: TaskRow, column: Column) -> str | None:
             parts.append(f"quantization: {option.quantization}")
         return "\n".join(p for p in parts if p)
     if column == Column.STATE and row.failure:
-        return row.failure
+        return state_text(row)  # in full: the cell elides a long reason
     if column == Column.MEASURED and row.measured_bytes is not None and not row.measured_is_live:
         return "Measured at an earlier load; the next load plans with this figure"
     if column == Column.DEVICE and option.device != "auto":

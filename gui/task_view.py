@@ -101,7 +101,7 @@ class TaskTableView(QTableView):
         # The combo box needs its arrow and frame beside the longest option's label.
         labels = [o.label for r in self._model.rows() for o in r.options]
         widest = max((metrics.horizontalAdvance(text) for text in labels), default=200)
-        self.setColumnWidth(Column.MODEL, min(420, widest + 48))
+        self.setColumnWidth(Column.MODEL, min(360, widest + 48))  # the State's reason needs room
 
     def row_actions(self, task: str) -> RowActions | None:
         """The Load/Unload buttons of `task`'s row (tests drive them)."""

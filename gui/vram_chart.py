@@ -14,47 +14,35 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (
-    QComboBox,
-    QHBoxLayout,
-    QLabel,
-    QSizePolicy,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from .formatting import GIB, MIB, fmt_bytes, fmt_percent
-from .memory_history import MANAGER, TIME, USED, DeviceHistory, MemoryHistory
-from .palette import ERROR_COLOR, MUTED_COLOR, OK_COLOR, TEXT_COLOR, WARNING_COLOR, task_color
-from .records import LogEntry, MemorySample
+from .chart_legend import ActivityLine, ChartLegend, summary_text
+from .chart_parts import (
+    MARKER_STYLE,
+    SCALES,
+    WINDOWS,
+    AgoAxis,
+    build_controls,
+    build_plot,
+    marker_spots,
+    moved,
+    reference_line,
+    whole_device_scale,
+)
+from .formatting import GIB, MIB
+from .memory_history import MANAGER, TIME, USED, DeviceHistory, Marker, MemoryHistory
+from .palette import ERROR_COLOR, MUTED_COLOR, TEXT_COLOR, WARNING_COLOR, task_color
+from .records import GpuActivity, LogEntry, MemorySample
 from .ring_buffer import decimate_max, step_points
 
-WINDOWS = {"1 min": 60, "10 min": 600, "1 h": 3600}
-SCALES = ("Auto", "Budget", "Whole device")
 USED_COLOR, TOTAL_COLOR, THRESHOLD_COLOR, BUDGET_COLOR = (
     TEXT_COLOR, MUTED_COLOR, WARNING_COLOR, ERROR_COLOR,
 )  # fmt: skip
-MARKER_STYLE = {  # kind → (symbol, size, colour)
-    "load": ("t1", 9, OK_COLOR),
-    "evict": ("x", 12, ERROR_COLOR),
-    "unload": ("t", 9, MUTED_COLOR),
-    "fail": ("o", 9, ERROR_COLOR),
-}
 #: Frames a second at most (samples still come at 10 Hz). On a 1-minute window a frame moves
 #: the curves ~4 px, and drawing costs ~1.5% of a core; 10 fps would cost 2.5 times that for
 #: a memory chart that nobody reads at 10 Hz.
 DEFAULT_FPS = 4
 MAX_POINTS = 1500  # per curve; more than the plot has pixels across
-
-
-class AgoAxis(pg.AxisItem):
-    """A time axis in seconds or minutes before now: ``now``, ``30 s``, ``5 min``."""
-
-    unit = "s"
-
-    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
-        return ["now" if abs(v) < 1e-9 else f"{abs(v):g} {self.unit}" for v in values]
 
 
 class VramChart(QWidget):
@@ -78,7 +66,6 @@ class VramChart(QWidget):
         self._t_ref: float | None = None  # the time x = 0 of the curves' data
         self._drawn: dict[int, object] = {}  # item → what it was last given
         self._shown_tasks: tuple[str, ...] = ()
-        self._legend_key: tuple[object, ...] = ()
         self.frames = 0
         self._build_controls()
         self._build_plot()
@@ -89,70 +76,32 @@ class VramChart(QWidget):
     # ----------------------------------------------------------------- construction
 
     def _build_controls(self) -> None:
-        self.device_combo = QComboBox(self)
-        self.device_combo.setToolTip("Device to show")
+        controls = build_controls(self)
+        self.title, self.pause_button = controls.title, controls.pause_button
+        self.device_combo = controls.device_combo
         self.device_combo.currentIndexChanged.connect(self._on_device_chosen)
-        self.window_combo = QComboBox(self)
-        self.window_combo.addItems(list(WINDOWS))
-        self.window_combo.setToolTip("How much history to show")
+        self.window_combo = controls.window_combo
         self.window_combo.currentTextChanged.connect(lambda t: self.set_window(WINDOWS[t]))
-        self.scale_combo = QComboBox(self)
-        self.scale_combo.addItems(list(SCALES))
-        self.scale_combo.setToolTip(
-            "Budget: fit the models and their budget; Whole device: 0 to the device's total"
-        )
+        self.scale_combo = controls.scale_combo
         self.scale_combo.currentTextChanged.connect(lambda _t: self._invalidate_range())
-        self.pause_button = QToolButton(self)
-        self.pause_button.setText("Pause")
-        self.pause_button.setCheckable(True)
-        self.pause_button.setToolTip("Hold the chart still to read it; samples are still kept")
         self.pause_button.toggled.connect(self._on_pause)
-        self.title = QLabel("Memory", self)
-        self.title.setObjectName("chartTitle")
         self.summary = QLabel("waiting for the first sample…", self)
         self.summary.setObjectName("chartSummary")
         # Its text must not set the window's minimum width; it is elided by the layout.
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.legend = QLabel(self)
-        self.legend.setObjectName("chartLegend")
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
-        self.legend.setWordWrap(True)
-        self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        row = QHBoxLayout()
-        row.addWidget(self.title)
-        row.addStretch(1)
-        for label, combo in (("Device", self.device_combo), ("Window", self.window_combo),
-                             ("Scale", self.scale_combo)):  # fmt: skip
-            row.addWidget(QLabel(label, self))
-            row.addWidget(combo)
-        row.addWidget(self.pause_button)
+        self.legend = ChartLegend(self)
+        self.activity = ActivityLine(self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(3)
-        layout.addLayout(row)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.legend)
+        layout.addLayout(controls.row)
+        for widget in (self.summary, self.legend, self.activity):
+            layout.addWidget(widget)
 
     def _build_plot(self) -> None:
         self.axis = AgoAxis(orientation="bottom")
-        self.plot = pg.PlotWidget(self, background="w", axisItems={"bottom": self.axis})
-        self.plot.setObjectName("vramPlot")
+        self.plot = build_plot(self, self.axis)
         item = self.plot.getPlotItem()
-        item.setMenuEnabled(False)
-        # pyqtgraph makes its context menus without a parent: give them this widget, so they
-        # go when the chart goes instead of lingering as top-level widgets.
-        for menu in (item.ctrlMenu, item.getViewBox().menu):
-            if menu is not None:
-                menu.setParent(self, menu.windowFlags())
-        item.hideButtons()
-        # No grid: its alpha-blended lines cost more to paint than everything else together;
-        # the budget, threshold and total lines are the references that matter.
-        item.setMouseEnabled(x=False, y=False)
-        item.getViewBox().disableAutoRange()
-        item.setLabel("left", "GiB")
-        for axis in ("left", "bottom"):
-            item.getAxis(axis).setPen(pg.mkPen("#9aa0a6"))
-            item.getAxis(axis).setTextPen(pg.mkPen("#3c4043"))
         self.bands: dict[str, pg.PlotCurveItem] = {}
         # Everything that scrolls with time, in one group: one setPos a frame moves it all.
         self.scrolling = pg.ItemGroup()
@@ -160,10 +109,11 @@ class VramChart(QWidget):
         self.used_curve = pg.PlotCurveItem(pen=pg.mkPen(USED_COLOR, width=1), name="used")
         self.used_curve.setZValue(20)
         self.used_curve.setParentItem(self.scrolling)
+        dash, solid = Qt.PenStyle.DashLine, Qt.PenStyle.SolidLine
         self.lines = {
-            "total": self._hline(TOTAL_COLOR, Qt.PenStyle.SolidLine, "total"),
-            "threshold": self._hline(THRESHOLD_COLOR, Qt.PenStyle.DashLine, "offload threshold"),
-            "budget": self._hline(BUDGET_COLOR, Qt.PenStyle.DashLine, "memory budget"),
+            "total": reference_line(self.plot, TOTAL_COLOR, solid, "total"),
+            "threshold": reference_line(self.plot, THRESHOLD_COLOR, dash, "offload threshold"),
+            "budget": reference_line(self.plot, BUDGET_COLOR, dash, "memory budget"),
         }
         self.markers = pg.ScatterPlotItem(hoverable=True, tip=lambda x, y, data: data)
         self.markers.setZValue(30)
@@ -171,19 +121,6 @@ class VramChart(QWidget):
         layout = self.layout()
         assert isinstance(layout, QVBoxLayout)
         layout.addWidget(self.plot, 1)
-
-    def _hline(self, color: str, style: Qt.PenStyle, label: str) -> pg.InfiniteLine:
-        line = pg.InfiniteLine(
-            angle=0,
-            movable=False,
-            pen=pg.mkPen(color, width=1, style=style),
-            label=label,
-            labelOpts={"position": 0.08, "color": color, "anchors": [(0, 1), (0, 1)]},
-        )
-        line.setZValue(10)
-        line.hide()
-        self.plot.getPlotItem().addItem(line)
-        return line
 
     # ----------------------------------------------------------------- inputs
 
@@ -196,6 +133,10 @@ class VramChart(QWidget):
     def add_event(self, entry: LogEntry) -> None:
         """Store a marker for a load, eviction, unload or failure."""
         self.history.add_event(entry)
+
+    def show_activity(self, activity: GpuActivity | None) -> None:
+        """Show the device's utilisation and its other processes (None: nothing to say)."""
+        self.activity.show_activity(activity)
 
     def set_task_order(self, tasks: list[str]) -> None:
         """Stack the bands in this order (the config's)."""
@@ -290,10 +231,15 @@ class VramChart(QWidget):
         ends = self._open_ends(now, older)
         self._set_curve(self.used_curve, x, rows[:, USED] / y_unit, ends)
         self._draw_bands(history, rows, x, y_unit, ends)
-        self._draw_markers(history, t0)
+        markers = self.history.markers_since(history.device, t0)
+        self._draw_markers(markers)
         self.scrolling.setPos(-(now - self._t_ref) / x_unit, 0)
+        # The scatter plot culls its spots against the view rectangle it cached before the
+        # group moved: without this, a new marker at the right edge is drawn only once the
+        # view itself changes (a resize, another time window).
+        self.markers.viewTransformChanged()
         self._update_summary(history)
-        self._update_legend()
+        self._update_legend(history, markers)
         self.frames += 1
 
     def _open_ends(self, now: float, older: bool) -> tuple[float | None, float]:
@@ -373,38 +319,25 @@ class VramChart(QWidget):
     def _color(self, task: str) -> str:
         return task_color(task, self.task_order)
 
-    def _draw_markers(self, history: DeviceHistory, t0: float) -> None:
-        markers = self.history.markers_since(history.device, t0)
+    def _draw_markers(self, markers: list[Marker]) -> None:
         key = (tuple(markers), self._t_ref, self._units)
         if self._drawn.get(id(self.markers)) == key:
             return
         self._drawn[id(self.markers)] = key
         assert self._t_ref is not None
-        x_unit, y_unit = self._units
-        spots = [
-            {
-                "pos": ((m.at - self._t_ref) / x_unit, m.bytes_then / y_unit),
-                "symbol": MARKER_STYLE[m.kind][0],
-                "size": MARKER_STYLE[m.kind][1],
-                "brush": MARKER_STYLE[m.kind][2],
-                "pen": pg.mkPen(MARKER_STYLE[m.kind][2], width=1),
-                "data": m.text,
-            }
-            for m in markers
-        ]
-        self.markers.setData(spots)
+        self.markers.setData(marker_spots(markers, self._t_ref, self._units))
 
     def _update_range(self, history: DeviceHistory, peak: float) -> bool:
         """Fix the axes for the latest sample; True when the units changed."""
         latest = history.latest
         assert latest is not None
-        whole = self._whole_device(latest)
+        whole = whole_device_scale(self.scale_combo.currentText(), latest)
         top = latest.total * 1.04 if whole else max(latest.limit, peak, 1.0) * 1.3
         y_unit = float(GIB) if top >= 2 * GIB else float(MIB)
         x_unit = 1.0 if self.window_s <= 120 else 60.0
         wanted = (0.0, top / y_unit)
         units_changed = (x_unit, y_unit) != self._units
-        if units_changed or self._y_range is None or _moved(self._y_range, wanted):
+        if units_changed or self._y_range is None or moved(self._y_range, wanted):
             self._units = (x_unit, y_unit)
             self._y_range = wanted
             item = self.plot.getPlotItem()
@@ -414,14 +347,6 @@ class VramChart(QWidget):
             self.axis.unit = "s" if x_unit == 1.0 else "min"
         self._place_lines(latest, whole)
         return units_changed
-
-    def _whole_device(self, latest: MemorySample) -> bool:
-        scale = self.scale_combo.currentText()
-        if scale == "Auto":
-            # A budget far below the device (a small demo budget on a big card, or host RAM)
-            # would be a sliver at the bottom of a whole-device scale.
-            return latest.limit >= 0.25 * latest.total
-        return scale == "Whole device"
 
     def _place_lines(self, latest: MemorySample, whole: bool) -> None:
         y_unit = self._units[1]
@@ -447,40 +372,24 @@ class VramChart(QWidget):
         if self._drawn.get(id(self.summary)) is latest:
             return
         self._drawn[id(self.summary)] = latest
-        self.summary.setText(
-            f"{history.device}: {fmt_bytes(latest.used)} of {fmt_bytes(latest.total)} used "
-            f"({fmt_percent(latest.used, latest.total)}) · models {fmt_bytes(latest.manager)} "
-            f"of {fmt_bytes(latest.limit)} budget"
+        self.summary.setText(summary_text(history.device, latest))
+
+    def _update_legend(self, history: DeviceHistory, markers: list[Marker]) -> None:
+        """Name what is drawn: the bands shown and the tasks with a marker in the window (a
+        model loaded and gone between two samples has no band), and the lines in the scale."""
+        marked = {m.task for m in markers if m.task}
+        tasks = [t for t in self._stack_order(history) if t in self._shown_tasks or t in marked]
+        tasks += sorted(marked.difference(tasks))
+        lines = [
+            (USED_COLOR, "used (all processes)", self.used_curve),
+            (THRESHOLD_COLOR, "offload threshold", self.lines["threshold"]),
+            (BUDGET_COLOR, "memory budget", self.lines["budget"]),
+            (TOTAL_COLOR, "total", self.lines["total"]),
+        ]
+        self.legend.show_entries(
+            [(self._color(t), t) for t in tasks],
+            [(color, text) for color, text, item in lines if item.isVisible()],
         )
-
-    def _update_legend(self) -> None:
-        """Name what is drawn: the bands shown, and the lines within the scale."""
-        lines = [(USED_COLOR, "used (all processes)", self.used_curve.isVisible())]
-        lines += [
-            (THRESHOLD_COLOR, "offload threshold", self.lines["threshold"].isVisible()),
-            (BUDGET_COLOR, "memory budget", self.lines["budget"].isVisible()),
-            (TOTAL_COLOR, "total", self.lines["total"].isVisible()),
-        ]
-        key = (self._shown_tasks, tuple(visible for *_, visible in lines))
-        if key == self._legend_key:
-            return
-        self._legend_key = key
-        swatch = "<span style='color:{c}; font-size:14px'>■</span>&nbsp;{t}"  # t: no spaces
-        line = "<span style='color:{c}'>━━</span>&nbsp;{t}"
-        parts = [swatch.format(c=self._color(t), t=t) for t in self._shown_tasks]
-        parts += [
-            line.format(c=c, t=t.replace(" ", "&nbsp;")) for c, t, visible in lines if visible
-        ]
-        parts += [
-            f"<span style='color:{OK_COLOR}'>▲</span>&nbsp;load",
-            f"<span style='color:{ERROR_COLOR}'>✕</span>&nbsp;eviction",
-        ]
-        self.legend.setText(" &nbsp;&nbsp;".join(parts))  # breaks only between entries
-
-
-def _moved(old: tuple[float, float], new: tuple[float, float]) -> bool:
-    """Whether the y range should change: only for a real change, so the axes stay fixed."""
-    return abs(old[1] - new[1]) > 0.05 * max(old[1], 1e-9)
 
 
 __all__ = ["MARKER_STYLE", "SCALES", "WINDOWS", "AgoAxis", "VramChart"]

@@ -5,20 +5,25 @@
 - ``HostProbe``: system RAM as the device ``cpu``, so everything works with no GPU at all.
 - ``SystemProbe``: the CUDA devices of the best GPU probe, plus ``cpu``.
 
+Beside memory, as nvitop shows it: a device's utilisation and the processes on it
+(``read_activity``), where NVML reports them.
+
 NVML is wrapped once: "not supported" and friends become ``None``, never exceptions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import psutil
+
+from .nvml import DeviceActivity, GpuProcess, Nvml, read_nvml_activity, text_of
 
 logger = logging.getLogger(__name__)
 
@@ -124,50 +129,6 @@ class HostProbe:
         pass
 
 
-class _Nvml:
-    """The one wrapper around pynvml: every call returns a value or None, never raises."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready = False
-        self.error: str | None = None
-        self.library_missing = False
-
-    def start(self) -> bool:
-        with self._lock:
-            if self._ready:
-                return True
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-            except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError …
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.library_missing = "LibraryNotFound" in type(exc).__name__ or isinstance(
-                    exc, ImportError
-                )
-                return False
-            self._ready = True
-            return True
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T | None:
-        if not self._ready:
-            return None
-        try:
-            return fn(*args)
-        except Exception as exc:  # NVMLError_NotSupported, GpuIsLost, …: a value, not a crash
-            logger.debug("NVML %s failed: %s", getattr(fn, "__name__", fn), exc)
-            return None
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._ready:
-                import pynvml
-
-                self.call(pynvml.nvmlShutdown)
-                self._ready = False
-
-
 def visible_indices(spec: str | None, uuids: list[str]) -> list[int]:
     """The NVML indices that CUDA numbers 0, 1, … under ``CUDA_VISIBLE_DEVICES=spec``.
 
@@ -199,7 +160,7 @@ class NvmlProbe:
     name = "nvml"
 
     def __init__(self) -> None:
-        self._nvml = _Nvml()
+        self._nvml = Nvml()
         self._handles: list[Any] = []
         self._names: list[str] = []
         if not self._nvml.start():
@@ -211,13 +172,15 @@ class NvmlProbe:
             self._nvml.call(pynvml.nvmlDeviceGetHandleByIndex, i)
             for i in range(self._nvml.call(pynvml.nvmlDeviceGetCount) or 0)
         ]
-        uuids = [_text(self._nvml.call(pynvml.nvmlDeviceGetUUID, h)) if h else "" for h in handles]
+        uuids = [
+            text_of(self._nvml.call(pynvml.nvmlDeviceGetUUID, h)) if h else "" for h in handles
+        ]
         for i in visible_indices(os.environ.get("CUDA_VISIBLE_DEVICES"), uuids):
             if handles[i] is None:
                 continue
             self._handles.append(handles[i])
             self._names.append(
-                _text(self._nvml.call(pynvml.nvmlDeviceGetName, handles[i])) or f"GPU {i}"
+                text_of(self._nvml.call(pynvml.nvmlDeviceGetName, handles[i])) or f"GPU {i}"
             )
 
     @property
@@ -255,14 +218,12 @@ class NvmlProbe:
     def attributes_frees(self, device: str) -> bool:
         return True
 
+    def activity(self, device: str) -> DeviceActivity:
+        """Utilisation and every process on `device` (compute and graphics, each PID once)."""
+        return read_nvml_activity(self._nvml, self._handles[device_index(device)], device)
+
     def close(self) -> None:
         self._nvml.stop()
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TorchProbe:
@@ -349,14 +310,42 @@ class SystemProbe:
     def attributes_frees(self, device: str) -> bool:
         return self._for(device).attributes_frees(device)
 
+    def activity(self, device: str) -> DeviceActivity | None:
+        """Utilisation and processes of a CUDA `device`; None where NVML does not read it."""
+        if isinstance(self._gpu, NvmlProbe) and is_cuda(device):
+            return self._gpu.activity(device)
+        return None
+
     def close(self) -> None:
         if self._gpu is not None:
             self._gpu.close()
 
 
+def own_process_ids() -> set[int]:
+    """This process and its descendants (the model servers it started)."""
+    me = psutil.Process()
+    pids = {me.pid}
+    with contextlib.suppress(psutil.Error):
+        pids.update(child.pid for child in me.children(recursive=True))
+    return pids
+
+
+def read_activity(probe: MemoryProbe, device: str) -> DeviceActivity | None:
+    """`device`'s utilisation and the processes on it that are not this program's; None where
+    the probe cannot tell (no NVML, a device that is not CUDA, a probe made for a test)."""
+    activity = probe.activity(device) if isinstance(probe, SystemProbe) else None
+    if activity is None:
+        return None
+    own = own_process_ids()
+    others = tuple(p for p in activity.processes if p.pid not in own)
+    return DeviceActivity(activity.device, activity.utilisation, others)
+
+
 __all__ = [
     "HOST",
+    "DeviceActivity",
     "DeviceReading",
+    "GpuProcess",
     "HostProbe",
     "MemoryProbe",
     "NvmlProbe",
@@ -365,6 +354,8 @@ __all__ = [
     "TorchProbe",
     "device_index",
     "is_cuda",
+    "own_process_ids",
+    "read_activity",
     "torch_cached_free",
     "visible_indices",
 ]

@@ -179,6 +179,7 @@ def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., P
     from vramdeck.gui.bridge import ManagerBridge
     from vramdeck.gui.main_window import MainWindow
     from vramdeck.gui.session import AppSession
+    from vramdeck.gui.unsaved import UnsavedChoice
     from vramdeck.manager import Ledger, ModelManager
 
     made: list[Panel] = []
@@ -187,6 +188,9 @@ def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., P
         manager = manager or ModelManager(config, ledger=Ledger(None))  # type: ignore[arg-type]
         bridge = ManagerBridge(manager)
         window = MainWindow(bridge, settings=None, chart_fps=20)
+        # qtbot closes its widgets before this fixture's teardown: a modal question about
+        # unsaved selections would wait forever there. Tests of the question replace this.
+        window.ask_unsaved = lambda: UnsavedChoice.DISCARD
         qtbot.addWidget(window)
         session = AppSession(QApplication.instance(), bridge, window)  # type: ignore[arg-type]
         window.show()

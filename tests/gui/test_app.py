@@ -120,7 +120,7 @@ def test_window_layout_is_remembered(qtbot, qloop, settings: QSettings, gui_conf
 
 def test_opentelemetry_is_set_up_only_when_the_environment_asks() -> None:
     code = (
-        "from vramdeck.gui.telemetry_setup import configure_from_env; stop = configure_from_env();"
+        "from vramdeck.telemetry_setup import configure_from_env; stop = configure_from_env();"
         "from opentelemetry import trace; print(type(trace.get_tracer_provider()).__name__);"
         "stop()"
     )

@@ -72,7 +72,7 @@ def test_choosing_another_option_switches_the_loaded_model(panel: Panel) -> None
 def test_options_that_cannot_load_are_disabled_with_the_reason(panel: Panel) -> None:
     box = combo(panel, "alpha")
     labels = [box.itemText(i) for i in range(box.count())]
-    assert labels[0] == "small · 0.00 GiB · fast"
+    assert labels[0] == "small · 0.5 MiB · fast"  # MiB below 1 GiB, not "0.00 GiB"
     served = labels.index(next(t for t in labels if t.startswith("served")))
     item = box.model().item(served)  # type: ignore[attr-defined]
     assert not item.isEnabled()

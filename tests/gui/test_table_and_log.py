@@ -28,7 +28,7 @@ def test_rows_show_selection_memory_and_state(qtbot) -> None:
     model.set_rows([row(), row(task="beta", state="loading", progress=0.4, stage="reading")])
     assert model.rowCount() == 2
     text = model.index(0, Column.MODEL).data()
-    assert text == "small · 0.50 GiB · fast"
+    assert text == "small · 512 MiB · fast"
     assert model.index(0, Column.MODEL).data(Qt.ItemDataRole.EditRole) == "small"
     assert model.index(0, Column.ESTIMATED).data() == "512 MiB"
     assert model.index(1, Column.STATE).data() == "loading 40% · reading"

@@ -61,7 +61,7 @@ def run_serve(config: str | None, *, host: str | None = None, port: int | None =
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from vramdeck.gui.telemetry_setup import configure_from_env  # Qt-free: the SDK from OTEL_*
+    from vramdeck.telemetry_setup import configure_from_env  # Qt-free: the SDK from OTEL_*
 
     stop_telemetry = configure_from_env()
     try:

@@ -1,4 +1,5 @@
-"""OpenTelemetry for the app, only when the standard ``OTEL_*`` variables ask for it.
+"""OpenTelemetry for the entry points (the panel, `vramdeck serve`), only when the standard
+``OTEL_*`` variables ask for it.
 
 The manager uses the OpenTelemetry API only; this sets up the SDK behind it. Exporters follow
 ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` (``console``, ``otlp``, ``none``); an OTLP

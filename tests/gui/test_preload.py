@@ -1,0 +1,86 @@
+"""The first load's one-off work done at start-up: the frameworks, each configured
+architecture's code and the conversion table; collection paused meanwhile; the chart first."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+from tests.gui.helpers import until
+from vramdeck.gui.gc_guard import GuiThreadCollector, collection_paused
+from vramdeck.gui.preload import import_architectures, model_sources
+from vramdeck.gui.records import OptionInfo, TaskRow
+
+
+def test_sources_are_the_transformers_options_that_can_load(monkeypatch) -> None:
+    monkeypatch.setenv("VRAMDECK_DEMO_MODELS", "/cache/demo")
+    options = (
+        OptionInfo("a", "${VRAMDECK_DEMO_MODELS}/gpt2", "transformers", 0.1, "fast", "auto"),
+        OptionInfo("b", "org/served", "vllm", 1, "fast", "auto"),
+        OptionInfo("c", "org/x", "transformers", 1, "fast", "auto", unavailable_reason="no"),
+    )
+    rows = [TaskRow("t", "", options, "a", "unloaded"), TaskRow("u", "", options, "b", "x")]
+    assert model_sources(rows) == ["/cache/demo/gpt2"]
+
+
+def test_architectures_are_imported_and_missing_sources_skipped(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    done = import_architectures([str(tmp_path / "missing"), str(tiny_models["tiny-a"])])
+    assert done == ["gpt2"]
+    assert "transformers.models.gpt2.modeling_gpt2" in sys.modules
+    import transformers.conversion_mapping as mapping
+
+    assert mapping._checkpoint_conversion_mapping_cache is not None  # built once, here
+
+
+def test_no_collection_runs_while_paused(qtbot) -> None:
+    collector = GuiThreadCollector(interval_ms=5)
+    collected: list[int] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collected.append(info["generation"])
+
+    gc.callbacks.append(callback)
+    try:
+        collector.start()
+        with collection_paused():
+            assert not gc.isenabled()
+            young = [[] for _ in range(3000)]  # past the young generation's threshold
+            collector.check()
+            assert collected == []
+        collector.check()
+        assert collected and len(young) == 3000  # resumed: the collector collects again
+    finally:
+        gc.callbacks.remove(callback)
+        collector.stop()
+    assert gc.isenabled()
+
+
+def test_the_panel_preloads_before_its_first_load(
+    make_panel, gui_config: Path, monkeypatch
+) -> None:
+    from vramdeck.gui import preload
+
+    panel = make_panel(gui_config, start=False)
+    chart_built_at_import: list[bool] = []
+    original = preload.import_frameworks
+
+    def import_frameworks() -> None:  # in the preload's thread
+        chart_built_at_import.append(panel.window.chart_slot.built)
+        original()
+
+    monkeypatch.setattr(preload, "import_frameworks", import_frameworks)
+    panel.window.build_chart_soon(delay_ms=300)  # later than the session starts
+    panel.run(panel.session.start(sample_interval_s=0.05, warm_up=False, preload=True))
+
+    async def preloaded() -> None:
+        assert panel.session.preload is not None
+        await until(lambda: panel.session.preload.done(), "the frameworks were imported")
+
+    panel.run(preloaded(), timeout=60)
+    assert chart_built_at_import == [True]  # pyqtgraph first, then torch
+    assert panel.run(panel.bridge.load("alpha"), timeout=60)  # waits for the architectures
+    assert "transformers.models.gpt2.modeling_gpt2" in sys.modules
