@@ -56,6 +56,7 @@ def test_no_collection_runs_while_paused(qtbot) -> None:
     finally:
         gc.callbacks.remove(callback)
         collector.stop()
+        collector.deleteLater()  # on this thread, not in a later collection elsewhere
     assert gc.isenabled()
 
 
