@@ -202,6 +202,14 @@ class ModelManager:
         await self._selection.settled(task_type)
         return await self._loading.load(task_type)
 
+    async def cancel_load(self, task_type: str) -> bool:
+        """Abandon the load of `task_type` in flight; returns once nothing of it is held (its
+        memory freed, verified as an unload is, no server process left, the task unloaded, a
+        LoadCancelled event). Its waiting callers get LoadCancelledError. False when no load was
+        in flight (or it ended otherwise before it could stop)."""
+        self._core.task(task_type)
+        return await self._loading.cancel(task_type)
+
     async def get_model(self, task_type: str) -> Any:
         """Get the model for `task_type`, loading it if necessary."""
         return await self.load_model(task_type)
