@@ -43,6 +43,7 @@ from .loaders import (
 from .memory import DeviceReading, HostProbe, MemoryProbe, NvmlProbe, SystemProbe, TorchProbe
 from .model_manager import ModelManager
 from .status import BudgetCheck, TaskState, TaskStatus
+from .warmup import WarmUp
 
 __all__ = [
     "AsyncLoader",
@@ -93,5 +94,6 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "TorchProbe",
+    "WarmUp",
     "load_config",
 ]

@@ -128,10 +128,12 @@ class LoadCancelled(ModelEvent):
 class ModelWarmedUp(ModelEvent):
     """A model was loaded and ran one small inference; `first_inference_s` is that inference's
     latency (None: loaded only, as an external API or a model that neither generates nor
-    embeds), `load_s` how long its load took."""
+    embeds, or the inference failed: `error` says how; the model stays loaded), `load_s` how
+    long its load took."""
 
     first_inference_s: float | None
     load_s: float | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

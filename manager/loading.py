@@ -312,7 +312,7 @@ class Loading:
         loaded = LoadedModel(entry, model, option, loader, device, measured, duration)
         core.table.add(loaded)
         if loader.holds_device_memory:
-            core.ledger.record(option, device, measured)
+            core.ledger.record(option, device, measured, duration)
             # Saved by the device's worker, after the load: file I/O stays off the loop.
             core.devices.submit(device, core.ledger.save)
         core.emit(
