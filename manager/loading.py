@@ -206,6 +206,7 @@ class Loading:
             model = await self._run_loader(run, loader, loader.load(option, ctx))
             return await self._unless_cancelled(run, entry, option, loader, device, model, 0), 0
         async with devices.lock(device):
+            run.stop_if_cancelled()  # cancelled while waiting for the lock: evict nothing for it
             reading = await self._eviction.make_room(device, required, for_task=entry.task)
             reservation = devices.reserve(device, required)
         ctx = self._context(run, loader, device, devices.probe, reading.total)

@@ -22,6 +22,7 @@ from vramdeck.manager import (
     LoadFailed,
     LoadProgress,
     ModelLoaded,
+    ModelLoading,
     ModelManager,
     ServerOutput,
     TaskState,
@@ -220,5 +221,36 @@ async def test_a_starting_server_is_stopped(write_config) -> None:
         assert pids and gone(pids[0])  # the process was stopped before cancel_load returned
         assert [e.task for e in cancelled] == ["chat"]
         assert m.task_state("chat") is TaskState.UNLOADED and m.loaded_models == {}
+    finally:
+        await m.shutdown()
+
+
+TWO = """
+models:
+  a: {options: {a: {model_id: A, vram_gb: 6}}}
+  b: {options: {b: {model_id: B, vram_gb: 6}}}
+"""
+
+
+async def test_a_load_cancelled_while_it_waits_for_the_device_evicts_nothing(make_manager):
+    m, _, loader = make_manager(TWO)
+    try:
+        await m.load_model("a")
+        loading = asyncio.Event()
+        m.events.subscribe(lambda e: e.task == "b" and loading.set(), ModelLoading)
+        lock = m.devices.lock("cuda:0")
+        await lock.acquire()  # as if another eviction were deciding on this device
+        load = asyncio.ensure_future(m.load_model("b"))
+        await loading.wait()
+        await asyncio.sleep(0)  # one step: b's load waits for the lock, to make room for itself
+        assert lock._waiters  # type: ignore[attr-defined]
+        cancelling = asyncio.ensure_future(m.cancel_load("b"))
+        await asyncio.sleep(0)  # one step: the flag is set
+        lock.release()
+        assert await cancelling is True
+        with pytest.raises(LoadCancelledError):
+            await load
+        assert list(m.loaded_models) == ["a"] and loader.unloads == []  # a was not evicted
+        assert loader.loads == ["A"] and m.task_state("b") is TaskState.UNLOADED
     finally:
         await m.shutdown()
