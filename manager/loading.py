@@ -202,14 +202,14 @@ class Loading:
         devices = self._core.devices
         if not loader.holds_device_memory:
             probe = await asyncio.to_thread(lambda: devices.probe)  # first use may detect it
-            ctx = self._context(run, loader, device, probe, 0)
+            ctx = self._context(run.task, device, probe, 0, run, loader)
             model = await self._run_loader(run, loader, loader.load(option, ctx))
             return await self._unless_cancelled(run, entry, option, loader, device, model, 0), 0
         async with devices.lock(device):
             run.stop_if_cancelled()  # cancelled while waiting for the lock: evict nothing for it
             reading = await self._eviction.make_room(device, required, for_task=entry.task)
             reservation = devices.reserve(device, required)
-        ctx = self._context(run, loader, device, devices.probe, reading.total)
+        ctx = self._context(run.task, device, devices.probe, reading.total, run, loader)
         try:
             run.stop_if_cancelled()
             meter = self._core.meter(device, reservation)
@@ -248,18 +248,24 @@ class Loading:
         raise LoadCancelledError(entry.task, "the load was cancelled")
 
     def _context(
-        self, run: LoadRun, loader: AsyncLoader, device: str, probe: Any, total_bytes: int
+        self,
+        task: str,
+        device: str,
+        probe: Any,
+        total_bytes: int,
+        run: LoadRun | None = None,
+        loader: AsyncLoader | None = None,
     ) -> LoadContext:
         """What a loader gets: its callbacks turn into events on the loop's thread; progress is
-        rate-limited there, and is where a blocking load meets its cancellation."""
-        core, task = self._core, run.task
+        rate-limited there, and is where a blocking `loader` meets `run`'s cancellation."""
+        core = self._core
         return LoadContext(
             task=task,
             device=device,
             probe=probe,
             device_total_bytes=total_bytes,
             progress=ProgressReports(
-                run,
+                run or LoadRun(task),
                 lambda fraction, stage: core.call_on_loop(self._on_progress, task, fraction, stage),
                 blocking=isinstance(loader, InWorker),
             ),
