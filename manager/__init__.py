@@ -5,12 +5,13 @@ loaders when a model is loaded.
 """
 
 from .config import ConfigError, InferenceConfig, ModelConfig, TaskConfig, load_config
-from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
+from .errors import InsufficientMemoryError, LoadCancelledError, ModelInUseError, ModelLoadError
 from .events import (
     BudgetExceeded,
     ConfigReloaded,
     Event,
     EventHub,
+    LoadCancelled,
     LoadFailed,
     LoadProgress,
     MemoryNotReturned,
@@ -22,6 +23,7 @@ from .events import (
     ModelLoading,
     ModelRemoved,
     ModelUnloaded,
+    ModelWarmedUp,
     PinChanged,
     RemovalReason,
     SelectionChanged,
@@ -41,6 +43,7 @@ from .loaders import (
 from .memory import DeviceReading, HostProbe, MemoryProbe, NvmlProbe, SystemProbe, TorchProbe
 from .model_manager import ModelManager
 from .status import BudgetCheck, TaskState, TaskStatus
+from .warmup import WarmUp
 
 __all__ = [
     "AsyncLoader",
@@ -56,6 +59,8 @@ __all__ = [
     "InferenceConfig",
     "InsufficientMemoryError",
     "Ledger",
+    "LoadCancelled",
+    "LoadCancelledError",
     "LoadContext",
     "LoadFailed",
     "LoadProgress",
@@ -76,6 +81,7 @@ __all__ = [
     "ModelManager",
     "ModelRemoved",
     "ModelUnloaded",
+    "ModelWarmedUp",
     "NvmlProbe",
     "PinChanged",
     "RemovalReason",
@@ -88,5 +94,6 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "TorchProbe",
+    "WarmUp",
     "load_config",
 ]

@@ -20,6 +20,14 @@ class ModelLoadError(ValueError):
         super().__init__(f"{task}: {reason}")
 
 
+class LoadCancelledError(ModelLoadError):
+    """A load in flight was abandoned by ``cancel_load``; nothing of it is held any more.
+
+    Every caller waiting for that load gets this error (a ModelLoadError, so a ValueError as the
+    seed's load errors); only a caller that is itself cancelled gets asyncio.CancelledError.
+    """
+
+
 class InsufficientMemoryError(RuntimeError):
     """Even evicting every candidate could not make room; nothing was evicted."""
 
@@ -45,6 +53,7 @@ def unknown_option(option: str, task: str, valid: Iterable[str]) -> ValueError:
 __all__ = [
     "ConfigError",
     "InsufficientMemoryError",
+    "LoadCancelledError",
     "ModelInUseError",
     "ModelLoadError",
     "unknown_option",

@@ -117,6 +117,26 @@ class LoadFailed(ModelEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoadCancelled(ModelEvent):
+    """A load in flight was cancelled (``cancel_load``): what it took is freed, no process of it
+    is left, and the task is back to unloaded."""
+
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelWarmedUp(ModelEvent):
+    """A model was loaded and ran one small inference; `first_inference_s` is that inference's
+    latency (None: loaded only, as an external API or a model that neither generates nor
+    embeds, or the inference failed: `error` says how; the model stays loaded), `load_s` how
+    long its load took."""
+
+    first_inference_s: float | None
+    load_s: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRemoved(ModelEvent):
     """A model left its device (`ModelUnloaded` or `ModelEvicted`). `cause` says why, `reason`
     in words ("room for embeddings"), `error` how the unload failed (its accounting is freed
@@ -279,6 +299,7 @@ __all__ = [
     "ConfigReloaded",
     "Event",
     "EventHub",
+    "LoadCancelled",
     "LoadFailed",
     "LoadProgress",
     "MemoryNotReturned",
@@ -290,6 +311,7 @@ __all__ = [
     "ModelLoading",
     "ModelRemoved",
     "ModelUnloaded",
+    "ModelWarmedUp",
     "PinChanged",
     "RemovalReason",
     "SelectionChanged",

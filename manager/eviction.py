@@ -249,6 +249,12 @@ class Eviction:
         )  # fmt: skip
         return returned
 
+    async def discard(self, loaded: LoadedModel) -> bool:
+        """Free a model that landed after its load was cancelled (it was never in the table),
+        verified as an unload is; device lock taken here. Whether the memory came back."""
+        async with self._core.devices.lock(loaded.device):
+            return (await self._unload_and_verify(loaded))[1]
+
     async def _unload_and_verify(self, loaded: LoadedModel) -> tuple[int, bool]:
         """Unload, then poll until the device shows the memory free. Returns (bytes freed,
         whether they came back): the device's own figure where it can attribute frees, else

@@ -1,6 +1,7 @@
 """What each model really took, measured at every load, kept across runs.
 
-The next budget check uses the measured figure instead of the config's estimate. Entries are keyed
+The next budget check uses the measured figure instead of the config's estimate; beside it are
+the load's seconds and the first inference's latency (from a warm-up). Entries are keyed
 by model_id, dtype, quantization and device kind (``cuda`` or ``cpu``): the same weights take the
 same bytes on any card of a kind. Stored as JSON in the user's cache folder.
 """
@@ -63,10 +64,37 @@ class Ledger:
             entry = self._entries.get(ledger_key(option, device))
         return None if entry is None else int(entry["bytes"])
 
-    def record(self, option: ModelConfig, device: str, measured: int) -> None:
-        """Remember `measured` bytes for `option` on `device`'s kind (call `save` to keep it)."""
+    def record(
+        self, option: ModelConfig, device: str, measured: int, load_s: float | None = None
+    ) -> None:
+        """Remember `measured` bytes (and the load's seconds) for `option` on `device`'s kind
+        (call `save` to keep it); a first-inference latency recorded before is kept."""
         with self._lock:
-            self._entries[ledger_key(option, device)] = {"bytes": int(measured), "at": time.time()}
+            entry = self._entries.setdefault(ledger_key(option, device), {})
+            entry.update(bytes=int(measured), at=time.time())
+            if load_s is not None:
+                entry["load_s"] = float(load_s)
+
+    def record_first_inference(self, option: ModelConfig, device: str, seconds: float) -> None:
+        """Remember the latency of the first inference after a load, beside the load's figures
+        (only for a model the ledger measured: one that holds memory here)."""
+        with self._lock:
+            entry = self._entries.get(ledger_key(option, device))
+            if entry is not None:
+                entry["first_inference_s"] = float(seconds)
+
+    def first_inference_s(self, option: ModelConfig, device: str) -> float | None:
+        """The last measured first-inference latency of `option` on `device`'s kind, if any."""
+        return self._figure(option, device, "first_inference_s")
+
+    def load_s(self, option: ModelConfig, device: str) -> float | None:
+        """The seconds the last load of `option` on `device`'s kind took, if recorded."""
+        return self._figure(option, device, "load_s")
+
+    def _figure(self, option: ModelConfig, device: str, name: str) -> float | None:
+        with self._lock:
+            value = self._entries.get(ledger_key(option, device), {}).get(name)
+        return float(value) if isinstance(value, int | float) else None
 
     def save(self) -> None:
         """Write the ledger to its file (atomically); a no-op for an in-memory ledger."""

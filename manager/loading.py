@@ -1,9 +1,10 @@
 """The load pipeline: place, make room, reserve, load, measure, record; one load per task.
 
 Concurrent callers of one task share one load (the task entry's `flight`), shielded from their
-cancellation. Room is made under the device's lock; the room promised to a load in flight is a
-reservation, so two loads never count the same free bytes. After a load measures more than its
-estimate, the device is brought back under its budget.
+cancellation; `cancel` abandons it for all of them (they get LoadCancelledError). Room is made
+under the device's lock; the room promised to a load in flight is a reservation, so two loads
+never count the same free bytes. After a load measures more than its estimate, the device is
+brought back under its budget.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from . import telemetry as tm
 from .budget import manager_limit
 from .config import ModelConfig, TaskConfig
 from .core import NO_DEVICE, Core
-from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
-from .events import LoadFailed, LoadProgress, ModelLoaded, ModelLoading, ServerOutput
+from .errors import InsufficientMemoryError, LoadCancelledError, ModelInUseError, ModelLoadError
+from .events import (
+    LoadCancelled,
+    LoadFailed,
+    LoadProgress,
+    ModelLoaded,
+    ModelLoading,
+    ServerOutput,
+)
 from .eviction import Eviction, describe_failure
-from .loaders.base import AsyncLoader, LoadContext
+from .load_progress import LoadRun, ProgressReports
+from .loaders.base import AsyncLoader, InWorker, LoadContext
 from .lru import LoadedModel, TaskEntry
 from .memory import HOST, is_cuda
 
@@ -41,14 +50,18 @@ class Loading:
         self._core = core
         self._eviction = eviction
         self._load_hist = tm.instruments().load_duration
+        self._runs: dict[asyncio.Task[Any], LoadRun] = {}
 
     def flight(self, task: str) -> asyncio.Task[Any]:
         """The load in flight for `task`, started if there is none."""
         entry = self._core.table.entry(task)
         flight = entry.flight
         if flight is None:
-            flight = asyncio.ensure_future(self._load(entry))
+            run = LoadRun(task)
+            flight = asyncio.ensure_future(self._load(entry, run))
+            self._runs[flight] = run
             entry.flight = flight
+            flight.add_done_callback(self._runs.pop)
             # Retrieve the outcome even when every caller was cancelled: it was reported already.
             flight.add_done_callback(lambda f: f.cancelled() or f.exception())
             flight.add_done_callback(lambda f: self._landed(entry, f))
@@ -69,6 +82,20 @@ class Loading:
         if entry.flight is flight:
             entry.flight = None
         entry.progress = None
+
+    async def cancel(self, task: str) -> bool:
+        """Abandon the load of `task` in flight and wait until nothing of it is held: a loader on
+        the loop (a server) is cancelled at once, a blocking one stops at its next progress
+        report, or its model is freed the moment it lands. Whether a load was abandoned."""
+        flight = self._core.table.entry(task).flight
+        run = self._runs.get(flight) if flight is not None else None
+        if flight is None or run is None:
+            return False
+        run.cancelled.set()
+        if run.on_loop:
+            flight.cancel()
+        await asyncio.wait([flight])
+        return not flight.cancelled() and isinstance(flight.exception(), LoadCancelledError)
 
     async def settle(self, task: str) -> None:
         """Wait until no load of `task` is in flight, whatever its outcome."""
@@ -116,11 +143,12 @@ class Loading:
                 f"{timeout_s:g} s; the config was not reloaded"
             ) from None
 
-    async def _load(self, entry: TaskEntry) -> Any:
+    async def _load(self, entry: TaskEntry, run: LoadRun) -> Any:
         core = self._core
         task = core.task(entry.task)
         option = task.get_selected_config()
         started = time.monotonic()
+        device = NO_DEVICE
         with tm.load_span(task.task_name, option.name, option.model_id) as span:
             try:
                 if option.unavailable_reason:
@@ -131,17 +159,22 @@ class Loading:
                 required = core.required_bytes(option, device)
                 tm.mark_placed(span, device, required)
                 entry.failures.pop(option.name, None)
-                entry.progress = (0.0, "waiting for room")
+                entry.progress = (None, "waiting for room")
                 core.emit(
                     ModelLoading(task=task.task_name, option=option.name,
                                  model_id=option.model_id, device=device,
                                  required_bytes=required)
                 )  # fmt: skip
                 model, measured = await self._load_with_room(
-                    entry, option, loader, device, required
+                    entry, option, loader, device, required, run
                 )
             except BaseException as exc:
                 self._landed(entry, asyncio.current_task())
+                if run.cancelled.is_set() and isinstance(
+                    exc, asyncio.CancelledError | LoadCancelledError
+                ):
+                    self._cancelled(entry, option, device, started, span, exc)
+                    raise LoadCancelledError(task.task_name, "the load was cancelled") from None
                 self._failed(entry, option, exc, started, span)
                 if not isinstance(exc, Exception) or isinstance(
                     exc, ModelLoadError | InsufficientMemoryError
@@ -158,31 +191,83 @@ class Loading:
         return model
 
     async def _load_with_room(
-        self, entry: TaskEntry, option: ModelConfig, loader: AsyncLoader, device: str, required: int
+        self,
+        entry: TaskEntry,
+        option: ModelConfig,
+        loader: AsyncLoader,
+        device: str,
+        required: int,
+        run: LoadRun,
     ) -> tuple[Any, int]:
         devices = self._core.devices
         if not loader.holds_device_memory:
             probe = await asyncio.to_thread(lambda: devices.probe)  # first use may detect it
-            return await loader.load(option, self._context(entry.task, device, probe, 0)), 0
+            ctx = self._context(run.task, device, probe, 0, run, loader)
+            model = await self._run_loader(run, loader, loader.load(option, ctx))
+            return await self._unless_cancelled(run, entry, option, loader, device, model, 0), 0
         async with devices.lock(device):
+            run.stop_if_cancelled()  # cancelled while waiting for the lock: evict nothing for it
             reading = await self._eviction.make_room(device, required, for_task=entry.task)
             reservation = devices.reserve(device, required)
-        ctx = self._context(entry.task, device, devices.probe, reading.total)
+        ctx = self._context(run.task, device, devices.probe, reading.total, run, loader)
         try:
-            return await loader.measured_load(option, ctx, self._core.meter(device, reservation))
+            run.stop_if_cancelled()
+            meter = self._core.meter(device, reservation)
+            model, measured = await self._run_loader(
+                run, loader, loader.measured_load(option, ctx, meter)
+            )
+            kept = await self._unless_cancelled(run, entry, option, loader, device, model, measured)
+            return kept, measured
         finally:
-            devices.release(reservation)
+            devices.release(reservation)  # after a cancelled load's model was freed
 
-    def _context(self, task: str, device: str, probe: Any, total_bytes: int) -> LoadContext:
-        """What a loader gets: its callbacks turn into events on the loop's thread."""
+    @staticmethod
+    async def _run_loader(run: LoadRun, loader: AsyncLoader, loading: Awaitable[Any]) -> Any:
+        """Await the loader; while it runs on the loop, cancelling the flight stops it."""
+        run.on_loop = not isinstance(loader, InWorker)
+        try:
+            return await loading
+        finally:
+            run.on_loop = False
+
+    async def _unless_cancelled(
+        self,
+        run: LoadRun,
+        entry: TaskEntry,
+        option: ModelConfig,
+        loader: AsyncLoader,
+        device: str,
+        model: Any,
+        measured: int,
+    ) -> Any:
+        """`model`, unless its load was cancelled while it could not stop: then it is freed the
+        moment it lands, verified as an unload is, and the load raises LoadCancelledError."""
+        if not run.cancelled.is_set():
+            return model
+        await self._eviction.discard(LoadedModel(entry, model, option, loader, device, measured))
+        raise LoadCancelledError(entry.task, "the load was cancelled")
+
+    def _context(
+        self,
+        task: str,
+        device: str,
+        probe: Any,
+        total_bytes: int,
+        run: LoadRun | None = None,
+        loader: AsyncLoader | None = None,
+    ) -> LoadContext:
+        """What a loader gets: its callbacks turn into events on the loop's thread; progress is
+        rate-limited there, and is where a blocking `loader` meets `run`'s cancellation."""
         core = self._core
         return LoadContext(
             task=task,
             device=device,
             probe=probe,
             device_total_bytes=total_bytes,
-            progress=lambda fraction, stage: core.call_on_loop(
-                self._on_progress, task, fraction, stage
+            progress=ProgressReports(
+                run or LoadRun(task),
+                lambda fraction, stage: core.call_on_loop(self._on_progress, task, fraction, stage),
+                blocking=isinstance(loader, InWorker),
             ),
             output=lambda line: core.call_on_loop(core.emit, ServerOutput(task=task, line=line)),
         )
@@ -234,13 +319,35 @@ class Loading:
         loaded = LoadedModel(entry, model, option, loader, device, measured, duration)
         core.table.add(loaded)
         if loader.holds_device_memory:
-            core.ledger.record(option, device, measured)
+            core.ledger.record(option, device, measured, duration)
             # Saved by the device's worker, after the load: file I/O stays off the loop.
             core.devices.submit(device, core.ledger.save)
         core.emit(
             ModelLoaded(task=task.task_name, option=option.name, model_id=option.model_id,
                         device=device, measured_bytes=measured,
                         estimated_bytes=option.vram_bytes, duration_s=duration)
+        )  # fmt: skip
+
+    def _cancelled(
+        self,
+        entry: TaskEntry,
+        option: ModelConfig,
+        device: str,
+        started: float,
+        span: Span,
+        exc: BaseException,
+    ) -> None:
+        """A cancelled load leaves the task unloaded, not failed: no failure is recorded."""
+        current = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and current is not None:
+            current.uncancel()  # the cancellation ends here, as a LoadCancelledError
+        tm.mark_failed(span, "cancelled")
+        duration = time.monotonic() - started
+        self._load_hist.record(duration, {"outcome": "cancelled", "framework": option.framework})
+        logger.info("loading %s (%s) was cancelled", entry.task, option.model_id)
+        self._core.emit(
+            LoadCancelled(task=entry.task, option=option.name, model_id=option.model_id,
+                          device=device, duration_s=duration)
         )  # fmt: skip
 
     def _failed(

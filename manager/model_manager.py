@@ -28,6 +28,7 @@ from .errors import ModelInUseError, unknown_option
 from .events import EventHub, RemovalReason
 from .eviction import Eviction
 from .housekeeping import Housekeeping
+from .inference import Inference
 from .ledger import Ledger, default_ledger_path
 from .loaders import Loader, LoaderRegistry
 from .loaders.external_api import ExternalAPIConfig, external_api_config
@@ -44,6 +45,7 @@ from .status import (
     loaded_models_info,
     task_status,
 )
+from .warmup import WarmingUp, WarmUp
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class ModelManager:
         self._loading = Loading(core, self._eviction)
         self._selection = Selection(core, self._loading, self._eviction)
         self._housekeeping = Housekeeping(core, self._eviction)
+        self._warming = WarmingUp(core, self)
         self.loaded_models: Mapping[str, Any] = ModelsView(core.table)
         self.model_load_times: Mapping[str, float] = LoadTimesView(core.table)
         self.model_memory_usage: Mapping[str, int] = MemoryUsageView(core.table)
@@ -115,6 +118,12 @@ class ModelManager:
     @registry.setter
     def registry(self, registry: LoaderRegistry) -> None:
         self._core.registry = registry
+
+    @property
+    def inference(self) -> Inference:
+        """Generation and embeddings on this manager's models (what warm-ups run), created on
+        first use; its workers are released at shutdown."""
+        return self._warming.inference
 
     @property
     def ledger(self) -> Ledger:
@@ -201,6 +210,13 @@ class ModelManager:
         self._started()
         await self._selection.settled(task_type)
         return await self._loading.load(task_type)
+
+    async def cancel_load(self, task_type: str) -> bool:
+        """Abandon the load of `task_type` in flight; returns once nothing of it is held (memory
+        freed and verified, no server left, the task unloaded, LoadCancelled). Its waiting
+        callers get LoadCancelledError. False when no load was in flight."""
+        self._core.task(task_type)
+        return await self._loading.cancel(task_type)
 
     async def get_model(self, task_type: str) -> Any:
         """Get the model for `task_type`, loading it if necessary."""
@@ -305,8 +321,15 @@ class ModelManager:
 
     # ----------------------------------------------------------------- lifecycle
 
+    async def warm_up(self, task_type: str) -> WarmUp:
+        """Load `task_type` and run one small inference on it (see `warmup.WarmingUp`); the
+        latency is kept in the ledger (`TaskStatus.first_inference_s`). Raises as `load_model`."""
+        self._core.task(task_type)
+        return await self._warming.warm_up(task_type)
+
     async def warmup_models(self, *, force: bool = False) -> None:
-        """Load every selected model, in config order, if warmup_on_startup is set (or `force`).
+        """Load every selected model, in config order, if warmup_on_startup is set (or `force`),
+        and warm each up (`warm_up`).
 
         A model that fails is reported (LoadFailed) and the others still load.
         """
@@ -316,7 +339,7 @@ class ModelManager:
             if task.get_selected_config().unavailable_reason:
                 continue
             try:
-                await self.load_model(name)
+                await self.warm_up(name)
             except (ValueError, RuntimeError) as exc:
                 logger.warning("warm-up of %s failed: %s", name, exc)
 
@@ -354,6 +377,7 @@ class ModelManager:
         try:
             await self.monitor.stop()
             await self._housekeeper.stop()
+            await self._warming.close()
             await self.unload_all(reason=RemovalReason.SHUTDOWN)
         finally:
             await self.devices.close()

@@ -51,6 +51,7 @@ class TaskStatus:
     progress: float | None = None
     stage: str = ""
     failure: str | None = None
+    first_inference_s: float | None = None  # the last warm-up's latency here (the ledger's)
 
     @property
     def is_loaded(self) -> bool:
@@ -99,6 +100,9 @@ def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
         progress=progress[0] if progress else None,
         stage=progress[1] if progress else "",
         failure=failure or option.unavailable_reason,
+        first_inference_s=core.ledger.first_inference_s(
+            option if loaded is None else loaded.config, device
+        ),
     )
 
 

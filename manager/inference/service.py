@@ -8,6 +8,7 @@ the worker on first use, from the option's own folder, and kept as long as the m
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import weakref
@@ -27,6 +28,21 @@ if TYPE_CHECKING:
 WARMUP_PROMPT = "Hello"
 WARMUP_TOKENS = 4
 WARMUP_SENTENCE = "A short sentence to warm up the model."
+
+
+#: Files of which a folder holds at least one when a tokenizer was saved beside the weights.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+    "spiece.model", "sentencepiece.bpe.model",
+)  # fmt: skip
+
+
+def has_tokenizer(source: str) -> bool:
+    """Whether a tokenizer can be loaded from `source`: a hub id is assumed to have one; a local
+    folder has one when one of `TOKENIZER_FILES` is in it."""
+    if not os.path.isdir(source):
+        return True
+    return any(os.path.isfile(os.path.join(source, name)) for name in TOKENIZER_FILES)
 
 
 def is_in_process(model: Any) -> bool:
@@ -169,20 +185,26 @@ class Inference:
         generation nor embeddings.
         """
         async with self._manager.use(task) as model:
-            if not is_in_process(model):
-                return None
-            kind = self.abilities(task, model).kind
-            started = time.perf_counter()
-            if kind is ModelKind.CAUSAL_LM:
-                request = GenerationRequest(
-                    prompt=WARMUP_PROMPT, max_tokens=WARMUP_TOKENS, temperature=0
-                )
-                await self.generate(task, model, request)
-            elif kind is ModelKind.ENCODER:
-                await self.embed(task, model, [WARMUP_SENTENCE])
-            else:
-                return None
-            return time.perf_counter() - started
+            return await self.warm_up_held(task, model)
+
+    async def warm_up_held(self, task: str, model: Any) -> float | None:
+        """Run one small inference on `task`'s held `model`; its latency in seconds (the first
+        call also loads the tokenizer, as a first request would), or None as `warm_up` (and for
+        a model saved without a tokenizer: nothing can be run on it)."""
+        if not is_in_process(model) or not has_tokenizer(self._source(task)):
+            return None
+        kind = self.abilities(task, model).kind
+        started = time.perf_counter()
+        if kind is ModelKind.CAUSAL_LM:
+            request = GenerationRequest(
+                prompt=WARMUP_PROMPT, max_tokens=WARMUP_TOKENS, temperature=0
+            )
+            await self.generate(task, model, request)
+        elif kind is ModelKind.ENCODER:
+            await self.embed(task, model, [WARMUP_SENTENCE])
+        else:
+            return None
+        return time.perf_counter() - started
 
     async def close(self) -> None:
         """Let queued inference finish and release the workers."""

@@ -14,9 +14,12 @@ from typing import Any, ClassVar
 
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.config_errors import shorten
+from vramdeck.manager.errors import LoadCancelledError
 from vramdeck.manager.memory import is_cuda
+from vramdeck.manager.units import format_bytes
 
 from .base import LoadContext, LoaderUnavailable
+from .checkpoint_reading import reading_reported
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +75,13 @@ class TransformersLoader:
             raise LoaderUnavailable(reason)
         try:
             return self._load(option, ctx)
+        except LoadCancelledError:
+            pass  # below, once the frames that hold the weights read so far are gone
         except BaseException:
             _free_cached(ctx.device, collect=True)
             raise
+        _free_cached(ctx.device, collect=True)
+        raise LoadCancelledError(ctx.task, "the load was cancelled while reading weights")
 
     def _load(self, option: ModelConfig, ctx: LoadContext) -> Any:
         import torch
@@ -82,7 +89,7 @@ class TransformersLoader:
 
         source = option.resolved_model_id()
         _check_local_folder(source, option)
-        ctx.progress(0.0, "reading config")
+        ctx.progress(None, "reading config")
         config = transformers.AutoConfig.from_pretrained(
             source, trust_remote_code=option.trust_remote_code
         )
@@ -100,10 +107,19 @@ class TransformersLoader:
             )
         if is_cuda(ctx.device):
             kwargs["device_map"] = ctx.device
-        ctx.progress(0.1, f"reading weights ({model_class.__name__})")
-        model = model_class.from_pretrained(source, **kwargs)
+        stage = f"reading weights ({model_class.__name__})"
+        ctx.progress(None, stage)
+
+        def read(done: int, total: int) -> None:
+            if total:
+                ctx.progress(done / total, stage)
+
+        with reading_reported(read) as reading:
+            model = model_class.from_pretrained(source, **kwargs)
+        if reading is not None and reading.total:
+            ctx.progress(1.0, f"read {format_bytes(reading.total)} of weights")
         if not is_cuda(ctx.device) and option.quantization not in _BITS:
-            ctx.progress(0.85, "moving to device")
+            ctx.progress(None, f"moving to {ctx.device}")
             model = model.to(ctx.device)
         model.eval()
         ctx.progress(1.0, "ready")

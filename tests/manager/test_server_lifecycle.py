@@ -76,7 +76,8 @@ async def test_load_measure_and_unload() -> None:
     assert rec.lines[0] == f"fake server pid {handle.pid} starting for fake-model on port " + str(
         handle.port
     )
-    assert rec.progress[0][1].startswith("starting vLLM on port")
+    assert rec.progress[0] == (None, f"starting vLLM on port {handle.port}")  # no fraction yet
+    assert (None, "waiting for the health check (/health)") in rec.progress
     assert rec.progress[-1] == (1.0, "ready")
     nbytes = loader.footprint(handle, HOST)
     assert nbytes is not None and nbytes > 60 * MB

@@ -158,7 +158,8 @@ class ServerLoader(AsyncLoader):
         port: int,
         secrets: list[str],
     ) -> ServerHandle:
-        ctx.progress(0.0, f"starting {self.display_name} on port {port}")
+        # No fraction until the server prints one: how long a start takes is not known here.
+        ctx.progress(None, f"starting {self.display_name} on port {port}")
         starting = True
 
         def on_line(line: str) -> None:
@@ -187,6 +188,7 @@ class ServerLoader(AsyncLoader):
             process=process,
             memory=ServerMemory(process, ctx.probe, ctx.device),
         )
+        ctx.progress(None, f"waiting for the health check ({self.health_path})")
         try:
             await self._wait_ready(handle, option)
             # The group only: strays (workers that left it) cost more to find, and the
