@@ -201,9 +201,7 @@ async def main() -> None:
                 results["plain"].append(plain_round(args))
                 results["manager"].append(await manager_round(manager))
             gaps = [
-                await exit_to_free_round(
-                    manager, probe, args.device, args.cuda_mb if args.cuda_mb else args.hold_mb
-                )
+                await exit_to_free_round(manager, probe, args.device, args.cuda_mb or args.hold_mb)
                 for _ in range(args.free_rounds)
             ]
         finally:

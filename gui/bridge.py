@@ -299,7 +299,7 @@ class ManagerBridge(QObject):
             return True
 
         old = self.config_path.name
-        if path is None or Path(path).resolve() == self.config_path.resolve():
+        if path is None or Path(path).resolve() == self.config_path.resolve():  # noqa: ASYNC240
             title = f"Could not reload {old}; the version read before stays in force"
         else:
             title = f"Could not load {Path(path).name}; still using {old}"

@@ -225,7 +225,7 @@ class AppSession:
 
         try:
             await _in_daemon_thread(maker.ensure_demo_models, folder, progress)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure goes to the banner; the panel stays
             logger.warning("could not make the demo models: %s", exc)
             self.window.banner.show_error("Could not make the demo models", str(exc))
             status.end_progress()
@@ -252,7 +252,7 @@ async def _in_daemon_thread(fn: Any, *args: Any) -> Any:
     def work() -> None:
         try:
             result = fn(*args)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, re-raised
             _call_soon_threadsafe(loop, settle, future.set_exception, exc)
         else:
             _call_soon_threadsafe(loop, settle, future.set_result, result)

@@ -136,7 +136,7 @@ def drive(dock: TryItDock, run: Run) -> None:
                     dock.finish(item)
         except asyncio.CancelledError:
             dock.stopped()
-        except Exception as exc:  # shown in the dock, like the endpoint's error message
+        except Exception as exc:  # noqa: BLE001 - shown in the dock, as the endpoint would
             logger.info("Try-it on %s failed: %s", task, exc)
             dock.fail(str(exc) or type(exc).__name__)
 

@@ -241,7 +241,7 @@ def _plain_is_safe(value: str) -> bool:
     if not value or value != value.strip() or any(c in value for c in "#:{}[],&*!|>'\"%@`\n"):
         return False
     try:
-        return yaml.safe_load(f"k: {value}") == {"k": value}
+        return bool(yaml.safe_load(f"k: {value}") == {"k": value})
     except yaml.YAMLError:
         return False
 

@@ -152,7 +152,7 @@ class _BoundedLoader(yaml.SafeLoader):
         if child is not None:
             self._keys.append(child)
         if self.check_event(yaml.AliasEvent):
-            self._count_alias(self.peek_event())
+            self._count_alias(self.peek_event())  # type: ignore[no-untyped-call]
             node = super().compose_node(parent, index)
         else:
             node = self._compose_counted(parent, index)
@@ -161,7 +161,7 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
     def _compose_counted(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        mark = self.peek_event().start_mark
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
         if self._depth >= MAX_DEPTH:
             self._refuse(f"nested deeper than {MAX_DEPTH} levels; a config needs far fewer", mark)
         before = self._nodes

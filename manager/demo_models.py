@@ -32,24 +32,27 @@ MARKER = ".vramdeck-demo-complete"
 #: name → (architecture, config keyword arguments). Sizes are float32 weights on disk.
 SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     # ≈ 20 MiB
-    "gpt2-small": ("gpt2", dict(n_layer=4, n_embd=256, n_head=4, vocab_size=8192, n_positions=256)),
+    "gpt2-small": (
+        "gpt2",
+        {"n_layer": 4, "n_embd": 256, "n_head": 4, "vocab_size": 8192, "n_positions": 256},
+    ),
     # ≈ 81 MiB
     "gpt2-medium": (
         "gpt2",
-        dict(n_layer=4, n_embd=512, n_head=8, vocab_size=16384, n_positions=512),
+        {"n_layer": 4, "n_embd": 512, "n_head": 8, "vocab_size": 16384, "n_positions": 512},
     ),
     # ≈ 66 MiB
     "bert-mini": (
         "bert",
-        dict(
-            hidden_size=384,
-            num_hidden_layers=6,
-            num_attention_heads=6,
-            intermediate_size=1536,
-            vocab_size=16384,
-            max_position_embeddings=512,
-            num_labels=3,
-        ),
+        {
+            "hidden_size": 384,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 6,
+            "intermediate_size": 1536,
+            "vocab_size": 16384,
+            "max_position_embeddings": 512,
+            "num_labels": 3,
+        },
     ),
 }
 SPEC_VERSION = json.dumps(SPECS, sort_keys=True)
@@ -153,7 +156,7 @@ def _make_model(name: str, target: Path) -> None:
     import torch
     import transformers
 
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     arch, kwargs = SPECS[name]
     torch.manual_seed(0)  # the same weights on every machine
     model: Any

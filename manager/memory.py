@@ -282,7 +282,7 @@ class SystemProbe:
             return cls(None)
         try:
             torch_probe = TorchProbe()
-        except Exception:
+        except Exception:  # noqa: BLE001 - torch without a usable CUDA: no GPU probe, host only
             return cls(None)
         return cls(torch_probe if torch_probe.available else None)
 

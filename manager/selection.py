@@ -79,7 +79,7 @@ class Selection:
                 self._select(task, old)
                 try:
                     await asyncio.shield(self._loading.flight(name))
-                except Exception as exc:  # reported by its LoadFailed; the first error counts
+                except Exception as exc:  # noqa: BLE001 - reported by its LoadFailed; the first counts
                     logger.debug("reloading %s's old option failed too: %s", name, exc)
                 raise
 

@@ -63,7 +63,7 @@ class WarmingUp:
                 raise RuntimeError(f"{task} is held but not loaded")
             try:
                 seconds = await self.inference.warm_up_held(task, model)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any model's failure is reported, it stays loaded
                 error = describe_failure(exc)
                 logger.warning("the warm-up inference of %s failed: %s", task, error)
         if seconds is not None and loaded.holds_memory:

@@ -89,7 +89,7 @@ async def _load_option(manager: ModelManager, task: str, name: str) -> str:
     try:
         await manager.set_selected_model(task, name)
         await manager.load_model(task)
-    except Exception as exc:  # the report says what failed; the other options still run
+    except Exception as exc:  # noqa: BLE001 - the report says what failed; the others still run
         if isinstance(exc.__cause__, MissingAPIKey):  # the person's to give, not a fault
             return f"unavailable: {exc.__cause__}"
         return f"failed: {type(exc).__name__}: {exc}"

@@ -37,7 +37,7 @@ def plugin_loaders() -> list[Loader | AsyncLoader]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             found.append(ep.load()())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not stop the manager
             logger.warning("loader plug-in %s (%s) failed to load: %s", ep.name, ep.value, exc)
     return found
 

@@ -54,7 +54,7 @@ def _tensor_bytes(path: str) -> int:
     """The bytes of a safetensors file's tensors: its size less the header (u64 length + JSON)."""
     with open(path, "rb") as f:
         (header,) = struct.unpack("<Q", f.read(8))
-    return max(0, os.path.getsize(path) - 8 - header)
+    return max(0, os.path.getsize(path) - 8 - int(header))
 
 
 class _CountedSlice:

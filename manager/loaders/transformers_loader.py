@@ -102,7 +102,7 @@ class TransformersLoader:
             "use_safetensors": None if option.allow_pickle else True,
         }
         if option.quantization in _BITS:
-            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
+            kwargs["quantization_config"] = transformers.BitsAndBytesConfig(  # type: ignore[no-untyped-call]
                 **{_BITS[option.quantization]: True}
             )
         if is_cuda(ctx.device):
@@ -156,7 +156,7 @@ class TransformersLoader:
         # uses it afterwards gets a clear error.
         try:
             model.to("meta")
-        except Exception:
+        except Exception:  # noqa: BLE001 - any model class: dropping its references still frees
             logger.debug("could not move %s to meta; relying on dropped references", type(model))
         _free_cached(device)
 

@@ -126,7 +126,7 @@ def test_headless_commands_import_no_qt_and_no_torch(write_config, command: str)
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.rsplit("LOADED", 1)[1].strip()
     # torch only where NVML's library exists but cannot read a device (the probe's fallback).
-    assert [m for m in loaded.split(",") if m and m not in ("torch",)] == []
+    assert [m for m in loaded.split(",") if m and m != "torch"] == []
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(write_config):

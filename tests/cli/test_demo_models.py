@@ -21,10 +21,10 @@ DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 def tiny_specs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's specs, shrunk, so that making them takes milliseconds."""
     specs = {
-        "gpt2-small": ("gpt2", dict(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=16)),
-        "bert-mini": ("bert", dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                   intermediate_size=64, vocab_size=64, num_labels=3,
-                                   max_position_embeddings=16)),
+        "gpt2-small": ("gpt2", {"n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 64, "n_positions": 16}),
+        "bert-mini": ("bert", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "intermediate_size": 64, "vocab_size": 64, "num_labels": 3,
+                                   "max_position_embeddings": 16}),
     }  # fmt: skip
     monkeypatch.setattr(demo_models, "SPECS", specs)
     monkeypatch.setattr(demo_models, "SPEC_VERSION", json.dumps(specs, sort_keys=True))

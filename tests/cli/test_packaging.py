@@ -105,7 +105,7 @@ def test_the_spec_is_python_and_bundles_the_entry_point_and_data():
 
 
 def recipe(makefile: str, target: str) -> str:
-    found = re.search(rf"^{target}:.*?(?=\n\n|\Z)", makefile, re.M | re.S)
+    found = re.search(rf"^{target}:.*?(?=\n\n|\Z)", makefile, re.MULTILINE | re.DOTALL)
     assert found, f"no {target} target"
     return found.group(0)
 

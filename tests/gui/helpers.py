@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import qasync
 from PySide6.QtTest import QTest
+
+from tests.waiting import until  # noqa: F401  (the gui tests import it from here)
 
 T = TypeVar("T")
 
@@ -30,16 +32,6 @@ def run(loop: asyncio.AbstractEventLoop, work: Awaitable[T], timeout: float = 30
             raise AssertionError(f"{work!r} did not finish in {timeout:g} s")
         QTest.qWait(5)
     return task.result()
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    """Wait, with the loop running, until `predicate()` is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        await asyncio.sleep(0.02)
 
 
 def write_config(tmp_path: Path, text: str, name: str = "models.yaml") -> Path:

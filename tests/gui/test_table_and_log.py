@@ -18,8 +18,8 @@ OPTIONS = (
 
 
 def row(**kw) -> TaskRow:
-    base = dict(task="alpha", description="First", options=OPTIONS, selected="small",
-                state="unloaded", estimated_bytes=512 * 1024**2)  # fmt: skip
+    base = {"task": "alpha", "description": "First", "options": OPTIONS, "selected": "small",
+                "state": "unloaded", "estimated_bytes": 512 * 1024**2}  # fmt: skip
     return TaskRow(**{**base, **kw})
 
 

@@ -149,7 +149,7 @@ async def test_a_blocking_plugin_runs_in_the_device_worker_with_the_managers_pro
 def docs_example(first_line: str) -> str:
     """The ```python block of docs/loaders.md that contains `first_line`."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "loaders.md").read_text("utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     return next(b for b in blocks if first_line in b)
 
 

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.manager.fake_server import fake_command, gone, wait_gone
+from tests.waiting import until
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.loaders import (
     LoadContext,
@@ -163,8 +164,7 @@ async def test_unload_stops_the_servers_children(tmp_path: Path) -> None:
 async def test_a_cancelled_load_leaves_nothing() -> None:
     loader, rec = VllmLoader(), Recorder()
     load = asyncio.ensure_future(loader.load(option("--start-delay", "30"), rec.context()))
-    while not rec.lines:
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(rec.lines), "the server printed its first line")
     load.cancel()
     with pytest.raises(asyncio.CancelledError):
         await load

@@ -237,7 +237,7 @@ async def test_the_configs_inherit_env_reaches_the_server_and_nothing_else(
     monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
     h = harness({"chat": task(fake=server_option(inherit_env=["MY_TOOL_HOME"]))})
     handle = await asyncio.wait_for(h.manager.load_model("chat"), 15)
-    raw = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")
+    raw = Path(f"/proc/{handle.pid}/environ").read_bytes().split(b"\0")  # noqa: ASYNC240
     assert b"MY_TOOL_HOME=/opt/tool" in raw
     assert not any(item.startswith(b"ANTHROPIC_API_KEY=") for item in raw)
 

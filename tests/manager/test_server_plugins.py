@@ -29,7 +29,7 @@ DOCS = (ROOT / "README.md", ROOT / "docs" / "loaders.md")
 def doc_example(first_line: str) -> str:
     """The ```python block of the README or docs/loaders.md that starts with `first_line`."""
     for doc in DOCS:
-        for block in re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
+        for block in re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.DOTALL):
             if block.startswith(first_line):
                 return str(block)
     raise AssertionError(f"no python block in the docs starts with {first_line!r}")

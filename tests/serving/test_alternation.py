@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.serving.conftest import Finished, client_for, leases
+from tests.waiting import until
 from vramdeck.manager import ModelEvicted
 
 
@@ -81,8 +82,7 @@ async def test_no_room_waits_then_503_and_a_full_queue_is_429(serve, config):
     ask = {"model": "b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
 
     waiting = asyncio.ensure_future(client.chat.completions.create(**ask))
-    while endpoint.serving.admission.counts_of("b").queued < 1:
-        await asyncio.sleep(0)
+    await until(lambda: endpoint.serving.admission.counts_of("b").queued >= 1, "b is queued")
     with pytest.raises(openai.RateLimitError) as full:
         await client.chat.completions.create(**ask)
     assert full.value.response.headers["Retry-After"] == "7"

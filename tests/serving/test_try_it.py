@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.serving.conftest import Finished
+from tests.waiting import until
 from vramdeck.serving.try_it import TryItDone, TryItError, try_it
 
 
@@ -77,8 +78,8 @@ async def test_the_dock_shows_pieces_and_stats_and_stops(qtbot):
     dock.prompt.setPlainText("hi")
     dock.send.click()
     await ended.wait()
-    while dock.send.text() != "Send":  # the request's last step runs after the generator closed
-        await asyncio.sleep(0)
+    # the request's last step runs after the generator closed
+    await until(lambda: dock.send.text() == "Send", "the dock offers Send again")
     assert dock.output.toPlainText() == "chat:hi"
     assert dock.stats.text() == "first token after 12 ms, 2 tokens, 40.0 tokens/s"
     assert dock.send.text() == "Send"
@@ -86,11 +87,9 @@ async def test_the_dock_shows_pieces_and_stats_and_stops(qtbot):
     ended.clear()
     dock.prompt.setPlainText("wait")
     dock.send.click()
-    while dock.output.toPlainText() != "chat:wait":
-        await asyncio.sleep(0)
+    await until(lambda: dock.output.toPlainText() == "chat:wait", "the output streamed in")
     assert dock.send.text() == "Stop"
     dock.send.click()  # Stop
     await ended.wait()
-    while dock.send.text() != "Send":
-        await asyncio.sleep(0)
+    await until(lambda: dock.send.text() == "Send", "the dock offers Send again")
     assert dock.stats.text() == "stopped"

@@ -207,14 +207,14 @@ class ServerProcess:
         # The processes seen so far get SIGTERM at once; a scan for others would delay it.
         signal_all(self.pgid, self._known.values(), signal.SIGTERM)
         await _wait_done(self.exited, max(0.0, deadline - loop.time()))
-        while loop.time() < deadline and await self._any_left():
-            await asyncio.sleep(0.02)
+        while loop.time() < deadline and await self._any_left():  # noqa: ASYNC110 - the OS
+            await asyncio.sleep(0.02)  # announces no group's last exit: poll it
         # The leader has gone (or ran out of time): whatever of its group is left is a leftover.
         left = await asyncio.to_thread(self._left)
         signal_all(self.pgid, left, signal.SIGKILL)
         await _wait_done(self.exited, 5.0)
         end = loop.time() + 2.0  # SIGKILLed processes go within milliseconds: memory shows free
-        while loop.time() < end and await self._any_left():
+        while loop.time() < end and await self._any_left():  # noqa: ASYNC110 - as above
             await asyncio.sleep(0.01)
         await _wait_done(self._protocol.output_closed, 0.5)  # the last lines, into the tail
         self._forget()
