@@ -3,7 +3,9 @@
 Concurrent callers of one task share one load (the task entry's `flight`), shielded from their
 cancellation. Room is made under the device's lock; the room promised to a load in flight is a
 reservation, so two loads never count the same free bytes. After a load measures more than its
-estimate, the device is brought back under its budget.
+estimate, the device is brought back under its budget. A task whose model was parked in host
+RAM or put to sleep is brought back (`_bring_back`) through the same room, reservation and
+measurement as a load; when that fails it is dropped and loaded cold.
 """
 
 from __future__ import annotations
@@ -22,11 +24,22 @@ from .budget import manager_limit
 from .config import ModelConfig, TaskConfig
 from .core import NO_DEVICE, Core
 from .errors import InsufficientMemoryError, ModelInUseError, ModelLoadError
-from .events import LoadFailed, LoadProgress, ModelLoaded, ModelLoading, ServerOutput
+from .events import (
+    LoadFailed,
+    LoadProgress,
+    ModelLoaded,
+    ModelLoading,
+    ModelRestored,
+    RemovalReason,
+    ServerOutput,
+)
 from .eviction import Eviction, describe_failure
 from .loaders.base import AsyncLoader, LoadContext
+from .loaders.servers.events import woken
+from .loaders.servers.sleep import WakeReport
 from .lru import LoadedModel, TaskEntry
 from .memory import HOST, is_cuda
+from .residency import Residency
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +136,10 @@ class Loading:
         started = time.monotonic()
         with tm.load_span(task.task_name, option.name, option.model_id) as span:
             try:
+                if entry.suspended is not None:
+                    back = await self._bring_back(entry, option, span)
+                    if back is not None:
+                        return back
                 if option.unavailable_reason:
                     reason = f"{option.name} cannot load here: {option.unavailable_reason}"
                     raise ModelLoadError(task.task_name, reason)
@@ -172,6 +189,69 @@ class Loading:
             return await loader.measured_load(option, ctx, self._core.meter(device, reservation))
         finally:
             devices.release(reservation)
+
+    async def _bring_back(self, entry: TaskEntry, option: ModelConfig, span: Span) -> Any | None:
+        """Restore or wake the task's parked or sleeping model for `option`; returns it, or None
+        to load cold: the suspended model was of another option, or its restore failed (then it
+        was dropped). InsufficientMemoryError, the model still suspended, when no room is made."""
+        core, devices = self._core, self._core.devices
+        kept = entry.suspended
+        assert kept is not None
+        if kept.config.load_signature() != option.load_signature():
+            await self._eviction.drop(entry, RemovalReason.SWITCH, option.name)
+            return None
+        started, where, device = time.monotonic(), kept.residency, kept.device
+        required = max(0, kept.bytes - kept.asleep_bytes)
+        entry.progress = (0.0, f"bringing it back ({where.value})")
+        core.emit(ModelLoading(task=entry.task, option=option.name, model_id=option.model_id,
+                               device=device, required_bytes=required))  # fmt: skip
+        async with devices.lock(device):
+            reading = await self._eviction.make_room(device, required, for_task=entry.task)
+            reservation = devices.reserve(device, required)
+            entry.suspended = None  # out of the tier: nothing drops it while it comes back
+            core.host_tier.remove(entry.task)
+        ctx = self._context(entry.task, device, devices.probe, reading.total)
+        try:
+            report = await kept.loader.resume(kept.model, ctx)
+        except Exception as exc:
+            logger.warning("bringing %s back from %s failed (%s); loading it cold", entry.task,
+                           where.value, describe_failure(exc))  # fmt: skip
+            await self._release(kept)
+            return None
+        except BaseException:
+            await self._release(kept)
+            raise
+        finally:
+            devices.release(reservation)
+        own = kept.loader.footprint(kept.model, device) if kept.loader.live_footprint else None
+        measured = own if own is not None else kept.bytes
+        duration = time.monotonic() - started
+        self._landed(entry, asyncio.current_task())
+        core.table.add(LoadedModel(entry, kept.model, kept.config, kept.loader, device, measured,
+                                   kept.load_duration_s))  # fmt: skip
+        core.ledger.record_restore(kept.config, device, where.value, duration)
+        core.devices.submit(device, core.ledger.save)
+        names: dict[str, Any] = {"task": entry.task, "option": kept.option,
+                                 "model_id": kept.model_id, "device": device}  # fmt: skip
+        if isinstance(report, WakeReport):
+            core.emit(woken(report, **names))
+        else:
+            core.emit(ModelRestored(**names, bytes=report.taken_bytes, duration_s=duration))
+        core.emit(ModelLoaded(**names, measured_bytes=measured, estimated_bytes=option.vram_bytes,
+                              duration_s=duration))  # fmt: skip
+        tm.mark_loaded(span, measured)
+        self._load_hist.record(duration, {"outcome": where.name.lower(),
+                                          "framework": option.framework})  # fmt: skip
+        return kept.model
+
+    @staticmethod
+    async def _release(kept: LoadedModel) -> None:
+        """Free what a failed restore left of a suspended model."""
+        try:
+            await kept.loader.unload(kept.model, kept.device)
+        except Exception:
+            logger.exception("freeing %s after its failed restore failed", kept.task)
+        kept.model = None
 
     def _context(self, task: str, device: str, probe: Any, total_bytes: int) -> LoadContext:
         """What a loader gets: its callbacks turn into events on the loop's thread."""
@@ -235,6 +315,7 @@ class Loading:
         core.table.add(loaded)
         if loader.holds_device_memory:
             core.ledger.record(option, device, measured)
+            core.ledger.record_restore(option, device, Residency.OFF.value, duration)
             # Saved by the device's worker, after the load: file I/O stays off the loop.
             core.devices.submit(device, core.ledger.save)
         core.emit(

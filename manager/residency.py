@@ -35,6 +35,17 @@ def default_host_cache_bytes(total_ram: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class HostTierStatus:
+    """The host-RAM tier now: whether it parks models, what it holds, its budget, and why it is
+    off (e.g. "no GPU: the device is host RAM"); `reason` is empty while it is on."""
+
+    enabled: bool
+    used_bytes: int
+    budget_bytes: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """The answer of `HostTier.admit`: whether the model may be parked, and who leaves for it."""
 
@@ -105,6 +116,17 @@ class HostTier:
             return Admission(False, reason="the host's free RAM is too low to park it")
         return Admission(True, tuple(dropped))
 
+    def copy(self) -> HostTier:
+        """The same tier, to try admissions on without changing this one (plans, previews)."""
+        base = self.used_bytes
+
+        def available() -> int:  # what the twin's parks would take is not free any more
+            return self._available_ram() - max(0, twin.used_bytes - base)
+
+        twin = HostTier(self.budget_bytes, available, headroom_bytes=self._headroom)
+        twin._parked = OrderedDict(self._parked)
+        return twin
+
     def add(self, task: str, nbytes: int) -> None:
         self._parked[task] = nbytes
         self._parked.move_to_end(task)
@@ -168,6 +190,7 @@ __all__ = [
     "Admission",
     "Candidate",
     "HostTier",
+    "HostTierStatus",
     "Residency",
     "default_host_cache_bytes",
     "eviction_order",
