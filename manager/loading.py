@@ -206,10 +206,16 @@ class Loading:
         core.emit(ModelLoading(task=entry.task, option=option.name, model_id=option.model_id,
                                device=device, required_bytes=required))  # fmt: skip
         async with devices.lock(device):
-            reading = await self._eviction.make_room(device, required, for_task=entry.task)
+            # Out of the tier first: making room parks others, which must not drop this one.
+            entry.suspended, host_bytes = None, core.host_tier.remove(entry.task)
+            try:
+                reading = await self._eviction.make_room(device, required, for_task=entry.task)
+            except BaseException:
+                entry.suspended = kept
+                if host_bytes:
+                    core.host_tier.add(entry.task, host_bytes)
+                raise
             reservation = devices.reserve(device, required)
-            entry.suspended = None  # out of the tier: nothing drops it while it comes back
-            core.host_tier.remove(entry.task)
         ctx = self._context(entry.task, device, devices.probe, reading.total)
         try:
             report = await kept.loader.resume(kept.model, ctx)
