@@ -118,7 +118,7 @@ FOUR = THREE + "  d: {options: {m: {model_id: model-d, vram_gb: 4, device: cuda:
 
 
 async def test_the_tier_drops_its_oldest_to_admit_a_new_one(tiered: Make) -> None:
-    m, probe, loader, events = tiered(text=FOUR % (5, "cuda:0", "cuda:0", "cuda:0"))
+    m, probe, _loader, events = tiered(text=FOUR % (5, "cuda:0", "cuda:0", "cuda:0"))
     await m.load_model("a")
     await m.load_model("b")
     even_costs(m)
@@ -160,7 +160,7 @@ async def test_the_tier_is_off_at_zero_and_on_host_ram_devices(tiered: Make) -> 
 
 async def test_the_tier_admits_no_more_than_the_hosts_free_ram(tiered: Make) -> None:
     # 64 GB budget but a host with 5 GB of RAM: 4 GB + 2 GB headroom does not fit.
-    m, probe, loader, _ = tiered(host_cache_gb=64, devices={"cuda:0": 10.0, "cpu": 5.0})
+    m, _probe, loader, _ = tiered(host_cache_gb=64, devices={"cuda:0": 10.0, "cpu": 5.0})
     await m.load_model("a")
     await m.load_model("b")
     even_costs(m, Residency.OFF)  # none can be parked: each would be dropped
@@ -171,7 +171,7 @@ async def test_the_tier_admits_no_more_than_the_hosts_free_ram(tiered: Make) -> 
 
 @pytest.mark.parametrize("failure", ["park_fails", "park_keeps"])
 async def test_a_failed_park_falls_back_to_a_drop(tiered: Make, failure: str) -> None:
-    m, probe, loader, events = tiered(**{failure: True})
+    m, probe, _loader, events = tiered(**{failure: True})
     await m.load_model("a")
     await m.load_model("b")
     even_costs(m)
@@ -199,7 +199,7 @@ async def test_a_failed_restore_falls_back_to_a_cold_load(tiered: Make) -> None:
 
 
 async def test_unloading_a_parked_task_frees_its_host_copy(tiered: Make) -> None:
-    m, probe, loader, events = tiered()
+    m, probe, _loader, events = tiered()
     await m.load_model("a")
     await m.load_model("b")
     even_costs(m)
@@ -223,7 +223,7 @@ models:
 async def test_priority_protects_a_model_and_the_lru_calls_keep_their_meaning(
     tiered: Make,
 ) -> None:
-    m, probe, loader, events = tiered(text=PRIORITY)
+    m, _probe, _loader, events = tiered(text=PRIORITY)
     await m.load_model("a")
     await m.load_model("b")
     assert m.get_lru_model() == "a"  # strictly least recently used, as the seed says
