@@ -325,6 +325,25 @@ class Eviction:
                           error=error, duration_s=time.monotonic() - started)
         )  # fmt: skip
 
+    async def crashed_suspended(self, entry: TaskEntry, died: Death) -> None:
+        """The task's sleeping server died: forget it, clean up, report as for an awake one."""
+        kept = entry.suspended
+        if kept is None:
+            return
+        entry.suspended = None
+        self._core.host_tier.remove(entry.task)
+        try:
+            await kept.loader.unload(kept.model, kept.device)
+        except Exception:
+            logger.exception("cleaning up after %s crashed asleep failed", entry.task)
+        kept.model = None
+        code, lines = died
+        entry.failures[kept.option] = f"crashed with exit code {code} while asleep"
+        self._core.emit(
+            ModelCrashed(task=entry.task, option=kept.option, model_id=kept.model_id,
+                         device=kept.device, exit_code=code, last_output=tuple(lines))
+        )  # fmt: skip
+
     async def crashed(self, loaded: LoadedModel, died: Death) -> None:
         """`loaded`'s process died on its own: free its accounting, clean up, report."""
         core = self._core

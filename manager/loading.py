@@ -36,6 +36,7 @@ from .events import (
 from .eviction import Eviction, describe_failure
 from .loaders.base import AsyncLoader, LoadContext
 from .loaders.servers.events import woken
+from .loaders.servers.loader import SERVER_SLEEP_LEVEL
 from .loaders.servers.sleep import WakeReport
 from .lru import LoadedModel, TaskEntry
 from .memory import HOST, is_cuda
@@ -271,6 +272,7 @@ class Loading:
                 self._on_progress, task, fraction, stage
             ),
             output=lambda line: core.call_on_loop(core.emit, ServerOutput(task=task, line=line)),
+            extra={SERVER_SLEEP_LEVEL: core.inference.server_sleep_level},
         )
 
     def _on_progress(self, task: str, fraction: float | None, stage: str) -> None:
