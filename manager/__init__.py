@@ -20,12 +20,17 @@ from .events import (
     ModelEvicted,
     ModelLoaded,
     ModelLoading,
+    ModelParked,
     ModelRemoved,
+    ModelRestored,
+    ModelSlept,
     ModelUnloaded,
+    ModelWoken,
     PinChanged,
     RemovalReason,
     SelectionChanged,
     ServerOutput,
+    SleepFailed,
     SwitchFailed,
     TaskEvent,
 )
@@ -40,6 +45,7 @@ from .loaders import (
 )
 from .memory import DeviceReading, HostProbe, MemoryProbe, NvmlProbe, SystemProbe, TorchProbe
 from .model_manager import ModelManager
+from .residency import HostTierStatus, Residency
 from .status import BudgetCheck, TaskState, TaskStatus
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "EventHub",
     "ExternalAPIConfig",
     "HostProbe",
+    "HostTierStatus",
     "InferenceConfig",
     "InsufficientMemoryError",
     "Ledger",
@@ -74,13 +81,19 @@ __all__ = [
     "ModelLoaded",
     "ModelLoading",
     "ModelManager",
+    "ModelParked",
     "ModelRemoved",
+    "ModelRestored",
+    "ModelSlept",
     "ModelUnloaded",
+    "ModelWoken",
     "NvmlProbe",
     "PinChanged",
     "RemovalReason",
+    "Residency",
     "SelectionChanged",
     "ServerOutput",
+    "SleepFailed",
     "SwitchFailed",
     "SystemProbe",
     "TaskConfig",

@@ -20,6 +20,9 @@ GIB = 1024**3
 # Parking keeps this much of the host's RAM free, and never takes more than this share of it.
 HOST_HEADROOM_BYTES = 2 * GIB
 DEFAULT_HOST_SHARE = 0.25
+#: Bringing a model back faster than this is instant to a person: such models cost the same,
+#: and the least recently used of them goes first.
+INSTANT_S = 0.1
 
 
 class Residency(enum.Enum):
@@ -159,7 +162,7 @@ def eviction_order(candidates: Iterable[Candidate], *, now: float | None = None)
 
     def cost(c: Candidate) -> float:
         idle = max(0.0, now - c.last_used)
-        return -idle / (max(c.restore_s, 1e-3) * max(c.priority, 1e-6))
+        return -idle / (max(c.restore_s, INSTANT_S) * max(c.priority, 1e-6))
 
     return sorted(ordered, key=cost)
 
