@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 GIB = 1024**3
@@ -23,6 +23,8 @@ DEFAULT_HOST_SHARE = 0.25
 #: Bringing a model back faster than this is instant to a person: such models cost the same,
 #: and the least recently used of them goes first.
 INSTANT_S = 0.1
+#: Another model goes before the least recently used only when it is this many times cheaper.
+CLEARLY = 4.0
 
 
 class Residency(enum.Enum):
@@ -154,17 +156,23 @@ def eviction_order(candidates: Iterable[Candidate], *, now: float | None = None)
     """Cheapest loss first: the highest idle seconds ÷ (seconds to bring back × priority).
 
     A model idle for long that comes back fast goes before a busy one that takes a cold load.
-    The sort is stable and the input is in least-recently-used order, so ties go to the least
-    recently used.
+    The input is in least-recently-used order, and the least recently used goes first unless
+    another is clearly cheaper to lose (by `CLEARLY` or more): measured times jitter (a first
+    load pays the imports), and a near tie should not reorder what a person expects.
     """
     now = time.monotonic() if now is None else now
-    ordered: Sequence[Candidate] = list(candidates)
 
-    def cost(c: Candidate) -> float:
+    def worth(c: Candidate) -> float:  # higher: cheaper to lose
         idle = max(0.0, now - c.last_used)
-        return -idle / (max(c.restore_s, INSTANT_S) * max(c.priority, 1e-6))
+        return idle / (max(c.restore_s, INSTANT_S) * max(c.priority, 1e-6))
 
-    return sorted(ordered, key=cost)
+    left = [(worth(c), c) for c in candidates]
+    order: list[Candidate] = []
+    while left:
+        best = max(range(len(left)), key=lambda i: left[i][0])  # first of equals: the LRU
+        pick = 0 if left[0][0] * CLEARLY >= left[best][0] else best
+        order.append(left.pop(pick)[1])
+    return order
 
 
 def eviction_reason(candidate: Candidate, *, now: float | None = None) -> str:
