@@ -122,11 +122,15 @@ class HostTier:
         return Admission(True, tuple(dropped))
 
     def copy(self) -> HostTier:
-        """The same tier, to try admissions on without changing this one (plans, previews)."""
+        """The same tier, to try admissions on without changing this one (plans, previews).
+        The host's free RAM is read once, at the first admission that needs it."""
         base = self.used_bytes
+        read: list[int] = []
 
         def available() -> int:  # what the twin's parks would take is not free any more
-            return self._available_ram() - max(0, twin.used_bytes - base)
+            if not read:
+                read.append(self._available_ram())
+            return read[0] - max(0, twin.used_bytes - base)
 
         twin = HostTier(self.budget_bytes, available, headroom_bytes=self._headroom)
         twin._parked = OrderedDict(self._parked)

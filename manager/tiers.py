@@ -85,9 +85,11 @@ class Tiers:
         """Expected seconds to bring `loaded` back from `where`: measured, else its load time."""
         return restore_estimate(self._core, loaded, where)
 
-    def victim(self, loaded: LoadedModel, tier: HostTier | None = None) -> Victim:
+    def victim(
+        self, loaded: LoadedModel, tier: HostTier | None = None, where: Residency | None = None
+    ) -> Victim:
         """`loaded` as a victim: where it would go, its expected restore, the words of why."""
-        where = self.destination(loaded, tier)
+        where = self.destination(loaded, tier) if where is None else where
         restore = self.restore_estimate(loaded, where)
         candidate = self._candidate(loaded, where, restore)
         return Victim(loaded, loaded.bytes, where, restore, eviction_reason(candidate))
@@ -99,23 +101,30 @@ class Tiers:
         evictable = [m for m in models.values() if m.evictable and m.bytes > 0]
         if sum(m.bytes for m in evictable) < need_bytes:
             return None
+        # One reading of the host's free RAM for the whole plan (cheap enough for previews).
+        tier = self._core.host_tier.copy()
         ranked = eviction_order(
             self._candidate(m, w, self.restore_estimate(m, w))
             for m in evictable
-            for w in [self.destination(m)]
+            for w in [self.destination(m, tier)]
         )
         # Who goes where, in order: each park takes room in the tier for the next.
-        tier = self._core.host_tier.copy()
         chosen: list[Victim] = []
         freed = 0
         for candidate in ranked:
             if freed >= need_bytes:
                 break
-            victim = self.victim(models[candidate.task], tier)
-            if victim.goes_to is Residency.HOST:
-                for dropped in tier.admit(victim.model.task, victim.bytes).dropped:
-                    tier.remove(dropped)
-                tier.add(victim.model.task, victim.bytes)
+            model = models[candidate.task]
+            where = self.destination(model, tier)
+            if where is Residency.HOST:
+                dropped = tier.admit(model.task, model.bytes).dropped
+                if {v.model.task for v in chosen} & set(dropped):
+                    where = Residency.OFF  # parking it would drop one this plan just parked
+                else:
+                    for task in dropped:
+                        tier.remove(task)
+                    tier.add(model.task, model.bytes)
+            victim = self.victim(model, where=where)
             chosen.append(victim)
             freed += victim.bytes
         return tuple(chosen)

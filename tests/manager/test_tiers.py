@@ -241,3 +241,23 @@ def test_priority_must_be_a_positive_number(write_config: Callable[[str], Path])
     bad = write_config("models:\n  a: {priority: -1, options: {m: {model_id: x}}}\n")
     with pytest.raises(ConfigError, match=r"models\.a\.priority.*expected a number"):
         load_config(bad)
+
+
+async def test_the_plan_says_where_each_victim_goes_and_it_goes_there(tiered: Make) -> None:
+    m, probe, _loader, _ = tiered(host_cache_gb=5)  # the tier takes one 4 GB model
+    await m.load_model("a")
+    await m.load_model("b")
+    even_costs(m)
+    reading = m.devices.read("cuda:0")
+    plan = m._eviction.plan_room("cuda:0", reading, 8 * GIB)  # both must go
+    assert [(v.model.task, v.goes_to, v.restore_s) for v in plan.victims] == [
+        ("a", Residency.HOST, 0.1),
+        ("b", Residency.OFF, m.task_status("b").load_duration_s),  # no room left in the tier
+    ]
+    assert plan.victims[0].reason.endswith("back in 0.1 s from RAM")
+    assert probe.used == {"cuda:0": 8 * GIB, "cpu": 0}  # a plan changes nothing
+    # An 8 GB task: making room for it does what the plan said.
+    m.tasks["c"].get_selected_config().vram_gb = 8
+    await m.load_model("c")
+    assert m.residency("a") is Residency.HOST and m.residency("b") is Residency.OFF
+    await m.shutdown()
