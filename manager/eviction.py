@@ -109,6 +109,10 @@ class Eviction:
                 raise InsufficientMemoryError(for_task, detail)
             for planned in plan.victims:
                 victim = planned.model
+                if victim.owner.suspended is victim:  # a sleeping server's leftover: stop it
+                    await self.discard(victim.owner, RemovalReason.ROOM, for_task)
+                    evicted.append(victim.task)
+                    continue
                 if self._core.table.loaded(victim.task) is not victim or not victim.evictable:
                     break  # held or gone meanwhile: choose again from a fresh reading
                 returned = await self.remove(

@@ -99,8 +99,16 @@ class Tiers:
         None when even all of them would not be enough (then nothing should be evicted)."""
         models = {m.task: m for m in self._core.table.on_device(device)}
         evictable = [m for m in models.values() if m.evictable and m.bytes > 0]
-        if sum(m.bytes for m in evictable) < need_bytes:
+        room = sum(m.bytes for m in evictable)
+        # Sleeping servers keep some of the device (their contexts): stopped only when the
+        # evictable models alone would not make room.
+        sleepers = [] if room >= need_bytes else [
+            s for s in self._core.table.suspended() if s.device == device and s.asleep_bytes > 0
+        ]  # fmt: skip
+        if room + sum(s.asleep_bytes for s in sleepers) < need_bytes:
             return None
+        stopped = tuple(self._stopped(s) for s in sleepers)
+        need_bytes -= sum(v.bytes for v in stopped)
         # One reading of the host's free RAM for the whole plan (cheap enough for previews).
         tier = self._core.host_tier.copy()
         ranked = eviction_order(
@@ -127,7 +135,13 @@ class Tiers:
             victim = self.victim(model, where=where)
             chosen.append(victim)
             freed += victim.bytes
-        return tuple(chosen)
+        return stopped + tuple(chosen)
+
+    def _stopped(self, sleeper: LoadedModel) -> Victim:
+        """A sleeping server stopped for room: it frees what it kept, and comes back cold."""
+        restore = self.restore_estimate(sleeper, Residency.OFF)
+        reason = f"asleep, stopped to free the {format_bytes(sleeper.asleep_bytes)} it kept"
+        return Victim(sleeper, sleeper.asleep_bytes, Residency.OFF, restore, reason)
 
     def _candidate(self, loaded: LoadedModel, where: Residency, restore: float) -> Candidate:
         priority = loaded.owner.config.priority

@@ -261,3 +261,44 @@ async def test_the_plan_says_where_each_victim_goes_and_it_goes_there(tiered: Ma
     await m.load_model("c")
     assert m.residency("a") is Residency.HOST and m.residency("b") is Residency.OFF
     await m.shutdown()
+
+
+class SleepingFakeLoader(ParkingFakeLoader):
+    """Its models 'sleep' as a server does: off the device but for 1 GB of contexts they keep."""
+
+    suspends_to = Residency.SLEEPING
+
+    def suspend(self, model: Any, device: str) -> Any:
+        from vramdeck.manager.loaders.base import Parked
+
+        self.parks.append(model.model_id)
+        self.probe.add(device, -(model.nbytes - GIB))
+        model.parked = True
+        return Parked(host_bytes=0, duration_s=0.0, held_after=GIB)
+
+    def unload(self, model: Any, device: str) -> None:
+        self.unloads.append(model.model_id)
+        self.probe.add(device, -(GIB if model.parked else model.nbytes))
+        model.unloaded, model.parked = True, False
+
+
+async def test_sleeping_models_are_stopped_when_nothing_else_makes_room(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(textwrap.dedent(FOUR % (16, "cuda:0", "cuda:0", "cuda:0")), encoding="utf-8")
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
+    loader = SleepingFakeLoader(probe)
+    m = ModelManager(path, probe=probe, loaders=[loader], ledger=Ledger(None))
+    await m.load_model("a")
+    await m.load_model("b")  # 4 + 4 of 8.5
+    even_costs(m, Residency.SLEEPING)
+    await m.load_model("c")  # a sleeps, keeping 1 GB: 1 + 4 + 4 = 9 > 8.5, so b sleeps too
+    assert m.task_state("a") is TaskState.SLEEPING and m.task_state("b") is TaskState.SLEEPING
+    assert probe.used["cuda:0"] == 6 * GIB
+    m.tasks["d"].get_selected_config().vram_gb = 7
+    # 1 + 1 + 4 + 7: even c sleeping leaves 9 > 8.5; the sleepers are stopped, then c sleeps.
+    await m.load_model("d")
+    assert m.task_state("a") is TaskState.UNLOADED and m.task_state("b") is TaskState.UNLOADED
+    assert m.task_state("c") is TaskState.SLEEPING and m.task_state("d") is TaskState.LOADED
+    assert probe.used["cuda:0"] == 8 * GIB
+    await m.shutdown()
+    assert probe.used["cuda:0"] == 0
