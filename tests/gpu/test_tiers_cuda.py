@@ -23,7 +23,7 @@ def save_gpt2(path: Path, seed: int) -> str:
 
     torch.manual_seed(seed)
     config = GPT2Config(n_layer=4, n_embd=1024, n_head=8, vocab_size=16000, n_positions=128)
-    GPT2LMHeadModel(config).save_pretrained(path)  # ≈ 0.27 GB of float32 weights
+    GPT2LMHeadModel(config).save_pretrained(path)  # 0.249 GiB of float32 weights
     return str(path)
 
 
@@ -52,8 +52,8 @@ async def test_an_evicted_model_is_parked_and_restored_bit_identically(tmp_path:
         assert m.task_state("a") is TaskState.PARKED and m.residency("a") is Residency.HOST
         assert all(p.device.type == "cpu" and p.is_pinned() for p in a.parameters())
         (parked,) = [e for e in events if isinstance(e, ModelParked)]
-        assert parked.bytes >= 0.25 * GIB
-        assert torch.cuda.memory_allocated(0) < held + parked.bytes  # a's memory went
+        assert parked.bytes >= 0.24 * GIB
+        assert torch.cuda.memory_allocated(0) < held + parked.bytes / 2  # a's went, b's came
         assert m.host_tier_status().enabled and m.host_tier_status().used_bytes == parked.bytes
 
         again = await m.load_model("a")
