@@ -302,3 +302,19 @@ async def test_sleeping_models_are_stopped_when_nothing_else_makes_room(tmp_path
     assert probe.used["cuda:0"] == 8 * GIB
     await m.shutdown()
     assert probe.used["cuda:0"] == 0
+
+
+async def test_a_reload_that_shrinks_the_tier_drops_parked_models(tiered: Make) -> None:
+    m, probe, _loader, _ = tiered()
+    await m.load_model("a")
+    await m.load_model("b")
+    even_costs(m)
+    await m.load_model("c")
+    assert m.task_state("a") is TaskState.PARKED
+    m.config_path.write_text(
+        m.config_path.read_text().replace("host_cache_gb: 16", "host_cache_gb: 0")
+    )
+    await m.reload_config()
+    assert m.task_state("a") is TaskState.UNLOADED and probe.used["cpu"] == 0
+    assert not m.host_tier_status().enabled
+    await m.shutdown()
