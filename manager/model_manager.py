@@ -276,7 +276,8 @@ class ModelManager:
         return self._core.table.entry(task_type).residency
 
     def host_tier_status(self) -> HostTierStatus:
-        """The host-RAM tier for parked models: on or off (and why), its use and its budget."""
+        """The host-RAM tier for parked models: on or off (and why), its use and its budget
+        (a first call may read the host's RAM and detect the devices: not on the GUI thread)."""
         return self._eviction.tiers.status()
 
     def is_pinned(self, task_type: str) -> bool:
