@@ -27,6 +27,7 @@ from vramdeck.manager import (
     ModelManager,
     ModelUnloaded,
     RemovalReason,
+    Residency,
     SelectionChanged,
     TaskEvent,
 )
@@ -353,7 +354,9 @@ class ManagerBridge(QObject):
         """Unload everything and stop the manager; shutdownProgress reports each model."""
 
         async def work() -> None:
-            self._shutdown_total = len(self._manager.loaded_models)
+            # Parked and sleeping models are freed at shutdown too: each is one step.
+            m = self._manager
+            self._shutdown_total = sum(m.residency(t) is not Residency.OFF for t in m.tasks)
             self._shutdown_done = 0
             self.shutdownProgress.emit(0, self._shutdown_total)
             await self._manager.shutdown()

@@ -19,10 +19,15 @@ from vramdeck.manager import (
     ModelEvent,
     ModelLoaded,
     ModelLoading,
+    ModelParked,
     ModelRemoved,
+    ModelRestored,
+    ModelSlept,
+    ModelWoken,
     PinChanged,
     SelectionChanged,
     ServerOutput,
+    SleepFailed,
     SwitchFailed,
     TaskConfig,
     TaskEvent,
@@ -44,6 +49,7 @@ _SEVERITY: dict[type[Event], str] = {
     SwitchFailed: "error",
     MemoryNotReturned: "warning",
     BudgetExceeded: "warning",
+    SleepFailed: "warning",
 }
 
 
@@ -80,6 +86,8 @@ def task_row(task: TaskConfig, status: TaskStatus, *, busy: bool) -> TaskRow:
         load_duration_s=status.load_duration_s,
         pinned=status.pinned,
         busy=busy,
+        residency=status.residency.value,
+        restore_s=status.restore_s,
     )
 
 
@@ -143,6 +151,16 @@ def event_reason(event: Event) -> str:
             return f"estimated {estimated}" if event.estimated_bytes else ""
         case ModelRemoved():
             return event.description
+        case ModelParked():
+            return f"parked in RAM; the tier holds {fmt_bytes(event.host_used_bytes)}"
+        case ModelRestored():
+            return "restored from RAM"
+        case ModelSlept():
+            return f"server asleep (level {event.level}), waited {event.waited_s:.1f} s"
+        case ModelWoken():
+            return f"server woken (level {event.level})"
+        case SleepFailed():
+            return f"stopped instead: {event.reason}"
         case LoadFailedEvent() | BudgetExceeded():
             return event.reason
         case SwitchFailed():

@@ -61,6 +61,8 @@ class TaskRow:
     load_duration_s: float | None = None
     pinned: bool = False
     busy: bool = False  # a command for this task is running (load, unload, switch)
+    residency: str = "off"  # on device | in RAM | sleeping | off
+    restore_s: float | None = None  # expected seconds to bring it back from there
 
     @property
     def option(self) -> OptionInfo:

@@ -21,13 +21,18 @@ from .events import (
     ModelEvicted,
     ModelLoaded,
     ModelLoading,
+    ModelParked,
     ModelRemoved,
+    ModelRestored,
+    ModelSlept,
     ModelUnloaded,
     ModelWarmedUp,
+    ModelWoken,
     PinChanged,
     RemovalReason,
     SelectionChanged,
     ServerOutput,
+    SleepFailed,
     SwitchFailed,
     TaskEvent,
 )
@@ -42,6 +47,7 @@ from .loaders import (
 )
 from .memory import DeviceReading, HostProbe, MemoryProbe, NvmlProbe, SystemProbe, TorchProbe
 from .model_manager import ModelManager
+from .residency import HostTierStatus, Residency
 from .status import BudgetCheck, TaskState, TaskStatus
 from .warmup import WarmUp
 
@@ -56,6 +62,7 @@ __all__ = [
     "EventHub",
     "ExternalAPIConfig",
     "HostProbe",
+    "HostTierStatus",
     "InferenceConfig",
     "InsufficientMemoryError",
     "Ledger",
@@ -79,14 +86,20 @@ __all__ = [
     "ModelLoaded",
     "ModelLoading",
     "ModelManager",
+    "ModelParked",
     "ModelRemoved",
+    "ModelRestored",
+    "ModelSlept",
     "ModelUnloaded",
     "ModelWarmedUp",
+    "ModelWoken",
     "NvmlProbe",
     "PinChanged",
     "RemovalReason",
+    "Residency",
     "SelectionChanged",
     "ServerOutput",
+    "SleepFailed",
     "SwitchFailed",
     "SystemProbe",
     "TaskConfig",

@@ -218,9 +218,12 @@ class TaskConfig:
         Available model options for this task.
     pinned : bool
         Whether the task's model is never evicted.
+    priority : float
+        How much losing this task's model costs, relative to others (default 1): eviction sends
+        away first the model whose idle time ÷ (seconds to bring it back × priority) is highest.
     """
 
-    KNOWN = frozenset({"selected", "options", "pinned", "description"})
+    KNOWN = frozenset({"selected", "options", "pinned", "description", "priority"})
 
     def __init__(
         self, task_name: str, config_dict: dict[str, Any], *, source: Source = _DICT_SOURCE
@@ -244,6 +247,9 @@ class TaskConfig:
             )
         self.pinned: bool = fields.boolean(d, "pinned", key, source, False)
         self.description: str = fields.string(d, "description", key, source, "")
+        self.priority: float = fields.number(
+            d, "priority", key, source, 1.0, minimum=0.001, maximum=1000.0
+        )
         self.extra = fields.keep_unknown(d, self.KNOWN, key, source)
 
     def get_selected_config(self) -> ModelConfig:
@@ -276,13 +282,15 @@ class InferenceConfig:
         How long to wait for the device to show evicted memory free.
     server_sleep_level : int
         What managed servers do on eviction unless their option says: 0 stop, 1 or 2 sleep.
+    host_cache_gb : float | None
+        The host-RAM tier's budget for parked models; None: a quarter of the host's RAM; 0: off.
     """
 
     KNOWN = frozenset(
         {
             "max_memory_per_model", "offload_threshold", "warmup_on_startup",
             "default_batch_size", "max_batch_size", "memory_budget_gb", "idle_unload_s",
-            "evict_verify_timeout_s", "server_sleep_level", "serving",
+            "evict_verify_timeout_s", "server_sleep_level", "serving", "host_cache_gb",
         }
     )  # fmt: skip
 
@@ -306,6 +314,9 @@ class InferenceConfig:
             d, "evict_verify_timeout_s", key, source, 5.0, maximum=fields.MAX_SECONDS
         )
         self.server_sleep_level: int = fields.sleep_level(d, "server_sleep_level", key, source, 0)
+        self.host_cache_gb: float | None = fields.number(
+            d, "host_cache_gb", key, source, None, maximum=fields.MAX_GB
+        )
         #: The endpoint's settings, checked by vramdeck.serving (the manager does not serve).
         self.serving: dict[str, Any] = dict(
             fields.mapping(d.get("serving") or {}, f"{key}.serving", source)

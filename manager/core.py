@@ -17,7 +17,9 @@ from .ledger import Ledger
 from .loaders import LoaderRegistry
 from .loaders.base import AsyncLoader, as_async
 from .lru import TaskTable
-from .memory import MemoryProbe
+from .memory import HOST, MemoryProbe
+from .residency import HostTier, default_host_cache_bytes
+from .units import GIB
 
 #: The pseudo-device of models that hold no local memory (external APIs).
 NO_DEVICE = "none"
@@ -53,6 +55,9 @@ class Core:
         self.closing = False
         self._adapted: dict[int, AsyncLoader] = {}
         self._registry = registry
+        # Parked models' bookkeeping; the host's free RAM as the probe reads it (psutil's
+        # `available` on a real machine). Its budget follows the config (see `use_config`).
+        self.host_tier = HostTier(0, lambda: self.devices.read(HOST).free)
         self.use_config(config)
 
     def use_config(self, config: Config) -> None:
@@ -61,7 +66,21 @@ class Core:
         self.raw: dict[str, Any] = config.raw
         self.tasks: dict[str, TaskConfig] = config.tasks
         self.inference: InferenceConfig = config.inference
+        self.host_tier.budget_bytes = self._host_cache_bytes()
         self._mark_availability()
+
+    def _host_cache_bytes(self) -> int:
+        """`inference.host_cache_gb` in bytes; unset: a quarter of the host's RAM (read lazily,
+        at the first eviction, so building a manager reads no device)."""
+        gb = self.inference.host_cache_gb
+        return -1 if gb is None else int(gb * GIB)
+
+    def host_cache_budget(self) -> int:
+        """The host tier's budget now, the default read from the probe on first use."""
+        if self.host_tier.budget_bytes < 0:
+            total = self.devices.read(HOST).total
+            self.host_tier.budget_bytes = default_host_cache_bytes(total)
+        return self.host_tier.budget_bytes
 
     def _mark_availability(self) -> None:
         for task in self.tasks.values():

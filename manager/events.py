@@ -170,6 +170,79 @@ class ModelEvicted(ModelRemoved):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ModelParked(ModelEvent):
+    """An evicted in-process model was parked in host RAM instead of dropped: `bytes` were
+    copied there in `duration_s`, and the tier now holds `host_used_bytes`."""
+
+    bytes: int
+    duration_s: float
+    host_used_bytes: int = 0
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRestored(ModelEvent):
+    """A parked model was copied back to its device for a load, instead of loaded cold."""
+
+    bytes: int
+    duration_s: float
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSlept(ModelEvent):
+    """A server was put to sleep instead of stopped, and the probe saw its memory come back:
+    `bytes` freed, `held_bytes` still held (its contexts), `waited_s` for requests in flight."""
+
+    bytes: int
+    duration_s: float
+    level: int  # a SleepLevel: 1 weights to host RAM, 2 weights discarded
+    held_bytes: int | None = None
+    waited_s: float = 0.0
+    verified: bool = False
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.bytes
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelWoken(ModelEvent):
+    """A sleeping server was woken for a load instead of started cold; it took `bytes` again."""
+
+    bytes: int
+    duration_s: float
+    level: int
+
+    @property
+    def taken_bytes(self) -> int:
+        return self.bytes
+
+    @property
+    def size_bytes(self) -> int | None:
+        return self.bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SleepFailed(ModelEvent):
+    """A sleep failed or kept the memory: the server was stopped, and will be from now on."""
+
+    held_before: int | None
+    held_after: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryNotReturned(TaskEvent):
     """After an unload the device did not show the memory free within the timeout (a leak?)."""
 
@@ -309,13 +382,18 @@ __all__ = [
     "ModelEvicted",
     "ModelLoaded",
     "ModelLoading",
+    "ModelParked",
     "ModelRemoved",
+    "ModelRestored",
+    "ModelSlept",
     "ModelUnloaded",
     "ModelWarmedUp",
+    "ModelWoken",
     "PinChanged",
     "RemovalReason",
     "SelectionChanged",
     "ServerOutput",
+    "SleepFailed",
     "SwitchFailed",
     "TaskEvent",
 ]

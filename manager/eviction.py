@@ -1,4 +1,8 @@
-"""Eviction: choose what goes to make room, unload it, and verify the device got the memory back.
+"""Eviction: choose what goes to make room, send it off, and verify the device got the memory back.
+
+A model goes where `tiers` says: parked in host RAM or put to sleep (a server) when its loader
+can suspend it and the host tier admits it, else unloaded; a suspension that fails, or after
+which the device does not show the memory free, falls back to an unload.
 
 Decisions and unloads on a device hold that device's lock, and re-check inside it that the model
 is still loaded and may go (a model held through ``use()`` never goes, not even for shutdown
@@ -25,30 +29,13 @@ from .events import (
     RemovalReason,
 )
 from .loaders.base import Death
-from .lru import LoadedModel
+from .lru import LoadedModel, TaskEntry
 from .memory import DeviceReading
 from .residency import Residency
+from .tiers import RETURNED_SHARE, Tiers, Victim
 from .units import format_bytes
 
 logger = logging.getLogger(__name__)
-
-#: A freed model counts as returned once the device shows this share of its bytes free again.
-RETURNED_SHARE = 0.9
-
-
-@dataclass(frozen=True, slots=True)
-class Victim:
-    """A model that making room would remove: what it frees, where it would go, and what
-    bringing it back is expected to cost (measured; the load time until a tier says better)."""
-
-    model: LoadedModel
-    bytes: int
-    goes_to: Residency
-    restore_s: float
-
-    @classmethod
-    def of(cls, model: LoadedModel) -> Victim:
-        return cls(model, model.bytes, Residency.OFF, model.load_duration_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +63,7 @@ class Eviction:
     def __init__(self, core: Core) -> None:
         self._core = core
         self._evictions = tm.instruments().evictions
+        self.tiers = Tiers(core, self._await_returned)
 
     def shortfall(self, device: str, reading: DeviceReading, required: int) -> int:
         """Bytes that must go from `device` before `required` more fit (≤ 0: it fits now)."""
@@ -98,10 +86,10 @@ class Eviction:
         need = self.shortfall(device, reading, required)
         if need <= 0:
             return RoomPlan(device, need, (), fits=True)
-        victims = self._core.table.victims(device, need)
+        victims = self.tiers.victims(device, need)
         if victims is None:
             return RoomPlan(device, need, (), fits=False)
-        return RoomPlan(device, need, tuple(Victim.of(v) for v in victims), fits=True)
+        return RoomPlan(device, need, victims, fits=True)
 
     async def make_room(self, device: str, required: int, *, for_task: str) -> DeviceReading:
         """Evict LRU models on `device` until `required` bytes fit; call with its lock held.
@@ -119,10 +107,18 @@ class Eviction:
             if not plan.fits:
                 detail = self._no_room(device, reading, required, plan.need, evicted)
                 raise InsufficientMemoryError(for_task, detail)
-            for victim in (v.model for v in plan.victims):
+            for planned in plan.victims:
+                victim = planned.model
+                if victim.owner.suspended is victim:  # a sleeping server's leftover: stop it
+                    await self.discard(victim.owner, RemovalReason.ROOM, for_task)
+                    evicted.append(victim.task)
+                    continue
                 if self._core.table.loaded(victim.task) is not victim or not victim.evictable:
                     break  # held or gone meanwhile: choose again from a fresh reading
-                returned = await self.remove(victim, RemovalReason.ROOM, for_task, evicted=True)
+                returned = await self.remove(
+                    victim, RemovalReason.ROOM, for_task, evicted=True, goes_to=planned.goes_to,
+                    why=planned.reason,
+                )  # fmt: skip
                 evicted.append(victim.task)
                 if not returned:
                     raise InsufficientMemoryError(
@@ -178,7 +174,9 @@ class Eviction:
                     return
                 still = core.table.loaded(victim.task) is victim
                 if still and victim.evictable and victim.bytes > 0:
-                    await self.remove(victim, RemovalReason.OVER_BUDGET, task, evicted=True)
+                    planned = self.tiers.victim(victim)
+                    await self.remove(victim, RemovalReason.OVER_BUDGET, task, evicted=True,
+                                      goes_to=planned.goes_to, why=planned.reason)  # fmt: skip
                     freed += victim.bytes
             if freed >= over:
                 return
@@ -200,10 +198,12 @@ class Eviction:
         *,
         evicted: bool = False,
         force: bool = False,
+        tiered: bool = False,
     ) -> bool:
         """Remove `loaded` if it is still loaded (and, unless `force`, not held); device lock
-        taken here. Returns whether it was removed; raises ModelInUseError for a held model
-        that was not evicted."""
+        taken here; with `tiered`, to where `tiers` sends it (parked, asleep) rather than off.
+        Returns whether it was removed; raises ModelInUseError for a held model that was not
+        evicted."""
         async with self._core.devices.lock(loaded.device):
             if self._core.table.loaded(loaded.task) is not loaded:
                 return False
@@ -214,31 +214,45 @@ class Eviction:
                     f"{loaded.task} is in use by {loaded.leases} caller(s); unload it when they "
                     "are done"
                 )
-            await self.remove(loaded, reason, detail, evicted=evicted)
+            planned = self.tiers.victim(loaded) if tiered else Victim.of(loaded)
+            await self.remove(loaded, reason, detail, evicted=evicted, goes_to=planned.goes_to,
+                              why=planned.reason if tiered else "")  # fmt: skip
             return True
 
     async def remove(
-        self, loaded: LoadedModel, reason: RemovalReason, detail: str = "", *, evicted: bool
+        self,
+        loaded: LoadedModel,
+        reason: RemovalReason,
+        detail: str = "",
+        *,
+        evicted: bool,
+        goes_to: Residency = Residency.OFF,
+        why: str = "",
     ) -> bool:
-        """Unload `loaded`'s model, verify the memory came back, and report; lock held.
+        """Send `loaded`'s model off its device (parked or asleep when `goes_to` says so and it
+        works, else unloaded), verify the memory came back, and report; lock held.
 
         Returns False when the device did not show the memory free again. A loader that fails
         to unload is logged and reported in the event's `error`; the entry is gone either way.
         """
-        words = reason.describe(detail)
+        words = reason.describe(detail) + (f": {why}" if why else "")
         started = time.monotonic()
         error: str | None = None
         with tm.removal_span(loaded.task, loaded.model_id, loaded.device, loaded.bytes, words,
                              evicted=evicted) as span:  # fmt: skip
             self._core.table.remove(loaded)
+            kept = None
+            if goes_to is not Residency.OFF:
+                kept = await self.tiers.suspend(loaded, goes_to, self.discard)
             try:
-                freed, returned = await self._unload_and_verify(loaded)
+                freed, returned = kept or await self._unload_and_verify(loaded)
             except Exception as exc:
                 logger.exception("unloading %s (%s) failed", loaded.task, loaded.model_id)
                 error = describe_failure(exc)
                 tm.mark_failed(span, f"{words}; the unload failed: {error}")
                 freed, returned = 0, False
-            loaded.model = None  # the manager's last reference
+            if loaded.owner.suspended is not loaded:
+                loaded.model = None  # the manager's last reference
             if evicted:
                 self._evictions.add(1, {"device": loaded.device})
         kind = ModelEvicted if evicted else ModelUnloaded
@@ -249,7 +263,7 @@ class Eviction:
         )  # fmt: skip
         return returned
 
-    async def discard(self, loaded: LoadedModel) -> bool:
+    async def free_cancelled(self, loaded: LoadedModel) -> bool:
         """Free a model that landed after its load was cancelled (it was never in the table),
         verified as an unload is; device lock taken here. Whether the memory came back."""
         async with self._core.devices.lock(loaded.device):
@@ -266,7 +280,7 @@ class Eviction:
         before = await loaded.loader.measured_unload(model, device, self._core.meter(device))
         if before is None:
             return loaded.bytes, True
-        returned = await self._await_returned(loaded, before)
+        returned = await self._await_returned(device, before, loaded.bytes)
         if returned < RETURNED_SHARE * loaded.bytes:
             logger.warning(
                 "suspected leak: %s on %s freed %s of %s",
@@ -279,17 +293,66 @@ class Eviction:
             return max(0, returned), False
         return returned, True
 
-    async def _await_returned(self, loaded: LoadedModel, before: int) -> int:
-        """Bytes the device shows free since `before`, polled until they reach the expected
+    async def _await_returned(self, device: str, before: int, expected: int) -> int:
+        """Bytes `device` shows free since `before`, polled until they reach the expected
         share or the timeout passes (a driver can take tens of ms to show a free)."""
         deadline = time.monotonic() + self._core.inference.evict_verify_timeout_s
         pause = 0.005
         while True:
-            returned = before - (await self._core.devices.read_async(loaded.device)).used
-            if returned >= RETURNED_SHARE * loaded.bytes or time.monotonic() >= deadline:
+            returned = before - (await self._core.devices.read_async(device)).used
+            if returned >= RETURNED_SHARE * expected or time.monotonic() >= deadline:
                 return returned
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+    async def drop(self, entry: TaskEntry, reason: RemovalReason, detail: str = "") -> None:
+        """Drop the task's parked or sleeping model, under its device's lock."""
+        suspended = entry.suspended
+        if suspended is not None:
+            async with self._core.devices.lock(suspended.device):
+                await self.discard(entry, reason, detail)
+
+    async def discard(self, entry: TaskEntry, reason: RemovalReason, detail: str = "") -> None:
+        """Drop the task's parked or sleeping model: its host copy freed, its server stopped."""
+        suspended = entry.suspended
+        if suspended is None:
+            return
+        entry.suspended = None
+        self._core.host_tier.remove(entry.task)
+        started = time.monotonic()
+        error: str | None = None
+        try:
+            await suspended.loader.unload(suspended.model, suspended.device)
+        except Exception as exc:
+            logger.exception("dropping %s's suspended model failed", entry.task)
+            error = describe_failure(exc)
+        suspended.model = None
+        self._core.emit(
+            ModelUnloaded(task=entry.task, option=suspended.option,
+                          model_id=suspended.model_id, device=suspended.device,
+                          freed_bytes=suspended.asleep_bytes, cause=reason,
+                          reason=f"{reason.describe(detail)} (it was {suspended.residency.value})",
+                          error=error, duration_s=time.monotonic() - started)
+        )  # fmt: skip
+
+    async def crashed_suspended(self, entry: TaskEntry, died: Death) -> None:
+        """The task's sleeping server died: forget it, clean up, report as for an awake one."""
+        kept = entry.suspended
+        if kept is None:
+            return
+        entry.suspended = None
+        self._core.host_tier.remove(entry.task)
+        try:
+            await kept.loader.unload(kept.model, kept.device)
+        except Exception:
+            logger.exception("cleaning up after %s crashed asleep failed", entry.task)
+        kept.model = None
+        code, lines = died
+        entry.failures[kept.option] = f"crashed with exit code {code} while asleep"
+        self._core.emit(
+            ModelCrashed(task=entry.task, option=kept.option, model_id=kept.model_id,
+                         device=kept.device, exit_code=code, last_output=tuple(lines))
+        )  # fmt: skip
 
     async def crashed(self, loaded: LoadedModel, died: Death) -> None:
         """`loaded`'s process died on its own: free its accounting, clean up, report."""
@@ -311,4 +374,4 @@ class Eviction:
         )  # fmt: skip
 
 
-__all__ = ["RETURNED_SHARE", "Eviction", "describe_failure"]
+__all__ = ["RETURNED_SHARE", "Eviction", "RoomPlan", "Victim", "describe_failure"]

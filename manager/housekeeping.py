@@ -40,6 +40,10 @@ class Housekeeping:
                 own = await asyncio.to_thread(loaded.loader.footprint, loaded.model, loaded.device)
                 if own is not None and table.loaded(loaded.task) is loaded:
                     loaded.bytes = own
+        for entry in table.entries():  # a server that dies asleep is noticed as well
+            kept = entry.suspended
+            if kept is not None and (died := kept.loader.check(kept.model)) is not None:
+                await self._eviction.crashed_suspended(entry, died)
         idle_s = self._core.inference.idle_unload_s
         if idle_s is None:
             return

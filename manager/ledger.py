@@ -3,7 +3,9 @@
 The next budget check uses the measured figure instead of the config's estimate; beside it are
 the load's seconds and the first inference's latency (from a warm-up). Entries are keyed
 by model_id, dtype, quantization and device kind (``cuda`` or ``cpu``): the same weights take the
-same bytes on any card of a kind. Stored as JSON in the user's cache folder.
+same bytes on any card of a kind. Beside the bytes, the seconds it last took to bring the model
+back from each tier it was sent to (``restore_s``: ``in RAM``, ``sleeping``), which eviction
+weighs. Stored as JSON in the user's cache folder.
 """
 
 from __future__ import annotations
@@ -95,6 +97,20 @@ class Ledger:
         with self._lock:
             value = self._entries.get(ledger_key(option, device), {}).get(name)
         return float(value) if isinstance(value, int | float) else None
+
+    def restore_seconds(self, option: ModelConfig, device: str, tier: str) -> float | None:
+        """The last measured seconds to bring `option` back on `device`'s kind from `tier`."""
+        with self._lock:
+            entry = self._entries.get(ledger_key(option, device)) or {}
+        value = entry.get(f"restore_s:{tier}")
+        return None if value is None else float(value)
+
+    def record_restore(self, option: ModelConfig, device: str, tier: str, seconds: float) -> None:
+        """Remember that bringing `option` back from `tier` took `seconds` (call `save`)."""
+        with self._lock:
+            entry = self._entries.get(ledger_key(option, device))
+            if entry is not None:  # restores follow a load, which made the entry
+                entry[f"restore_s:{tier}"] = float(seconds)
 
     def save(self) -> None:
         """Write the ledger to its file (atomically); a no-op for an in-memory ledger."""

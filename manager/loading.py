@@ -4,7 +4,9 @@ Concurrent callers of one task share one load (the task entry's `flight`), shiel
 cancellation; `cancel` abandons it for all of them (they get LoadCancelledError). Room is made
 under the device's lock; the room promised to a load in flight is a reservation, so two loads
 never count the same free bytes. After a load measures more than its estimate, the device is
-brought back under its budget.
+brought back under its budget. A task whose model was parked in host RAM or put to sleep comes
+back first (`comeback.Comeback`), through the same room, reservation and measurement as a load;
+when that fails it is dropped and loaded cold.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from opentelemetry.trace import Span
 
 from . import telemetry as tm
 from .budget import manager_limit
+from .comeback import Comeback
 from .config import ModelConfig, TaskConfig
 from .core import NO_DEVICE, Core
 from .errors import InsufficientMemoryError, LoadCancelledError, ModelInUseError, ModelLoadError
@@ -34,8 +37,10 @@ from .events import (
 from .eviction import Eviction, describe_failure
 from .load_progress import LoadRun, ProgressReports
 from .loaders.base import AsyncLoader, InWorker, LoadContext
+from .loaders.servers.loader import SERVER_SLEEP_LEVEL
 from .lru import LoadedModel, TaskEntry
 from .memory import HOST, is_cuda
+from .residency import Residency
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class Loading:
         self._core = core
         self._eviction = eviction
         self._load_hist = tm.instruments().load_duration
+        self._comeback = Comeback(core, eviction, self._context, self._landed, self._load_hist)
         self._runs: dict[asyncio.Task[Any], LoadRun] = {}
 
     def flight(self, task: str) -> asyncio.Task[Any]:
@@ -151,6 +157,10 @@ class Loading:
         device = NO_DEVICE
         with tm.load_span(task.task_name, option.name, option.model_id) as span:
             try:
+                if entry.suspended is not None:
+                    back = await self._comeback.bring_back(entry, option, span)
+                    if back is not None:
+                        return back
                 if option.unavailable_reason:
                     reason = f"{option.name} cannot load here: {option.unavailable_reason}"
                     raise ModelLoadError(task.task_name, reason)
@@ -244,7 +254,9 @@ class Loading:
         moment it lands, verified as an unload is, and the load raises LoadCancelledError."""
         if not run.cancelled.is_set():
             return model
-        await self._eviction.discard(LoadedModel(entry, model, option, loader, device, measured))
+        await self._eviction.free_cancelled(
+            LoadedModel(entry, model, option, loader, device, measured)
+        )
         raise LoadCancelledError(entry.task, "the load was cancelled")
 
     def _context(
@@ -270,6 +282,7 @@ class Loading:
                 blocking=isinstance(loader, InWorker),
             ),
             output=lambda line: core.call_on_loop(core.emit, ServerOutput(task=task, line=line)),
+            extra={SERVER_SLEEP_LEVEL: core.inference.server_sleep_level},
         )
 
     def _on_progress(self, task: str, fraction: float | None, stage: str) -> None:
@@ -320,6 +333,7 @@ class Loading:
         core.table.add(loaded)
         if loader.holds_device_memory:
             core.ledger.record(option, device, measured, duration)
+            core.ledger.record_restore(option, device, Residency.OFF.value, duration)
             # Saved by the device's worker, after the load: file I/O stays off the loop.
             core.devices.submit(device, core.ledger.save)
         core.emit(

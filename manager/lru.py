@@ -1,7 +1,8 @@
 """One entry per task, in least-recently-used order: every fact the manager keeps about a task.
 
 Pure bookkeeping, no I/O. A `TaskEntry` lives as long as its task is configured (pin, failures,
-the load in flight, its progress); a `LoadedModel` lives while one load of it is resident, so
+the load in flight, its progress, its model parked in RAM or asleep: `suspended`); a
+`LoadedModel` lives while one load of it is resident, so
 "is this still the model I decided about?" is an identity check. The seed's dicts
 (`loaded_models`, `model_load_times`, `model_memory_usage`) are read views of this table.
 """
@@ -14,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .residency import Residency
 
 if TYPE_CHECKING:
     from .config import ModelConfig, TaskConfig
@@ -33,6 +36,13 @@ class TaskEntry:
     flight: asyncio.Task[Any] | None = None
     progress: tuple[float | None, str] | None = None
     failures: dict[str, str] = field(default_factory=dict)  # option → why it failed
+    suspended: LoadedModel | None = None  # evicted but kept: parked in host RAM, or asleep
+
+    @property
+    def residency(self) -> Residency:
+        if self.loaded is not None:
+            return Residency.DEVICE
+        return self.suspended.residency if self.suspended is not None else Residency.OFF
 
     @property
     def pinned(self) -> bool:
@@ -60,6 +70,8 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     leases: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)  # set while nobody holds it
+    residency: Residency = Residency.DEVICE  # HOST or SLEEPING once suspended
+    asleep_bytes: int = 0  # what a suspended model still holds on its device (a server's contexts)
 
     def __post_init__(self) -> None:
         self.released.set()
@@ -100,7 +112,8 @@ class TaskTable:
         """Follow a (re)loaded config: new tasks get entries, every entry its new config (pins
         come from the file), and tasks that are gone and hold nothing are dropped. Failures are
         forgotten."""
-        for name in [n for n, e in self._entries.items() if n not in tasks and not e.loaded]:
+        held = {n for n, e in self._entries.items() if e.loaded or e.suspended}
+        for name in [n for n in self._entries if n not in tasks and n not in held]:
             del self._entries[name]
         for name, task in tasks.items():
             entry = self._entries.get(name)
@@ -120,6 +133,13 @@ class TaskTable:
     def residents(self) -> list[LoadedModel]:
         """Loaded models, least recently used first."""
         return [e.loaded for e in self._entries.values() if e.loaded is not None]
+
+    def suspended(self) -> list[LoadedModel]:
+        """Models parked in host RAM or asleep, least recently used first."""
+        return [e.suspended for e in self._entries.values() if e.suspended is not None]
+
+    def entries(self) -> list[TaskEntry]:
+        return list(self._entries.values())
 
     def in_flight(self) -> list[asyncio.Task[Any]]:
         return [e.flight for e in self._entries.values() if e.flight is not None]

@@ -36,6 +36,7 @@ from .loading import Loading
 from .lru import LoadTimesView, MemoryUsageView, ModelsView
 from .memory import HOST, DeviceReading, MemoryProbe, is_cuda
 from .monitor import Housekeeper, MemoryMonitor
+from .residency import HostTierStatus, Residency
 from .selection import LEASE_WAIT_S, Selection
 from .status import (
     BudgetCheck,
@@ -192,11 +193,14 @@ class ModelManager:
         return loaded.task if loaded else None
 
     async def evict_lru_model(self) -> str | None:
-        """Evict the least recently used model; returns its task, or None if none can go."""
+        """Evict the least recently used model (parked in RAM or put to sleep where its tier
+        admits it); returns its task, or None if none can go."""
         loaded = self._core.table.lru()
         if loaded is None:
             return None
-        removed = await self._eviction.unload(loaded, RemovalReason.EVICT, evicted=True)
+        removed = await self._eviction.unload(
+            loaded, RemovalReason.EVICT, evicted=True, tiered=True
+        )
         return loaded.task if removed else None
 
     async def load_model(self, task_type: str) -> Any:
@@ -236,6 +240,10 @@ class ModelManager:
             return
         await self._loading.settle(task_type)
         loaded = self._core.table.loaded(task_type)
+        entry = self._core.table.entry(task_type)
+        if loaded is None and entry.suspended is not None:
+            await self._eviction.drop(entry, RemovalReason.USER)  # parked or asleep: drop it
+            return
         if loaded is None:
             logger.info("unload_model(%r): not loaded; nothing to unload", task_type)
             return
@@ -277,6 +285,16 @@ class ModelManager:
     def task_state(self, task_type: str) -> TaskState:
         """Where the task stands: loading, in use, loaded, external, failed, unloaded, …"""
         return self.task_status(task_type).state
+
+    def residency(self, task_type: str) -> Residency:
+        """Where the task's model is: on its device, parked in RAM, sleeping, or off."""
+        self._core.task(task_type)
+        return self._core.table.entry(task_type).residency
+
+    def host_tier_status(self) -> HostTierStatus:
+        """The host-RAM tier for parked models: on or off (and why), its use and its budget
+        (a first call may read the host's RAM and detect the devices: not on the GUI thread)."""
+        return self._eviction.tiers.status()
 
     def is_pinned(self, task_type: str) -> bool:
         self._core.task(task_type)
@@ -360,6 +378,8 @@ class ModelManager:
         await self._loading.drain()
         for loaded in self._core.table.residents():
             await self._eviction.unload(loaded, reason, force=True)
+        for entry in self._core.table.entries():
+            await self._eviction.drop(entry, reason)
 
     def start_monitor(self, interval_s: float = 0.1) -> None:
         """Sample every device every `interval_s` and emit MemorySampled (needs a running loop)."""

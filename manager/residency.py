@@ -13,13 +13,18 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 GIB = 1024**3
 # Parking keeps this much of the host's RAM free, and never takes more than this share of it.
 HOST_HEADROOM_BYTES = 2 * GIB
 DEFAULT_HOST_SHARE = 0.25
+#: Bringing a model back faster than this is instant to a person: such models cost the same,
+#: and the least recently used of them goes first.
+INSTANT_S = 0.1
+#: Another model goes before the least recently used only when it is this many times cheaper.
+CLEARLY = 4.0
 
 
 class Residency(enum.Enum):
@@ -32,6 +37,17 @@ class Residency(enum.Enum):
 def default_host_cache_bytes(total_ram: int) -> int:
     """The tier's budget when `inference.host_cache_gb` is unset: a quarter of the host's RAM."""
     return int(total_ram * DEFAULT_HOST_SHARE)
+
+
+@dataclass(frozen=True, slots=True)
+class HostTierStatus:
+    """The host-RAM tier now: whether it parks models, what it holds, its budget, and why it is
+    off (e.g. "no GPU: the device is host RAM"); `reason` is empty while it is on."""
+
+    enabled: bool
+    used_bytes: int
+    budget_bytes: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,21 @@ class HostTier:
             return Admission(False, reason="the host's free RAM is too low to park it")
         return Admission(True, tuple(dropped))
 
+    def copy(self) -> HostTier:
+        """The same tier, to try admissions on without changing this one (plans, previews).
+        The host's free RAM is read once, at the first admission that needs it."""
+        base = self.used_bytes
+        read: list[int] = []
+
+        def available() -> int:  # what the twin's parks would take is not free any more
+            if not read:
+                read.append(self._available_ram())
+            return read[0] - max(0, twin.used_bytes - base)
+
+        twin = HostTier(self.budget_bytes, available, headroom_bytes=self._headroom)
+        twin._parked = OrderedDict(self._parked)
+        return twin
+
     def add(self, task: str, nbytes: int) -> None:
         self._parked[task] = nbytes
         self._parked.move_to_end(task)
@@ -129,17 +160,23 @@ def eviction_order(candidates: Iterable[Candidate], *, now: float | None = None)
     """Cheapest loss first: the highest idle seconds ÷ (seconds to bring back × priority).
 
     A model idle for long that comes back fast goes before a busy one that takes a cold load.
-    The sort is stable and the input is in least-recently-used order, so ties go to the least
-    recently used.
+    The input is in least-recently-used order, and the least recently used goes first unless
+    another is clearly cheaper to lose (by `CLEARLY` or more): measured times jitter (a first
+    load pays the imports), and a near tie should not reorder what a person expects.
     """
     now = time.monotonic() if now is None else now
-    ordered: Sequence[Candidate] = list(candidates)
 
-    def cost(c: Candidate) -> float:
+    def worth(c: Candidate) -> float:  # higher: cheaper to lose
         idle = max(0.0, now - c.last_used)
-        return -idle / (max(c.restore_s, 1e-3) * max(c.priority, 1e-6))
+        return idle / (max(c.restore_s, INSTANT_S) * max(c.priority, 1e-6))
 
-    return sorted(ordered, key=cost)
+    left = [(worth(c), c) for c in candidates]
+    order: list[Candidate] = []
+    while left:
+        best = max(range(len(left)), key=lambda i: left[i][0])  # first of equals: the LRU
+        pick = 0 if left[0][0] * CLEARLY >= left[best][0] else best
+        order.append(left.pop(pick)[1])
+    return order
 
 
 def eviction_reason(candidate: Candidate, *, now: float | None = None) -> str:
@@ -168,6 +205,7 @@ __all__ = [
     "Admission",
     "Candidate",
     "HostTier",
+    "HostTierStatus",
     "Residency",
     "default_host_cache_bytes",
     "eviction_order",

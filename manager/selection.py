@@ -100,9 +100,17 @@ class Selection:
             await self._loading.released(model, lease_wait_s)
         for model in leaving:
             await self._eviction.unload(model, RemovalReason.CONFIG_RELOADED)
+        for entry in self._core.table.entries():  # parked or asleep: kept on the same terms
+            if entry.suspended is not None and not _kept(entry.suspended, config.tasks):
+                await self._eviction.drop(entry, RemovalReason.CONFIG_RELOADED)
         self._core.use_config(config)
         self._core.table.reconfigure(config.tasks)
-        for model in self._core.table.residents():
+        tier = self._core.host_tier
+        for task in tier.tasks():  # oldest first, until a smaller host_cache_gb holds them
+            if tier.used_bytes <= max(0, self._core.host_cache_budget()):
+                break
+            await self._eviction.drop(self._core.table.entry(task), RemovalReason.CONFIG_RELOADED)
+        for model in [*self._core.table.residents(), *self._core.table.suspended()]:
             model.config = config.tasks[model.task].options[model.option]
         self._core.emit(ConfigReloaded(path=str(config.path)))
 

@@ -16,6 +16,8 @@ from .budget import DevicePlan, plan_placement
 from .config import ModelConfig
 from .core import Core
 from .memory import HOST, DeviceReading, is_cuda
+from .residency import Residency
+from .tiers import expected_restore
 from .units import GIB
 
 
@@ -27,6 +29,8 @@ class TaskState(StrEnum):
     LOADED = "loaded"
     EXTERNAL = "external"  # an external API's client is ready; it holds no local memory
     FAILED = "failed"
+    PARKED = "parked"  # evicted to host RAM: back in a fraction of a load
+    SLEEPING = "sleeping"  # a managed server asleep: its process kept, its memory given back
     UNLOADED = "unloaded"
     UNAVAILABLE = "unavailable"
 
@@ -52,6 +56,8 @@ class TaskStatus:
     stage: str = ""
     failure: str | None = None
     first_inference_s: float | None = None  # the last warm-up's latency here (the ledger's)
+    residency: Residency = Residency.OFF
+    restore_s: float | None = None  # expected seconds to bring it back from `residency`
 
     @property
     def is_loaded(self) -> bool:
@@ -71,12 +77,19 @@ def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
     elif loaded is not None:
         state = TaskState.EXTERNAL if not holds else TaskState.LOADED
         state = TaskState.IN_USE if loaded.leases and holds else state
+    elif entry.suspended is not None:
+        parked = entry.suspended.residency is Residency.HOST
+        state = TaskState.PARKED if parked else TaskState.SLEEPING
     elif failure is not None:
         state = TaskState.FAILED
     else:
         state = TaskState.UNAVAILABLE if option.unavailable_reason else TaskState.UNLOADED
     progress = entry.progress
-    if loaded is None:
+    measured: int | None
+    if loaded is None and entry.suspended is not None:
+        device, measured = entry.suspended.device, entry.suspended.bytes
+        idle_since = time.time() - (time.monotonic() - entry.suspended.last_used)
+    elif loaded is None:
         device = option.device if option.device != "auto" else primary_device
         measured = core.ledger.measured_bytes(option, device) if holds else None
         idle_since = None
@@ -103,6 +116,8 @@ def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
         first_inference_s=core.ledger.first_inference_s(
             option if loaded is None else loaded.config, device
         ),
+        residency=entry.residency,
+        restore_s=expected_restore(core, entry),
     )
 
 

@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 from vramdeck.manager.config import GIB, ModelConfig
 from vramdeck.manager.loaders import LoadContext
-from vramdeck.manager.memory import DeviceReading
+from vramdeck.manager.loaders.base import Parked, Restored
+from vramdeck.manager.memory import HOST, DeviceReading
+from vramdeck.manager.residency import Residency
 
 
 class FakeProbe:
@@ -61,6 +63,7 @@ class FakeModel:
     nbytes: int
     thread: str
     unloaded: bool = False
+    parked: bool = False
 
 
 @dataclass
@@ -109,3 +112,51 @@ class FakeLoader:
 
     def check(self, model: FakeModel) -> None:
         return None
+
+
+@dataclass
+class ParkingFakeLoader(FakeLoader):
+    """A FakeLoader whose models park: `suspend` moves their bytes from the probe's device
+    counter to its host ("cpu") counter and `resume` moves them back, so "device" and "host"
+    bytes stay apart. `park_fails`, `park_keeps` (the device does not get the memory back) and
+    `restore_fails` script the failures the manager must fall back from."""
+
+    park_fails: bool = False
+    park_keeps: bool = False
+    restore_fails: bool = False
+    parks: list[str] = field(default_factory=list)
+    restores: list[str] = field(default_factory=list)
+
+    suspends_to: ClassVar[Residency] = Residency.HOST
+
+    def can_suspend(self, model: FakeModel) -> bool:
+        return True
+
+    def suspend(self, model: FakeModel, device: str) -> Parked:
+        if self.park_fails:
+            raise RuntimeError(f"cannot pin host memory for {model.model_id}")
+        self.parks.append(model.model_id)
+        if not self.park_keeps:
+            self.probe.add(device, -model.nbytes)
+        self.probe.add(HOST, model.nbytes)
+        model.parked = True
+        return Parked(host_bytes=model.nbytes, duration_s=0.0)
+
+    def resume(self, model: FakeModel, device: str) -> Restored:
+        self.restores.append(model.model_id)
+        if self.restore_fails:
+            raise RuntimeError(f"out of memory restoring {model.model_id}")
+        self.probe.add(HOST, -model.nbytes)
+        self.probe.add(device, model.nbytes)
+        model.parked = False
+        return Restored(taken_bytes=model.nbytes, duration_s=0.0)
+
+    def unload(self, model: FakeModel, device: str) -> None:
+        if not model.parked:
+            super().unload(model, device)
+            return
+        self.unloads.append(model.model_id)
+        model.unloaded, model.parked = True, False
+        self.probe.add(HOST, -model.nbytes)
+        if self.park_keeps:
+            self.probe.add(device, -model.nbytes)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.memory import MemoryProbe
+from vramdeck.manager.residency import Residency
 
 T = TypeVar("T")
 
@@ -52,6 +53,57 @@ class LoadContext:
 
 class LoaderUnavailable(RuntimeError):
     """The framework cannot load here (a package is missing); the message says what to do."""
+
+
+class Suspension(Protocol):
+    """What `AsyncLoader.suspend` did (a server's `SleepReport` is one)."""
+
+    @property
+    def kept(self) -> bool:
+        """True: the model is suspended and can be resumed; False: it was released instead."""
+        ...
+
+    @property
+    def held_after(self) -> int | None:
+        """What it still holds on its device while suspended (None: cannot tell)."""
+        ...
+
+    @property
+    def duration_s(self) -> float: ...
+
+    @property
+    def reason(self) -> str:
+        """Why it was released instead of kept; empty when kept."""
+        ...
+
+
+class Resumption(Protocol):
+    """What `AsyncLoader.resume` did (a server's `WakeReport` is one)."""
+
+    @property
+    def taken_bytes(self) -> int: ...
+
+    @property
+    def duration_s(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A `Suspension` of an in-process model: its tensors went to host RAM (`host_bytes`)."""
+
+    host_bytes: int
+    duration_s: float
+    kept: bool = True
+    held_after: int | None = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A `Resumption` of a parked model: `taken_bytes` copied back to its device."""
+
+    taken_bytes: int
+    duration_s: float
 
 
 class DeviceMeter(Protocol):
@@ -99,11 +151,15 @@ class AsyncLoader:
         placed on a device nor counted against a budget, at load or in `validate_memory_budget`.
     live_footprint : bool
         True when `footprint` is the truth (another process's memory): re-read while loaded.
+    suspends_to : Residency
+        Where `suspend` sends a model instead of unloading it: HOST (parked in RAM), SLEEPING
+        (a server keeps its process), OFF (the default: nothing to suspend, always unloaded).
     """
 
     frameworks: ClassVar[tuple[str, ...]] = ()
     holds_device_memory: ClassVar[bool] = True
     live_footprint: ClassVar[bool] = False
+    suspends_to: ClassVar[Residency] = Residency.OFF
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
         """Why `option` cannot load here (e.g. "pip install vllm"), or None when it can."""
@@ -127,6 +183,35 @@ class AsyncLoader:
         """None while healthy; (exit code, last output lines) once the model's process died.
         Runs on the loop twice a second: look at state only, never wait."""
         return None
+
+    def can_suspend(self, model: Any) -> bool:
+        """Whether an eviction may `suspend` this model instead of unloading it."""
+        return False
+
+    async def suspend(
+        self,
+        model: Any,
+        ctx: LoadContext,
+        *,
+        verify_timeout_s: float = 5.0,
+        drain_timeout_s: float | None = None,
+    ) -> Suspension:
+        """Free `model`'s device memory but keep it, so that `resume` brings it back faster than
+        a load. A report with ``kept=False`` says it was released instead; raising means nothing
+        was done (the manager then unloads it)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot suspend a model")
+
+    async def resume(self, model: Any, ctx: LoadContext) -> Resumption:
+        """Bring a suspended `model` back onto `ctx.device`; raise when it cannot (the manager
+        then unloads it and loads it cold)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume a model")
+
+    async def measured_suspend(
+        self, model: Any, ctx: LoadContext, meter: DeviceMeter, **kw: Any
+    ) -> tuple[int | None, Suspension]:
+        """Suspend; returns what the device showed used just before (None: not attributable)."""
+        before = await asyncio.to_thread(meter.used)
+        return before, await self.suspend(model, ctx, **kw)
 
     async def measured_load(
         self, option: ModelConfig, ctx: LoadContext, meter: DeviceMeter
@@ -163,6 +248,8 @@ class InWorker(AsyncLoader):
         # Optional members of a plain object: read once, here.
         self.holds_device_memory = getattr(loader, "holds_device_memory", True)  # type: ignore[misc]
         self.live_footprint = getattr(loader, "live_footprint", False)  # type: ignore[misc]
+        self.suspends_to = getattr(loader, "suspends_to", Residency.OFF)  # type: ignore[misc]
+        self._can_suspend: Callable[[Any], bool] = getattr(loader, "can_suspend", lambda m: False)
         self._prepare: Callable[[str], object] = getattr(loader, "prepare", lambda device: None)
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
@@ -179,6 +266,38 @@ class InWorker(AsyncLoader):
 
     def check(self, model: Any) -> Death | None:
         return self.loader.check(model)
+
+    def can_suspend(self, model: Any) -> bool:
+        return self._can_suspend(model)
+
+    async def suspend(self, model: Any, ctx: LoadContext, **kw: Any) -> Suspension:
+        """A blocking loader's ``suspend(model, device)``, in the device's worker."""
+        report: Suspension = await self._worker.run(ctx.device, self._blocking("suspend"), model,
+                                                    ctx.device)  # fmt: skip
+        return report
+
+    async def resume(self, model: Any, ctx: LoadContext) -> Resumption:
+        """A blocking loader's ``resume(model, device)``, in the device's worker."""
+        report: Resumption = await self._worker.run(ctx.device, self._blocking("resume"), model,
+                                                    ctx.device)  # fmt: skip
+        return report
+
+    async def measured_suspend(
+        self, model: Any, ctx: LoadContext, meter: DeviceMeter, **kw: Any
+    ) -> tuple[int | None, Suspension]:
+        suspend = self._blocking("suspend")
+
+        def read_then_suspend() -> tuple[int | None, Suspension]:
+            before = meter.used()
+            return before, suspend(model, ctx.device)
+
+        return await self._worker.run(ctx.device, read_then_suspend)
+
+    def _blocking(self, name: str) -> Callable[[Any, str], Any]:
+        method: Callable[[Any, str], Any] | None = getattr(self.loader, name, None)
+        if method is None:
+            raise NotImplementedError(f"{type(self.loader).__name__} has no {name}")
+        return method
 
     async def measured_load(
         self, option: ModelConfig, ctx: LoadContext, meter: DeviceMeter
@@ -238,6 +357,10 @@ __all__ = [
     "LoadContext",
     "Loader",
     "LoaderUnavailable",
+    "Parked",
+    "Restored",
+    "Resumption",
+    "Suspension",
     "Worker",
     "as_async",
 ]

@@ -9,6 +9,7 @@ import gc
 import importlib.util
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,9 +17,10 @@ from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.config_errors import shorten
 from vramdeck.manager.errors import LoadCancelledError
 from vramdeck.manager.memory import is_cuda
+from vramdeck.manager.residency import Residency
 from vramdeck.manager.units import format_bytes
 
-from .base import LoadContext, LoaderUnavailable
+from .base import LoadContext, LoaderUnavailable, Parked, Restored
 from .checkpoint_reading import reading_reported
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class TransformersLoader:
 
     frameworks: ClassVar[tuple[str, ...]] = ("transformers", "pytorch")
     holds_device_memory: ClassVar[bool] = True
+    #: An evicted model may be parked in host RAM (see manager/parking.py) instead of dropped.
+    suspends_to: ClassVar[Residency] = Residency.HOST
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
         for package in ("torch", "transformers"):
@@ -162,6 +166,35 @@ class TransformersLoader:
 
     def check(self, model: Any) -> None:
         return None
+
+    def can_suspend(self, model: Any) -> bool:
+        """Plain torch modules on one device park; quantized or spread ones are dropped."""
+        from vramdeck.manager.parking import unparkable_reason
+
+        return unparkable_reason(model) is None
+
+    def suspend(self, model: Any, device: str) -> Parked:
+        """Park: copy the tensors to pinned host memory and give the device memory back."""
+        import torch
+
+        from vramdeck.manager.parking import park
+
+        started = time.monotonic()
+        host_bytes = park(model, pin=is_cuda(device) and torch.cuda.is_available())
+        _free_cached(device)
+        return Parked(host_bytes=host_bytes, duration_s=time.monotonic() - started)
+
+    def resume(self, model: Any, device: str) -> Restored:
+        """Copy a parked model back to `device`; on failure free what was copied, then raise."""
+        from vramdeck.manager.parking import restore
+
+        started = time.monotonic()
+        try:
+            taken = restore(model, device)
+        except BaseException:
+            self.unload(model, device)
+            raise
+        return Restored(taken_bytes=taken, duration_s=time.monotonic() - started)
 
 
 #: Single-file checkpoints of other frameworks: transformers reads a folder or a hub id only.

@@ -87,7 +87,7 @@ def test_evictions_are_logged_as_evictions(bridge, qloop) -> None:
     run(qloop, bridge.load("gamma"))  # evicts alpha, the least recently used
     evicted = [e for e in bridge.log if e.kind == "ModelEvicted"]
     assert [(e.task, e.model, e.severity) for e in evicted] == [("alpha", "a", "eviction")]
-    assert evicted[0].reason == "room for gamma"
+    assert evicted[0].reason.startswith("room for gamma: idle ")  # and why (issue 12)
     assert bridge.task_row("alpha").state == "unloaded"
     assert run(qloop, bridge.evict_lru()) == "beta"
 

@@ -33,7 +33,8 @@ async def test_least_recently_used_goes_first(make_manager):
     assert m.get_lru_model() == "b"
     await m.load_model("c")
     assert [e.task for e in evicted] == ["b"]
-    assert evicted[0].reason == "room for c"
+    assert evicted[0].reason.startswith("room for c: idle ")  # and why it went (issue 12)
+    assert evicted[0].reason.endswith(" by a reload")
     assert evicted[0].freed_bytes == 3 * GIB
     assert list(m.loaded_models) == ["a", "c"]
     assert probe.used["cuda:0"] == 6 * GIB

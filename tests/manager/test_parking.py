@@ -81,3 +81,44 @@ def test_quantized_or_spread_models_are_not_parked():
 
 def test_model_device_reads_the_first_tensor():
     assert parking.model_device(tiny_gpt2()) == "cpu"
+
+
+def test_the_transformers_loader_parks_and_restores_in_the_device_worker(tmp_path):
+    # The loader's suspend/resume, as the manager calls them (InWorker, the device's worker
+    # thread): the same module comes back and answers bit-identically.
+    import asyncio
+
+    from vramdeck.manager.devices import DevicePool
+    from vramdeck.manager.loaders import LoadContext, TransformersLoader
+    from vramdeck.manager.loaders.base import InWorker
+    from vramdeck.manager.memory import HostProbe
+    from vramdeck.manager.residency import Residency
+
+    async def run() -> None:
+        pool = DevicePool(HostProbe())
+        loader = InWorker(TransformersLoader(), pool)
+        assert loader.suspends_to is Residency.HOST
+        model = tiny_gpt2()
+        ids = torch.tensor([[1, 5, 9, 2]])
+        with torch.no_grad():
+            before = model(ids).logits
+        assert loader.can_suspend(model)
+        ctx = LoadContext(task="lm", device="cpu", probe=pool.probe)
+        parked = await loader.suspend(model, ctx)
+        assert parked.kept and parked.host_bytes == unique_bytes(model)
+        restored = await loader.resume(model, ctx)
+        assert restored.taken_bytes == parked.host_bytes
+        assert model.lm_head.weight is model.transformer.wte.weight
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, before)
+        await pool.close()
+
+    asyncio.run(run())
+
+
+def test_quantized_models_are_not_parked():
+    from vramdeck.manager.loaders import TransformersLoader
+
+    model = tiny_gpt2()
+    model.is_quantized = True
+    assert not TransformersLoader().can_suspend(model)

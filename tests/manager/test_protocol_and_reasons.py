@@ -43,7 +43,7 @@ async def test_evict_by_hand_frees_memory_before_an_external_api(make_manager):
     assert probe.used["cuda:0"] == 0
     (event,) = evicted
     assert event.cause is RemovalReason.EVICT
-    assert event.reason == "you asked to evict the least recently used model"
+    assert event.reason.startswith("you asked to evict the least recently used model: idle ")
     assert await m.evict_lru_model() == "api"  # only then the external API
 
 

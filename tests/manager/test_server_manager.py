@@ -189,7 +189,7 @@ async def test_a_server_is_evicted_for_an_in_process_model(harness: Any, tiny_gp
     await asyncio.wait_for(h.manager.load_model("lm"), 30)
     evicted = h.of(ModelEvicted)
     assert [e.task for e in evicted] == ["chat"]
-    assert evicted[0].reason == "room for lm"
+    assert evicted[0].reason.startswith("room for lm: idle ")
     assert gone(handle.pid)
     assert list(h.manager.loaded_models) == ["lm"]
 

@@ -1,59 +1,11 @@
-"""The events a server's sleep and wake make, for the manager to emit.
-
-They live here until the manager's event module takes them (it is being reworked elsewhere);
-each subclasses the manager's `Event`, so a subscriber to every event gets them too. Build them
-from the loader's reports with `slept` (ModelSlept, or SleepFailed) and `woken`.
-"""
+"""Build the manager's sleep and wake events (in `vramdeck.manager.events`) from the server
+loader's reports: `slept` (ModelSlept, or SleepFailed) and `woken` (ModelWoken)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from vramdeck.manager.events import Event, ModelSlept, ModelWoken, SleepFailed
 
-from vramdeck.manager.events import Event
-
-from .sleep import SleepLevel, SleepReport, WakeReport
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelSlept(Event):
-    """A server was put to sleep instead of stopped, and the probe saw its memory come back."""
-
-    task: str
-    option: str
-    model_id: str
-    device: str
-    level: SleepLevel
-    freed_bytes: int
-    held_bytes: int | None
-    waited_s: float
-    duration_s: float
-    verified: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelWoken(Event):
-    """A sleeping server was woken for a load instead of started cold."""
-
-    task: str
-    option: str
-    model_id: str
-    device: str
-    level: SleepLevel
-    taken_bytes: int
-    duration_s: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SleepFailed(Event):
-    """A sleep failed or kept the memory: the server was stopped, and will be from now on."""
-
-    task: str
-    option: str
-    model_id: str
-    device: str
-    held_before: int | None
-    held_after: int | None
-    reason: str
+from .sleep import SleepReport, WakeReport
 
 
 def slept(report: SleepReport, *, task: str, option: str, model_id: str, device: str) -> Event:
@@ -74,7 +26,7 @@ def slept(report: SleepReport, *, task: str, option: str, model_id: str, device:
         model_id=model_id,
         device=device,
         level=report.level,
-        freed_bytes=report.freed_bytes,
+        bytes=report.freed_bytes,
         held_bytes=report.held_after,
         waited_s=report.waited_s,
         duration_s=report.duration_s,
@@ -90,6 +42,9 @@ def woken(report: WakeReport, *, task: str, option: str, model_id: str, device: 
         model_id=model_id,
         device=device,
         level=report.level,
-        taken_bytes=report.taken_bytes,
+        bytes=report.taken_bytes,
         duration_s=report.duration_s,
     )
+
+
+__all__ = ["ModelSlept", "ModelWoken", "SleepFailed", "slept", "woken"]

@@ -29,6 +29,7 @@ from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.loaders.base import AsyncLoader, LoadContext, LoaderUnavailable
 from vramdeck.manager.logs import redact
 from vramdeck.manager.memory import is_cuda
+from vramdeck.manager.residency import Residency
 
 from .commands import LOOPBACK, CommandValues, command_problem, free_port
 from .environment import server_environment, server_secrets
@@ -78,6 +79,8 @@ class ServerLoader(AsyncLoader):
     health_path: ClassVar[str] = "/health"
     #: The framework's sleep and wake routes; None: its servers are always stopped.
     sleep_api: ClassVar[SleepApi | None] = None
+    #: An eviction puts a server that `can_suspend` to sleep instead of stopping it.
+    suspends_to: ClassVar[Residency] = Residency.SLEEPING
 
     # ----------------------------------------------------------------- what to run
 

@@ -83,6 +83,11 @@ class SleepReport:
     reason: str = ""
 
     @property
+    def kept(self) -> bool:
+        """The loader protocol's name (`Suspension.kept`) for `slept`."""
+        return self.slept
+
+    @property
     def freed_bytes(self) -> int:
         """What the sleep (or the stop) gave back, as far as the probe saw."""
         if self.held_before is None:
