@@ -276,13 +276,17 @@ class InferenceConfig:
         How long to wait for the device to show evicted memory free.
     server_sleep_level : int
         What managed servers do on eviction unless their option says: 0 stop, 1 or 2 sleep.
+    thrash_reloads, thrash_window_s : int, float
+        A model evicted and reloaded more than `thrash_reloads` times (default 3) within
+        `thrash_window_s` seconds (default 600) raises a `Thrashing` event.
     """
 
     KNOWN = frozenset(
         {
             "max_memory_per_model", "offload_threshold", "warmup_on_startup",
             "default_batch_size", "max_batch_size", "memory_budget_gb", "idle_unload_s",
-            "evict_verify_timeout_s", "server_sleep_level", "serving",
+            "evict_verify_timeout_s", "server_sleep_level", "serving", "thrash_reloads",
+            "thrash_window_s",
         }
     )  # fmt: skip
 
@@ -306,6 +310,10 @@ class InferenceConfig:
             d, "evict_verify_timeout_s", key, source, 5.0, maximum=fields.MAX_SECONDS
         )
         self.server_sleep_level: int = fields.sleep_level(d, "server_sleep_level", key, source, 0)
+        self.thrash_reloads: int = fields.integer(d, "thrash_reloads", key, source, 3)
+        self.thrash_window_s: float = fields.number(
+            d, "thrash_window_s", key, source, 600.0, maximum=fields.MAX_SECONDS
+        )
         #: The endpoint's settings, checked by vramdeck.serving (the manager does not serve).
         self.serving: dict[str, Any] = dict(
             fields.mapping(d.get("serving") or {}, f"{key}.serving", source)

@@ -240,6 +240,18 @@ class MemorySampled(Event):
     per_task: Mapping[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thrashing(Event):
+    """Models that keep pushing each other out: one was evicted and reloaded more than
+    ``inference.thrash_reloads`` times within ``thrash_window_s``; `seconds_lost` is what those
+    reloads took (see `ModelManager.thrash_fixes` for the ways out)."""
+
+    tasks: tuple[str, ...]
+    reloads: int
+    window_s: float
+    seconds_lost: float
+
+
 E = TypeVar("E", bound=Event)
 Subscriber = Callable[[Event], object]
 
@@ -296,4 +308,5 @@ __all__ = [
     "ServerOutput",
     "SwitchFailed",
     "TaskEvent",
+    "Thrashing",
 ]

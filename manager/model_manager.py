@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import telemetry as tm
@@ -35,6 +35,7 @@ from .loading import Loading
 from .lru import LoadTimesView, MemoryUsageView, ModelsView
 from .memory import HOST, DeviceReading, MemoryProbe, is_cuda
 from .monitor import Housekeeper, MemoryMonitor
+from .preview import Preview, Previews, load_holding
 from .selection import LEASE_WAIT_S, Selection
 from .status import (
     BudgetCheck,
@@ -44,6 +45,7 @@ from .status import (
     loaded_models_info,
     task_status,
 )
+from .thrash import Fix, ThrashWatch, set_memory_budget, thrash_fixes
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,9 @@ class ModelManager:
         self.model_memory_usage: Mapping[str, int] = MemoryUsageView(core.table)
         self.monitor = MemoryMonitor(self.device_readings, self._housekeeping.sample)
         self._housekeeper = Housekeeper(self._housekeeping.check_health)
+        self._thrash = ThrashWatch(core.emit, lambda: core.inference)
+        core.events.subscribe(self._thrash.observe)
+        self._previews = Previews(core, self._thrash.load_s)
         tm.observe_memory(self._housekeeping)
 
     # ----------------------------------------------------------------- state
@@ -277,8 +282,10 @@ class ModelManager:
 
     def check_budget(self, *, readings: Mapping[str, DeviceReading] | None = None) -> BudgetCheck:
         """The typed plan behind `validate_memory_budget`, in bytes."""
-        total = None if readings is not None else self.get_total_vram()
-        return check_budget(self._core, readings or self.device_readings(), total)
+        seed = type(self).get_total_vram, type(self).get_available_vram
+        overridden = seed != (ModelManager.get_total_vram, ModelManager.get_available_vram)
+        figures = (self.get_total_vram(), self.get_available_vram()) if overridden else None
+        return check_budget(self._core, readings or self.device_readings(), figures)
 
     def validate_memory_budget(
         self, *, readings: Mapping[str, DeviceReading] | None = None
@@ -302,6 +309,33 @@ class ModelManager:
         if not option.is_external:
             raise ValueError(f"{task_type} does not use external API (it uses {option.framework})")
         return external_api_config(option, require_key=True)
+
+    # ----------------------------------------------------------------- previews and thrash
+
+    def preview_load(self, task_type: str) -> Preview:
+        """What loading `task_type` would evict, from one reading; changes nothing."""
+        return self._previews.load(task_type, self.device_readings())
+
+    def preview_switch(self, task_type: str, model_name: str) -> Preview:
+        """What switching `task_type` to `model_name` would evict; changes nothing."""
+        return self._previews.switch(task_type, model_name, self.device_readings())
+
+    def preview_warmup(self) -> Preview:
+        """What `warmup_models(force=True)` would evict, and `what_fits` instead."""
+        return self._previews.warmup(self.device_readings())
+
+    async def warmup_what_fits(self) -> list[str]:
+        """Load the tasks `preview_warmup().what_fits` names; returns those that loaded."""
+        return await load_holding(self.use, self._previews.what_fits(self.device_readings()))
+
+    def thrash_fixes(self, tasks: Sequence[str]) -> tuple[Fix, ...]:
+        """Ways out of `tasks` pushing each other out (pin, raise the budget, switch)."""
+        return thrash_fixes(self._core, tasks, self.device_readings())
+
+    def set_memory_budget(self, budget_bytes: int | None) -> None:
+        """Cap what the models may hold per device (None: no cap), in memory until the config
+        is read again; loads from now on obey it. Saving it to the file is the caller's."""
+        set_memory_budget(self._core.inference, budget_bytes)
 
     # ----------------------------------------------------------------- lifecycle
 

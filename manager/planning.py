@@ -1,13 +1,13 @@
 """The planner: where a selection of models goes, whether it fits, and which selection fits best.
 
-One planner serves ``vramdeck plan``, ``vramdeck validate`` and the panel's budget view (and,
-once wired, ``ModelManager.validate_memory_budget``). It is pure: it works on one set of device
-readings taken by the caller, so every figure of a plan comes from the same moment, and it loads
-nothing. It counts what the manager's placement counts: a device may hold
-``offload_threshold × total`` in all, the manager's models at most ``memory_budget_gb`` of that,
-and memory other processes hold comes off the top. Options that cannot load here (a missing
-package, no loader, an external API whose key is unset or whose provider is unknown) are never
-placed nor suggested; the plan says why.
+One planner serves ``vramdeck plan``, ``vramdeck validate``, the panel's budget view,
+``ModelManager.validate_memory_budget`` / ``check_budget`` and the thrash fixes. It is pure: it
+works on one set of device readings taken by the caller, so every figure of a plan comes from
+the same moment, and it loads nothing. It counts what the manager's placement counts: a device
+may hold ``offload_threshold × total`` in all, the manager's models at most
+``memory_budget_gb`` of that, and memory other processes hold comes off the top. Options that
+cannot load here (a missing package, no loader, an external API whose key is unset or whose
+provider is unknown) are never placed nor suggested; the plan says why.
 """
 
 from __future__ import annotations
@@ -187,15 +187,19 @@ class Planner:
         measured_bytes: MeasuredBytes,
         *,
         held: Mapping[str, int] | None = None,
+        holds_memory: Callable[[ModelConfig], bool] | None = None,
     ) -> Planner:
         """Choices from a config's tasks, each taking its measured bytes (the ledger's
-        ``measured_bytes``), else its estimate, as the manager counts a load."""
+        ``measured_bytes``), else its estimate, as the manager counts a load. `holds_memory`
+        says which options take local memory (the manager's loaders decide; without it, all
+        but external APIs)."""
         rooms = device_rooms(readings, inference, held)
         cuda = [d for d in rooms if is_cuda(d)]
         auto_device = cuda[0] if cuda else HOST
+        holds = holds_memory or (lambda option: not option.is_external)
         choices = {
             name: {
-                option.name: _choice(name, option, auto_device, measured_bytes)
+                option.name: _choice(name, option, auto_device, measured_bytes, holds(option))
                 for option in task.options.values()
             }
             for name, task in tasks.items()
@@ -279,10 +283,12 @@ def _absent(device: str) -> DeviceRoom:
     return DeviceRoom(device, "not present", "none", 0, 0, 0, 0)
 
 
-def _choice(task: str, option: ModelConfig, auto_device: str, measured: MeasuredBytes) -> Choice:
+def _choice(
+    task: str, option: ModelConfig, auto_device: str, measured: MeasuredBytes, holds: bool
+) -> Choice:
     device = option.device if option.device != "auto" else auto_device
-    seen = None if option.is_external else measured(option, device)
-    estimate = 0 if option.is_external else option.vram_bytes
+    seen = measured(option, device) if holds else None
+    estimate = option.vram_bytes if holds else 0
     return Choice(
         task=task,
         option=option.name,
@@ -290,7 +296,7 @@ def _choice(task: str, option: ModelConfig, auto_device: str, measured: Measured
         device=option.device,
         nbytes=seen if seen is not None else estimate,
         measured=seen is not None,
-        external=option.is_external,
+        external=not holds,
         skip_reason=cannot_load_reason(option),
     )
 
