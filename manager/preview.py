@@ -29,6 +29,10 @@ from .units import format_bytes
 
 logger = logging.getLogger(__name__)
 
+#: The copies' `released` event: nobody waits on a copy (set, as for a model nobody holds).
+_UNUSED_EVENT = asyncio.Event()
+_UNUSED_EVENT.set()
+
 #: Measured seconds a (task, option) took to load last time, or None (`ThrashWatch.load_s`).
 LoadSeconds = Callable[[str, str], float | None]
 
@@ -88,14 +92,63 @@ class _Step:
 
 
 class _WhatIf:
-    """The manager's Core seen through a copied task table (everything else is the real one)."""
+    """The manager's Core seen through a copied task table (everything else is the real one).
+    What an option takes is asked at every step of a warm-up: remembered for one preview."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
         self.table = core.table
+        self._required: dict[tuple[int, str], int] = {}
+
+    def use(self, table: TaskTable) -> None:
+        self.table = table
+        self._required.clear()
+
+    def required_bytes(self, option: ModelConfig, device: str) -> int:
+        key = (id(option), device)
+        if key not in self._required:
+            self._required[key] = self.core.required_bytes(option, device)
+        return self._required[key]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)
+
+
+class _CopiedTable(TaskTable):
+    """The copy's table: a TaskTable whose residents and bytes per device are counted once per
+    change, not at every question (a warm-up preview asks them at every step)."""
+
+    def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
+        self._residents: list[LoadedModel] | None = None
+        self._bytes: dict[str, int] = {}
+        super().__init__(tasks)
+
+    def _changed(self) -> None:
+        self._residents = None
+
+    def residents(self) -> list[LoadedModel]:
+        if self._residents is None:
+            self._residents = super().residents()
+            self._bytes = {}
+            for m in self._residents:
+                self._bytes[m.device] = self._bytes.get(m.device, 0) + m.bytes
+        return list(self._residents)
+
+    def bytes_on(self, device: str) -> int:
+        self.residents()
+        return self._bytes.get(device, 0)
+
+    def add(self, loaded: LoadedModel) -> None:
+        super().add(loaded)
+        self._changed()
+
+    def remove(self, loaded: LoadedModel) -> None:
+        super().remove(loaded)
+        self._changed()
+
+    def touch(self, task: str) -> None:
+        super().touch(task)
+        self._changed()
 
 
 class Previews:
@@ -163,18 +216,19 @@ class _Simulation:
         self._p = previews
         self.core = previews._core
         self.readings = dict(readings)
-        self.table = TaskTable(self.core.tasks)
+        self.device_names = [d for d in self.core.devices.names() if d in self.readings]
+        self.table = _CopiedTable(self.core.tasks)
         for real in self.core.table.residents():  # least recently used first, as in the table
             if real.task in self.core.tasks:
                 self.table.add(_copy_of(real, self.table))
 
     def __enter__(self) -> _Simulation:
         self._p._lock.acquire()
-        self._p._what_if.table = self.table
+        self._p._what_if.use(self.table)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._p._what_if.table = self.core.table
+        self._p._what_if.use(self.core.table)
         self._p._lock.release()
 
     # ------------------------------------------------------------------ steps
@@ -186,15 +240,16 @@ class _Simulation:
                                              f"{option.unavailable_reason}")  # fmt: skip
         if not self.core.holds_device_memory(option):
             return _Step(NO_DEVICE, 0, None)
-        names = [d for d in self.core.devices.names() if d in self.readings]
+        names = self.device_names
         if option.device != "auto":
             if option.device not in names:
                 return _Step(option.device, 0, None, f"device {option.device} is not present")
             device = option.device
         else:
             cuda = {d: self.readings[d] for d in names if is_cuda(d)}
-            device = best_cuda_device(self.core, self._p._eviction, option, cuda) if cuda else HOST
-        required = self.core.required_bytes(option, device)
+            what_if = cast(Core, self._p._what_if)
+            device = best_cuda_device(what_if, self._p._eviction, option, cuda) if cuda else HOST
+        required = self._p._what_if.required_bytes(option, device)
         plan = self._p._eviction.plan_room(device, self.readings[device], required)
         return _Step(device, required, plan)
 
@@ -210,7 +265,7 @@ class _Simulation:
         loader = self.core.loader(option)
         load_s = self._p._load_s(name, option.name) or 0.0
         self.table.add(LoadedModel(entry, None, option, loader, step.device, step.required,
-                                   load_s, released=asyncio.Event()))  # fmt: skip
+                                   load_s, released=_UNUSED_EVENT))  # fmt: skip
         self._take(step.device, step.required)
         return tuple(gone)
 
@@ -225,8 +280,9 @@ class _Simulation:
 
     def _take(self, device: str, nbytes: int) -> None:
         r = self.readings.get(device)
-        if r is not None and nbytes:
-            self.readings[device] = replace(r, used=max(0, r.used + nbytes))
+        if r is not None and nbytes:  # (a plain constructor: `replace` costs 10 µs a call)
+            used = max(0, r.used + nbytes)
+            self.readings[device] = DeviceReading(r.device, r.name, r.total, used, r.probe)
 
     # ------------------------------------------------------------------ previews
 
@@ -342,7 +398,11 @@ async def load_holding(
 
 
 def _copy_of(real: LoadedModel, table: TaskTable) -> LoadedModel:
-    return replace(real, owner=table.entry(real.task), released=asyncio.Event())
+    """`real` in the copied table; its leases counted, its own event untouched."""
+    copy = LoadedModel(table.entry(real.task), None, real.config, real.loader, real.device,
+                       real.bytes, real.load_duration_s, real.loaded_at, real.last_used,
+                       real.leases, _UNUSED_EVENT)  # fmt: skip
+    return copy
 
 
 def _priority(task: TaskConfig) -> float:
