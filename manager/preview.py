@@ -22,7 +22,7 @@ from .core import NO_DEVICE, Core
 from .errors import unknown_option
 from .eviction import Eviction, RoomPlan
 from .loading import best_cuda_device
-from .lru import LoadedModel, TaskTable
+from .lru import LoadedModel, TaskEntry, TaskTable
 from .memory import HOST, DeviceReading, is_cuda
 from .residency import Residency
 from .units import format_bytes
@@ -115,24 +115,35 @@ class _WhatIf:
 
 
 class _CopiedTable(TaskTable):
-    """The copy's table: a TaskTable whose residents and bytes per device are counted once per
-    change, not at every question (a warm-up preview asks them at every step)."""
+    """The copy's table: a TaskTable whose entries are made when first asked for, and whose
+    residents and bytes per device are counted once per change, not at every question (a
+    warm-up preview asks them at every step). Only residents have an order that matters."""
 
     def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
         self._residents: list[LoadedModel] | None = None
         self._bytes: dict[str, int] = {}
         super().__init__(tasks)
 
+    def reconfigure(self, tasks: Mapping[str, TaskConfig]) -> None:
+        self._tasks = tasks
+
+    def entry(self, task: str) -> TaskEntry:
+        entry = self._entries.get(task)
+        if entry is None:
+            entry = self._entries[task] = TaskEntry(task, self._tasks[task])
+        return entry
+
     def _changed(self) -> None:
         self._residents = None
 
     def residents(self) -> list[LoadedModel]:
+        """Shared between changes: callers read it, never change it."""
         if self._residents is None:
             self._residents = super().residents()
             self._bytes = {}
             for m in self._residents:
                 self._bytes[m.device] = self._bytes.get(m.device, 0) + m.bytes
-        return list(self._residents)
+        return self._residents
 
     def bytes_on(self, device: str) -> int:
         self.residents()
