@@ -97,6 +97,7 @@ def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict
         tasks[name] = {"selected": current[name], "options": rows}
     suggestion = planner.best(current, limit=limit)
     chosen = suggestion.selection
+    warmup = manager.preview_warmup()
     return {
         "config": str(manager.config_path),
         "devices": {
@@ -115,6 +116,12 @@ def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict
             "fits": planner.fits(current),
             "total_gb": _gib(planner.total_bytes(current)),
             "skipped": planner.skipped(current),
+            "warmup": {
+                "fits": warmup.fits,
+                "summary": warmup.summary,
+                "evicts": [e.task for e in warmup.evictions],
+                "what_fits": list(warmup.what_fits),
+            },
         },
         "tasks": tasks,
         "suggestion": {
@@ -242,6 +249,11 @@ def print_plan(report: Mapping[str, Any], out: TextIO) -> None:
     print(f"\nCurrent selection: {size(current['total_gb'])}, {now}.", file=out)
     for task, reason in current["skipped"].items():
         print(f"  {task} is not counted: its selected option cannot load here ({reason})",
+              file=out)  # fmt: skip
+    warmup = current["warmup"]
+    print(f"Warm-up preview: {warmup['summary']}.", file=out)
+    if not warmup["fits"]:
+        print(f"  Warm up what fits would load: {', '.join(warmup['what_fits']) or 'nothing'}.",
               file=out)  # fmt: skip
     how = f"{s['search']} search over {s['combinations']} combinations"
     if not s["found"]:
