@@ -103,6 +103,8 @@ class _WhatIf:
     def use(self, table: TaskTable) -> None:
         self.table = table
         self._required.clear()
+        # Asked at every step: plain attributes (read now, the config in force) skip __getattr__.
+        self.inference, self.devices = self.core.inference, self.core.devices
 
     def required_bytes(self, option: ModelConfig, device: str) -> int:
         key = (id(option), device)
