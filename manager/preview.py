@@ -182,6 +182,8 @@ class Previews:
         loaded = self._core.table.loaded(name)
         if loaded is not None:
             return Preview(True, summary=f"{name} is loaded already ({loaded.option})")
+        if self._core.table.entry(name).flight is not None:  # a load joins it: nothing new goes
+            return Preview(True, summary=f"{name} is loading already")
         with self._copy(readings) as sim:
             return sim.load_preview(task, option, f"loading {name}")
 

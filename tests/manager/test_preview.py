@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import FakeLoader, FakeProbe
-from vramdeck.manager import Ledger, ModelEvicted, ModelManager
+from vramdeck.manager import Ledger, ModelEvicted, ModelLoading, ModelManager
 from vramdeck.manager.config import GIB
 from vramdeck.manager.preview import Preview
 from vramdeck.manager.residency import Residency
@@ -229,3 +230,16 @@ async def test_a_preview_of_what_cannot_load_says_why(make_manager):
     assert not big.fits and "does not fit on cuda:0" in big.summary
     gone = m.preview_load("gone")
     assert not gone.fits and "device cuda:3 is not present" in gone.summary
+
+
+async def test_a_load_in_flight_is_joined_so_its_preview_evicts_nothing_more(make_manager):
+    m, _, loader = make_manager(CONFIG, gate=threading.Event())
+    started = asyncio.Event()
+    m.events.subscribe(lambda e: started.set(), ModelLoading)
+    flight = asyncio.ensure_future(m.load_model("chat"))
+    await started.wait()
+    preview = m.preview_load("chat")
+    assert preview.fits and preview.evictions == () and preview.summary == "chat is loading already"
+    loader.gate.set()
+    await flight
+    assert m.preview_load("chat").summary == "chat is loaded already (m)"
