@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .config import ModelConfig
 from .core import Core
 from .memory import HOST, DeviceReading, is_cuda
-from .planning import DevicePlan, Planner
+from .planning import BudgetCheck, Planner, Requirement, check_selection
 from .units import GIB
 
 
@@ -123,64 +122,6 @@ def loaded_models_info(core: Core) -> dict[str, dict[str, Any]]:
     }
 
 
-@dataclass(frozen=True)
-class Requirement:
-    """What one task's selected option needs, in bytes (0 when it holds no device memory or
-    cannot load here)."""
-
-    option: ModelConfig
-    device: str
-    bytes: int
-    measured: bool
-    holds_memory: bool
-
-
-@dataclass(frozen=True)
-class BudgetCheck:
-    """Whether the selected models of all tasks fit their devices' budgets together, as the
-    planner (manager/planning.py) places them; `skipped`: task → why its option cannot load
-    here (not counted)."""
-
-    plans: dict[str, DevicePlan]
-    requirements: dict[str, Requirement]
-    primary: tuple[str, ...]
-    total_bytes: int
-    threshold: float
-    memory_budget_gb: float | None
-    external: tuple[str, ...] = field(default=())
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def valid(self) -> bool:
-        return all(p.fits for p in self.plans.values())
-
-    def as_seed_dict(self) -> dict[str, Any]:
-        """The seed's keys (valid, total_vram_gb, total_required_gb, threshold, max_allowed_gb,
-        model_requirements), ``devices`` (the plan per device) and ``skipped``."""
-        primary = [p for d, p in self.plans.items() if d in self.primary]
-        return {
-            "valid": self.valid,
-            "total_vram_gb": self.total_bytes / GIB,
-            "total_required_gb": sum(r.bytes for r in self.requirements.values()) / GIB,
-            "threshold": self.threshold,
-            "max_allowed_gb": sum(p.room.budget for p in primary) / GIB,
-            "memory_budget_gb": self.memory_budget_gb,
-            "model_requirements": {
-                task: {
-                    "model_id": r.option.model_id,
-                    "option": r.option.name,
-                    "vram_gb": r.bytes / GIB,
-                    "estimated_gb": r.option.vram_gb,
-                    "measured": r.measured,
-                    "external": not r.holds_memory,
-                }
-                for task, r in self.requirements.items()
-            },
-            "devices": {d: p.as_dict() for d, p in self.plans.items()},
-            "skipped": dict(self.skipped),
-        }
-
-
 def check_budget(
     core: Core,
     readings: Mapping[str, DeviceReading],
@@ -199,24 +140,7 @@ def check_budget(
     held = {d: core.table.bytes_on(d) for d in readings}
     planner = Planner.from_tasks(core.tasks, readings, core.inference, core.ledger.measured_bytes,
                                  held=held, holds_memory=core.holds_device_memory)  # fmt: skip
-    selection = {name: task.selected for name, task in core.tasks.items()}
-    plans = planner.placement(selection)
-    requirements = {}
-    for name, option_name in selection.items():
-        c = planner.choices[name][option_name]
-        option = core.tasks[name].options[option_name]
-        holds = not c.external
-        requirements[name] = Requirement(option, c.device, c.placed_bytes, c.measured, holds)
-    return BudgetCheck(
-        plans={d: p for d, p in plans.items() if d in primary or p.tasks},
-        requirements=requirements,
-        primary=primary,
-        total_bytes=sum(readings[d].total for d in primary if d in readings),
-        threshold=core.inference.offload_threshold,
-        memory_budget_gb=core.inference.memory_budget_gb,
-        external=tuple(t for t, r in requirements.items() if not r.holds_memory),
-        skipped=planner.skipped(selection),
-    )
+    return check_selection(planner, core.tasks, core.inference)
 
 
 __all__ = [

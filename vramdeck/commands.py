@@ -25,7 +25,6 @@ from vramdeck.manager.planning import (
     Planner,
     device_rooms,
     held_bytes,
-    validate_selection,
 )
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_CONFIG = 0, 1, 2
@@ -39,16 +38,10 @@ def _gib(nbytes: float) -> float:
 
 
 def validate_report(manager: ModelManager) -> dict[str, Any]:
-    """The planner's ``validate_memory_budget`` report for the selected models (from one reading
+    """The manager's ``validate_memory_budget`` report for the selected models (from one reading
     of the devices), plus the config's path, the selected options that cannot load here, and
     the mistakes in the file that make an option unusable (`config_problems`)."""
-    report = validate_selection(
-        manager.tasks,
-        manager.device_readings(),
-        manager.inference_config,
-        manager.ledger.measured_bytes,
-        held=held_bytes(manager.get_loaded_models()),
-    )
+    report = manager.validate_memory_budget()
     return {
         "config": str(manager.config_path),
         **report,
