@@ -92,8 +92,9 @@ async def _bring_to_state(m: ModelManager, steps: list) -> None:
             pass  # a step that cannot run here leaves the state as it is
 
 
-async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list[str], object]:
-    """The preview, then the real action: whether it succeeded, what it evicted, its result."""
+async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list, object]:
+    """The preview, then the real action: whether it succeeded, what it evicted (task, device,
+    bytes freed), its result."""
     kind, task, index = action
     options = [o for o in m.tasks[task].options if o != m.tasks[task].selected]
     option = options[index % len(options)] if options else m.tasks[task].selected
@@ -103,8 +104,8 @@ async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list[str]
         "warmup": m.preview_warmup,
         "what_fits": m.preview_warmup,
     }[kind]()
-    evicted: list[str] = []
-    m.events.subscribe(lambda e: evicted.append(e.task), ModelEvicted)
+    evicted: list[tuple[str, str, int]] = []
+    m.events.subscribe(lambda e: evicted.append((e.task, e.device, e.freed_bytes)), ModelEvicted)
     result: object = None
     try:
         if kind == "load":
@@ -133,7 +134,8 @@ def test_a_preview_is_what_the_action_does(state: dict) -> None:
             if kind == "what_fits":
                 assert result == list(preview.what_fits)
                 return
-            assert [e.task for e in preview.evictions] == evicted, preview.summary
+            planned = [(e.task, e.device, e.bytes) for e in preview.evictions]
+            assert planned == evicted, preview.summary
             if kind == "warmup":
                 every = [
                     t for t in m.tasks if not m.tasks[t].get_selected_config().unavailable_reason
