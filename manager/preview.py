@@ -24,6 +24,7 @@ from .eviction import Eviction, RoomPlan
 from .loading import best_cuda_device
 from .lru import LoadedModel, TaskEntry, TaskTable
 from .memory import HOST, DeviceReading, is_cuda
+from .planning import cannot_load_reason
 from .residency import Residency
 from .units import format_bytes
 
@@ -250,9 +251,9 @@ class _Simulation:
 
     def step(self, name: str, option: ModelConfig) -> _Step:
         """Where the load would go and what room it would make, as `Loading._load` decides."""
-        if option.unavailable_reason:
-            return _Step(NO_DEVICE, 0, None, f"{option.name} cannot load here: "
-                                             f"{option.unavailable_reason}")  # fmt: skip
+        cannot = cannot_load_reason(option)  # a missing package, loader or API key
+        if cannot:
+            return _Step(NO_DEVICE, 0, None, f"{option.name} cannot load here: {cannot}")
         if not self.core.holds_device_memory(option):
             return _Step(NO_DEVICE, 0, None)
         names = self.device_names
@@ -351,7 +352,7 @@ class _Simulation:
                 continue
             step = self.step(name, option)
             if not step.fits:
-                refused.append(name)
+                refused.append(f"{name} would not load ({step.refused or 'no room'})")
                 continue
             for victim in self.apply(name, option, step):
                 evictions.append(victim)
@@ -366,8 +367,7 @@ class _Simulation:
         if fits:
             return Preview(True, summary=f"all {count} fit: warming them up evicts nothing")
         parts = [f"loading all {count} would evict {_and(pushes)}"] if pushes else []
-        if refused:
-            parts.append(f"{_and(refused)} would not fit at all")
+        parts.extend(refused)
         return Preview(False, tuple(evictions), summary="; ".join(parts))
 
     def what_fits(self) -> tuple[str, ...]:

@@ -245,3 +245,20 @@ async def test_a_load_in_flight_is_joined_so_its_preview_evicts_nothing_more(mak
     loader.gate.set()
     await flight
     assert m.preview_load("chat").summary == "chat is loaded already (m)"
+
+
+async def test_warm_up_previews_skip_what_cannot_load_and_say_why(make_manager):
+    m, _, _ = make_manager(
+        CONFIG.replace(
+            "inference:",
+            "  remote: {options: {m: {model_id: gpt-x, framework: external_api, provider: openai,"
+            " requires_api_key: true, api_key_env: VRAMDECK_TEST_UNSET_KEY}}}\ninference:",
+        )
+    )
+    preview = m.preview_warmup()
+    assert "remote" not in preview.what_fits
+    assert preview.summary.endswith(
+        "; remote would not load (m cannot load here: needs an API key: "
+        "VRAMDECK_TEST_UNSET_KEY is not set)"
+    )
+    assert await m.warmup_what_fits() == list(preview.what_fits)
