@@ -46,7 +46,7 @@ def best_cuda_device(
         could_ever = manager_limit(readings[device].total, core.inference) >= need
         return could_ever, -eviction.shortfall(device, readings[device], need)
 
-    return max(readings, key=fit)
+    return max(readings, key=fit) if len(readings) > 1 else next(iter(readings))
 
 
 class Loading:

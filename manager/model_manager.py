@@ -93,7 +93,7 @@ class ModelManager:
         self.model_memory_usage: Mapping[str, int] = MemoryUsageView(core.table)
         self.monitor = MemoryMonitor(self.device_readings, self._housekeeping.sample)
         self._housekeeper = Housekeeper(self._housekeeping.check_health)
-        self._thrash = ThrashWatch(core.emit, lambda: core.inference)
+        self._thrash = ThrashWatch.of(core)
         core.events.subscribe(self._thrash.observe)
         self._previews = Previews(core, self._thrash.load_s)
         tm.observe_memory(self._housekeeping)

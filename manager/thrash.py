@@ -1,7 +1,8 @@
 """Thrash: models that keep pushing each other out, and the one-click ways out.
 
 `ThrashWatch` follows the manager's events: a model evicted to make room (or to get back under
-budget) and loaded again counts one reload, lost to the model whose load pushed it out. More
+budget) and loaded again counts one reload, lost to the models whose loads were in flight when it
+was pushed out. More
 than ``inference.thrash_reloads`` reloads of one model within ``inference.thrash_window_s``
 seconds (defaults 3 and 600) raise one `Thrashing` event naming the models involved and the
 seconds their reloads took; the count then starts again. `thrash_fixes` offers the ways out,
@@ -12,22 +13,14 @@ smaller option that lets them fit together.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .budget import device_limit
 from .config import GIB, InferenceConfig
 from .core import Core
-from .events import (
-    Event,
-    LoadFailed,
-    ModelEvicted,
-    ModelLoaded,
-    ModelLoading,
-    RemovalReason,
-    Thrashing,
-)
+from .events import Event, ModelEvicted, ModelLoaded, RemovalReason, Thrashing
 from .memory import DeviceReading
 from .planning import Planner
 from .units import MIB, format_bytes
@@ -46,13 +39,27 @@ class _Reload:
 class ThrashWatch:
     """Counts reloads of pushed-out models from the event stream; emits `Thrashing`."""
 
-    def __init__(self, emit: Callable[[Event], None], settings: Callable[[], InferenceConfig]):
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        settings: Callable[[], InferenceConfig],
+        loading: Callable[[], Iterable[str]],
+    ) -> None:
         self._emit = emit
         self._settings = settings
-        self._loading: set[str] = set()
+        self._loading = loading  # the tasks whose load is in flight now: the pushers
         self._pushed_out: dict[str, frozenset[str]] = {}  # task → the loads that pushed it
         self._reloads: defaultdict[str, deque[_Reload]] = defaultdict(deque)
         self._load_s: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def of(cls, core: Core) -> ThrashWatch:
+        """The watch of one manager: its events out, its settings in force, its flights."""
+
+        def in_flight() -> list[str]:
+            return [t for t in core.tasks if core.table.entry(t).flight is not None]
+
+        return cls(core.emit, lambda: core.inference, in_flight)
 
     def load_s(self, task: str, option: str) -> float | None:
         """Seconds (task, option) took to load last time here, or None."""
@@ -60,14 +67,9 @@ class ThrashWatch:
 
     def observe(self, event: Event) -> None:
         match event:
-            case ModelLoading():
-                self._loading.add(event.task)
-            case LoadFailed():
-                self._loading.discard(event.task)
             case ModelEvicted() if event.cause in PUSHED_OUT:
-                self._pushed_out[event.task] = frozenset(self._loading - {event.task})
+                self._pushed_out[event.task] = frozenset(self._loading()) - {event.task}
             case ModelLoaded():
-                self._loading.discard(event.task)
                 self._load_s[(event.task, event.option)] = event.duration_s
                 pushers = self._pushed_out.pop(event.task, None)
                 if pushers is not None:

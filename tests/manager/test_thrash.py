@@ -8,7 +8,7 @@ import pytest
 from vramdeck.gui.bridge_records import budget_report
 from vramdeck.manager import ModelLoaded
 from vramdeck.manager.config import GIB, InferenceConfig
-from vramdeck.manager.events import Event, ModelEvicted, ModelLoading, RemovalReason, Thrashing
+from vramdeck.manager.events import Event, ModelEvicted, RemovalReason, Thrashing
 from vramdeck.manager.thrash import FixKind, ThrashWatch
 
 AB = """
@@ -42,13 +42,15 @@ async def test_a_b_a_b_raises_one_thrashing_event_with_the_seconds_lost(make_man
 def test_reloads_outside_the_window_and_user_evictions_do_not_count() -> None:
     seen: list[Event] = []
     settings = InferenceConfig({"thrash_reloads": 1, "thrash_window_s": 10})
-    watch = ThrashWatch(seen.append, lambda: settings)
+    loading: set[str] = set()
+    watch = ThrashWatch(seen.append, lambda: settings, lambda: loading)
 
     def cycle(at: float, cause: RemovalReason = RemovalReason.ROOM) -> None:
         common = {"option": "m", "model_id": "x", "device": "cuda:0"}
-        watch.observe(ModelLoading(task="b", required_bytes=1, at=at, **common))
+        loading.add("b")  # b's load is in flight when a is pushed out
         watch.observe(ModelEvicted(task="a", freed_bytes=1, cause=cause, reason="", duration_s=0,
                                    at=at, **common))  # fmt: skip
+        loading.discard("b")
         watch.observe(ModelLoaded(task="b", measured_bytes=1, estimated_bytes=1, duration_s=1,
                                   at=at, **common))  # fmt: skip
         watch.observe(ModelLoaded(task="a", measured_bytes=1, estimated_bytes=1, duration_s=2,
