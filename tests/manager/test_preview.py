@@ -4,6 +4,7 @@ preview says a load, a switch or a warm-up evicts is what the action then evicts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import threading
 from pathlib import Path
@@ -31,7 +32,7 @@ def states(draw: st.DrawFn) -> dict:
         tasks[name] = {
             f"o{i}": (draw(st.integers(1, 6)), draw(st.sampled_from(DEVICES))) for i in range(count)
         }
-    kinds = st.sampled_from(["load", "load", "load", "pin", "select", "touch"])
+    kinds = st.sampled_from(["load", "load", "load", "pin", "select", "touch", "hold"])
     steps = draw(st.lists(st.tuples(kinds, st.sampled_from(TASKS), st.integers(0, 2)), max_size=8))
     action_task = draw(st.sampled_from(TASKS))
     if draw(st.booleans()):  # often the action's own task is loaded: a switch then unloads it
@@ -76,12 +77,14 @@ def _manager(state: dict, folder: Path) -> tuple[ModelManager, FakeProbe]:
     return manager, probe
 
 
-async def _bring_to_state(m: ModelManager, steps: list) -> None:
+async def _bring_to_state(m: ModelManager, steps: list, held: contextlib.AsyncExitStack) -> None:
     for kind, task, index in steps:
         options = list(m.tasks[task].options)
         try:
             if kind == "load":
                 await m.load_model(task)
+            elif kind == "hold":  # held through use() until the action is over
+                await held.enter_async_context(m.use(task))
             elif kind == "pin":
                 m.set_pinned(task, True)
             elif kind == "select":
@@ -127,9 +130,10 @@ def test_a_preview_is_what_the_action_does(state: dict) -> None:
     async def run(folder: Path) -> None:
         m, _probe = _manager(state, folder)
         try:
-            await _bring_to_state(m, state["steps"])
-            before = dict(m.loaded_models)
-            preview, ok, evicted, result = await _act(m, state["action"])
+            async with contextlib.AsyncExitStack() as held:
+                await _bring_to_state(m, state["steps"], held)
+                before = dict(m.loaded_models)
+                preview, ok, evicted, result = await _act(m, state["action"])
             kind = state["action"][0]
             if kind == "what_fits":
                 assert result == list(preview.what_fits)
