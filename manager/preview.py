@@ -274,7 +274,7 @@ class _Simulation:
         gone = []
         for victim in step.plan.victims if step.plan else ():
             self._free(victim.model, victim.bytes)
-            restore = victim.restore_s if victim.restore_s > 0 else None
+            restore = victim.restore_s or None  # 0 (or None from a tier): never measured
             gone.append(PlannedEviction(victim.model.task, victim.model.option, step.device,
                                         victim.bytes, victim.goes_to, restore))  # fmt: skip
         entry = self.table.entry(name)
