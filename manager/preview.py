@@ -9,7 +9,6 @@ the residency tiers fill `Victim.goes_to` / `restore_s`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -22,17 +21,14 @@ from .core import NO_DEVICE, Core
 from .errors import unknown_option
 from .eviction import Eviction, RoomPlan
 from .loading import best_cuda_device
-from .lru import LoadedModel, TaskEntry, TaskTable
+from .lru import LoadedModel
 from .memory import HOST, DeviceReading, is_cuda
 from .planning import cannot_load_reason
+from .preview_copy import UNUSED_EVENT, CopiedTable, WhatIf, copy_of
 from .residency import Residency
 from .units import format_bytes
 
 logger = logging.getLogger(__name__)
-
-#: The copies' `released` event: nobody waits on a copy (set, as for a model nobody holds).
-_UNUSED_EVENT = asyncio.Event()
-_UNUSED_EVENT.set()
 
 #: Measured seconds a (task, option) took to load last time, or None (`ThrashWatch.load_s`).
 LoadSeconds = Callable[[str, str], float | None]
@@ -92,85 +88,12 @@ class _Step:
         return not self.refused and (self.plan is None or self.plan.fits)
 
 
-class _WhatIf:
-    """The manager's Core seen through a copied task table (everything else is the real one).
-    What an option takes is asked at every step of a warm-up: remembered for one preview."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.table = core.table
-        self._required: dict[tuple[int, str], int] = {}
-
-    def use(self, table: TaskTable) -> None:
-        self.table = table
-        self._required.clear()
-        # Asked at every step: plain attributes (read now, the config in force) skip __getattr__.
-        self.inference, self.devices = self.core.inference, self.core.devices
-
-    def required_bytes(self, option: ModelConfig, device: str) -> int:
-        key = (id(option), device)
-        if key not in self._required:
-            self._required[key] = self.core.required_bytes(option, device)
-        return self._required[key]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.core, name)
-
-
-class _CopiedTable(TaskTable):
-    """The copy's table: a TaskTable whose entries are made when first asked for, and whose
-    residents and bytes per device are counted once per change, not at every question (a
-    warm-up preview asks them at every step). Only residents have an order that matters."""
-
-    def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
-        self._residents: list[LoadedModel] | None = None
-        self._bytes: dict[str, int] = {}
-        super().__init__(tasks)
-
-    def reconfigure(self, tasks: Mapping[str, TaskConfig]) -> None:
-        self._tasks = tasks
-
-    def entry(self, task: str) -> TaskEntry:
-        entry = self._entries.get(task)
-        if entry is None:
-            entry = self._entries[task] = TaskEntry(task, self._tasks[task])
-        return entry
-
-    def _changed(self) -> None:
-        self._residents = None
-
-    def residents(self) -> list[LoadedModel]:
-        """Shared between changes: callers read it, never change it."""
-        if self._residents is None:
-            self._residents = super().residents()
-            self._bytes = {}
-            for m in self._residents:
-                self._bytes[m.device] = self._bytes.get(m.device, 0) + m.bytes
-        return self._residents
-
-    def bytes_on(self, device: str) -> int:
-        self.residents()
-        return self._bytes.get(device, 0)
-
-    def add(self, loaded: LoadedModel) -> None:
-        super().add(loaded)
-        self._changed()
-
-    def remove(self, loaded: LoadedModel) -> None:
-        super().remove(loaded)
-        self._changed()
-
-    def touch(self, task: str) -> None:
-        super().touch(task)
-        self._changed()
-
-
 class Previews:
     """Previews for one manager. Sync and cheap; call them on the manager's loop thread."""
 
     def __init__(self, core: Core, load_s: LoadSeconds) -> None:
         self._core = core
-        self._what_if = _WhatIf(core)
+        self._what_if = WhatIf(core)
         self._eviction = Eviction(cast(Core, self._what_if))
         self._load_s = load_s
         self._lock = threading.Lock()  # one copy in use at a time
@@ -233,10 +156,10 @@ class _Simulation:
         self.core = previews._core
         self.readings = dict(readings)
         self.device_names = [d for d in self.core.devices.names() if d in self.readings]
-        self.table = _CopiedTable(self.core.tasks)
+        self.table = CopiedTable(self.core.tasks)
         for real in self.core.table.residents():  # least recently used first, as in the table
             if real.task in self.core.tasks:
-                self.table.add(_copy_of(real, self.table))
+                self.table.add(copy_of(real, self.table))
 
     def __enter__(self) -> _Simulation:
         self._p._lock.acquire()
@@ -281,7 +204,7 @@ class _Simulation:
         loader = self.core.loader(option)
         load_s = self._p._load_s(name, option.name) or 0.0
         self.table.add(LoadedModel(entry, None, option, loader, step.device, step.required,
-                                   load_s, released=_UNUSED_EVENT))  # fmt: skip
+                                   load_s, released=UNUSED_EVENT))  # fmt: skip
         self._take(step.device, step.required)
         return tuple(gone)
 
@@ -410,14 +333,6 @@ async def load_holding(
                 continue
             loaded.append(name)
     return loaded
-
-
-def _copy_of(real: LoadedModel, table: TaskTable) -> LoadedModel:
-    """`real` in the copied table; its leases counted, its own event untouched."""
-    copy = LoadedModel(table.entry(real.task), None, real.config, real.loader, real.device,
-                       real.bytes, real.load_duration_s, real.loaded_at, real.last_used,
-                       real.leases, _UNUSED_EVENT)  # fmt: skip
-    return copy
 
 
 def _priority(task: TaskConfig) -> float:
