@@ -107,10 +107,17 @@ def memory_sample(event: MemorySampled) -> MemorySample:
 
 def budget_report(check: BudgetCheck, at: float) -> BudgetReport:
     plans = tuple(
-        DevicePlan(device=d, name=p.name, total=p.total, budget=p.budget, tasks=dict(p.tasks))
+        DevicePlan(
+            device=d,
+            name=p.room.name,
+            total=p.room.total,
+            budget=p.room.budget,
+            tasks=dict(p.tasks),
+            others=p.room.taken_by_others,
+        )
         for d, p in check.plans.items()
     )
-    return BudgetReport(check.valid, plans, check.external, at)
+    return BudgetReport(check.valid, plans, check.external, at, dict(check.skipped))
 
 
 def log_entry(event: Event) -> LogEntry:

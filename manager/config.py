@@ -33,8 +33,6 @@ DEVICE_CHOICES = fields.DEVICE_CHOICES
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 _VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
-_HOST_FLAGS = frozenset({"--host", "--hostname"})
-_LOOPBACK_HOSTS = frozenset({"{host}", "127.0.0.1", "localhost", "::1"})
 _DICT_SOURCE = Source()
 
 
@@ -87,7 +85,7 @@ class ModelConfig:
         self.model_id: str = fields.string(d, "model_id", key, source, blank_ok=False)
         self.framework: str = fields.string(d, "framework", key, source, "transformers")
         self.vram_gb: float = fields.number(d, "vram_gb", key, source, 0.0, maximum=fields.MAX_GB)
-        self.quantization: str | None = _quantization(d, key, source)
+        self.quantization: str | None = fields.quantization(d, key, source)
         self.speed: str = fields.string(d, "speed", key, source, "medium")
         self.description: str = fields.string(d, "description", key, source, "")
         self.fps: float | None = fields.number(d, "fps", key, source, None, maximum=1e6)
@@ -119,7 +117,7 @@ class ModelConfig:
         #: Servers: 1 or 2 = sleep instead of stopping on eviction, 0 = stop; None = the default.
         self.sleep_level: int | None = fields.sleep_level(d, "sleep_level", key, source, None)
         self.extra: dict[str, Any] = fields.keep_unknown(d, self.KNOWN, key, source)
-        self.problems: tuple[ConfigError, ...] = _server_problems(
+        self.problems: tuple[ConfigError, ...] = fields.server_problems(
             self.server_command, f"{key}.server_command", source
         )
         self.unavailable_reason: str | None = None
@@ -166,43 +164,6 @@ class ModelConfig:
             f"ModelConfig(name={self.name!r}, model_id={self.model_id!r}, "
             f"framework={self.framework!r}, vram_gb={self.vram_gb})"
         )
-
-
-def _quantization(d: Any, key: str, source: Source) -> str | None:
-    """As written (``4bit``, ``awq``, or a number read as text); the loader decides if it can."""
-    quant = d.get("quantization")
-    if quant is None:
-        return None
-    if isinstance(quant, bool) or not isinstance(quant, str | int) or not str(quant).strip():
-        raise source.error(
-            f"{key}.quantization",
-            f"expected a string such as '4bit' or 'awq', got {describe(quant)}",
-        )
-    return str(quant)
-
-
-def _server_problems(
-    argv: tuple[str, ...] | None, key: str, source: Source
-) -> tuple[ConfigError, ...]:
-    """A ConfigError for each ``--host``/``--hostname`` value in `argv` that is not loopback."""
-    args = argv or ()
-    found = []
-    for i, arg in enumerate(args):
-        flag, eq, value = arg.partition("=")
-        at = i if eq else i + 1  # --host=X, or --host X
-        if flag not in _HOST_FLAGS or at >= len(args):
-            continue
-        host = value if eq else args[at]
-        if host.strip("[]").lower() not in _LOOPBACK_HOSTS:
-            found.append(
-                source.error(
-                    f"{key}[{at}]",
-                    f"passes the host {shorten(host, 60)!r}: a managed server must listen on "
-                    "loopback only (pass {host}, or 127.0.0.1, localhost or ::1); the option "
-                    "cannot load",
-                )
-            )
-    return tuple(found)
 
 
 class TaskConfig:
@@ -284,6 +245,9 @@ class InferenceConfig:
         What managed servers do on eviction unless their option says: 0 stop, 1 or 2 sleep.
     host_cache_gb : float | None
         The host-RAM tier's budget for parked models; None: a quarter of the host's RAM; 0: off.
+    thrash_reloads, thrash_window_s : int, float
+        A model evicted and reloaded more than `thrash_reloads` times (default 3) within
+        `thrash_window_s` seconds (default 600) raises a `Thrashing` event.
     """
 
     KNOWN = frozenset(
@@ -291,6 +255,7 @@ class InferenceConfig:
             "max_memory_per_model", "offload_threshold", "warmup_on_startup",
             "default_batch_size", "max_batch_size", "memory_budget_gb", "idle_unload_s",
             "evict_verify_timeout_s", "server_sleep_level", "serving", "host_cache_gb",
+            "thrash_reloads", "thrash_window_s",
         }
     )  # fmt: skip
 
@@ -316,6 +281,10 @@ class InferenceConfig:
         self.server_sleep_level: int = fields.sleep_level(d, "server_sleep_level", key, source, 0)
         self.host_cache_gb: float | None = fields.number(
             d, "host_cache_gb", key, source, None, maximum=fields.MAX_GB
+        )
+        self.thrash_reloads: int = fields.integer(d, "thrash_reloads", key, source, 3)
+        self.thrash_window_s: float = fields.number(
+            d, "thrash_window_s", key, source, 600.0, maximum=fields.MAX_SECONDS
         )
         #: The endpoint's settings, checked by vramdeck.serving (the manager does not serve).
         self.serving: dict[str, Any] = dict(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .config_errors import MAX_KEY_CHARS_SHOWN, Source, describe, one_line, shorten
+from .config_errors import MAX_KEY_CHARS_SHOWN, ConfigError, Source, describe, one_line, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,48 @@ def env_names(d: Mapping[str, Any], name: str, key: str, src: Source) -> tuple[s
         if not isinstance(item, str) or not ENV_NAME.fullmatch(item):
             raise src.error(f"{key}.{name}", f"{expected}, got {describe(item)} (item {i + 1})")
     return tuple(value)
+
+
+#: The flags that name a server's listening address, and the values that keep it on loopback.
+HOST_FLAGS = frozenset({"--host", "--hostname"})
+LOOPBACK_HOSTS = frozenset({"{host}", "127.0.0.1", "localhost", "::1"})
+
+
+def quantization(d: Any, key: str, source: Source) -> str | None:
+    """As written (``4bit``, ``awq``, or a number read as text); the loader decides if it can."""
+    quant = d.get("quantization")
+    if quant is None:
+        return None
+    if isinstance(quant, bool) or not isinstance(quant, str | int) or not str(quant).strip():
+        raise source.error(
+            f"{key}.quantization",
+            f"expected a string such as '4bit' or 'awq', got {describe(quant)}",
+        )
+    return str(quant)
+
+
+def server_problems(
+    argv: tuple[str, ...] | None, key: str, source: Source
+) -> tuple[ConfigError, ...]:
+    """A ConfigError for each ``--host``/``--hostname`` value in `argv` that is not loopback."""
+    args = argv or ()
+    found = []
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        at = i if eq else i + 1  # --host=X, or --host X
+        if flag not in HOST_FLAGS or at >= len(args):
+            continue
+        host = value if eq else args[at]
+        if host.strip("[]").lower() not in LOOPBACK_HOSTS:
+            found.append(
+                source.error(
+                    f"{key}[{at}]",
+                    f"passes the host {shorten(host, 60)!r}: a managed server must listen on "
+                    "loopback only (pass {host}, or 127.0.0.1, localhost or ::1); the option "
+                    "cannot load",
+                )
+            )
+    return tuple(found)
 
 
 def device(d: Mapping[str, Any], key: str, src: Source) -> str:

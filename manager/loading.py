@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -39,13 +39,28 @@ from .load_progress import LoadRun, ProgressReports
 from .loaders.base import AsyncLoader, InWorker, LoadContext
 from .loaders.servers.loader import SERVER_SLEEP_LEVEL
 from .lru import LoadedModel, TaskEntry
-from .memory import HOST, is_cuda
+from .memory import HOST, DeviceReading, is_cuda
 from .residency import Residency
 
 logger = logging.getLogger(__name__)
 
 #: How often `hold()` reloads a model that others keep evicting before it gives up.
 USE_ATTEMPTS = 3
+
+
+def best_cuda_device(
+    core: Core, eviction: Eviction, option: ModelConfig, readings: Mapping[str, DeviceReading]
+) -> str:
+    """Where ``auto`` puts `option` among the CUDA devices of `readings`: one where it could
+    ever fit, then the one with the most room left, counting what every process holds. Pure:
+    loads and previews (manager/preview.py) both choose here."""
+
+    def fit(device: str) -> tuple[bool, int]:
+        need = core.required_bytes(option, device)
+        could_ever = manager_limit(readings[device].total, core.inference) >= need
+        return could_ever, -eviction.shortfall(device, readings[device], need)
+
+    return max(readings, key=fit) if len(readings) > 1 else next(iter(readings))
 
 
 class Loading:
@@ -309,13 +324,7 @@ class Loading:
         if not cuda:
             return HOST
         readings = await asyncio.to_thread(lambda: {d: core.devices.read(d) for d in cuda})
-
-        def fit(device: str) -> tuple[bool, int]:
-            need = core.required_bytes(option, device)
-            could_ever = manager_limit(readings[device].total, core.inference) >= need
-            return could_ever, -self._eviction.shortfall(device, readings[device], need)
-
-        return max(cuda, key=fit)
+        return best_cuda_device(core, self._eviction, option, readings)
 
     def _record(
         self,
@@ -379,4 +388,4 @@ class Loading:
         )  # fmt: skip
 
 
-__all__ = ["USE_ATTEMPTS", "Loading"]
+__all__ = ["USE_ATTEMPTS", "Loading", "best_cuda_device"]

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from . import telemetry as tm
+from .beyond_seed import BeyondSeed
 from .budget import manager_limit
 from .config import InferenceConfig, TaskConfig, load_config
 from .core import NO_DEVICE, Core
@@ -36,22 +37,20 @@ from .loading import Loading
 from .lru import LoadTimesView, MemoryUsageView, ModelsView
 from .memory import HOST, DeviceReading, MemoryProbe, is_cuda
 from .monitor import Housekeeper, MemoryMonitor
-from .residency import HostTierStatus, Residency
+from .preview import Previews
 from .selection import LEASE_WAIT_S, Selection
 from .status import (
     BudgetCheck,
-    TaskState,
-    TaskStatus,
     check_budget,
     loaded_models_info,
-    task_status,
 )
+from .thrash import ThrashWatch
 from .warmup import WarmingUp, WarmUp
 
 logger = logging.getLogger(__name__)
 
 
-class ModelManager:
+class ModelManager(BeyondSeed):
     """Manages loading, unloading, and memory management of AI models.
 
     Attributes
@@ -95,6 +94,9 @@ class ModelManager:
         self.model_memory_usage: Mapping[str, int] = MemoryUsageView(core.table)
         self.monitor = MemoryMonitor(self.device_readings, self._housekeeping.sample)
         self._housekeeper = Housekeeper(self._housekeeping.check_health)
+        self._thrash = ThrashWatch.of(core)
+        core.events.subscribe(self._thrash.observe)
+        self._previews = Previews(core, self._thrash.load_s)
         tm.observe_memory(self._housekeeping)
 
     # ----------------------------------------------------------------- state
@@ -215,13 +217,6 @@ class ModelManager:
         await self._selection.settled(task_type)
         return await self._loading.load(task_type)
 
-    async def cancel_load(self, task_type: str) -> bool:
-        """Abandon the load of `task_type` in flight; returns once nothing of it is held (memory
-        freed and verified, no server left, the task unloaded, LoadCancelled). Its waiting
-        callers get LoadCancelledError. False when no load was in flight."""
-        self._core.task(task_type)
-        return await self._loading.cancel(task_type)
-
     async def get_model(self, task_type: str) -> Any:
         """Get the model for `task_type`, loading it if necessary."""
         return await self.load_model(task_type)
@@ -278,41 +273,12 @@ class ModelManager:
         """The configuration of `task_type`, or None if there is no such task."""
         return self.tasks.get(task_type)
 
-    def task_status(self, task_type: str, *, primary_device: str = HOST) -> TaskStatus:
-        """A typed snapshot of `task_type` (`primary_device` stands for ``auto`` if unloaded)."""
-        return task_status(self._core, task_type, primary_device)
-
-    def task_state(self, task_type: str) -> TaskState:
-        """Where the task stands: loading, in use, loaded, external, failed, unloaded, …"""
-        return self.task_status(task_type).state
-
-    def residency(self, task_type: str) -> Residency:
-        """Where the task's model is: on its device, parked in RAM, sleeping, or off."""
-        self._core.task(task_type)
-        return self._core.table.entry(task_type).residency
-
-    def host_tier_status(self) -> HostTierStatus:
-        """The host-RAM tier for parked models: on or off (and why), its use and its budget
-        (a first call may read the host's RAM and detect the devices: not on the GUI thread)."""
-        return self._eviction.tiers.status()
-
-    def is_pinned(self, task_type: str) -> bool:
-        self._core.task(task_type)
-        return self._core.table.entry(task_type).pinned
-
-    def failure_reason(self, task_type: str) -> str | None:
-        """Why the last load of `task_type`'s selected option failed, until it loads again."""
-        task = self._core.task(task_type)
-        return self._core.table.entry(task_type).failures.get(task.selected)
-
-    def load_progress(self, task_type: str) -> tuple[float | None, str] | None:
-        """(fraction, stage) of a load in flight, or None."""
-        return self._core.table.entry(task_type).progress
-
     def check_budget(self, *, readings: Mapping[str, DeviceReading] | None = None) -> BudgetCheck:
         """The typed plan behind `validate_memory_budget`, in bytes."""
-        total = None if readings is not None else self.get_total_vram()
-        return check_budget(self._core, readings or self.device_readings(), total)
+        seed = type(self).get_total_vram, type(self).get_available_vram
+        overridden = seed != (ModelManager.get_total_vram, ModelManager.get_available_vram)
+        figures = (self.get_total_vram(), self.get_available_vram()) if overridden else None
+        return check_budget(self._core, readings or self.device_readings(), figures)
 
     def validate_memory_budget(
         self, *, readings: Mapping[str, DeviceReading] | None = None

@@ -1,13 +1,13 @@
 """The planner: where a selection of models goes, whether it fits, and which selection fits best.
 
-One planner serves ``vramdeck plan``, ``vramdeck validate`` and the panel's budget view (and,
-once wired, ``ModelManager.validate_memory_budget``). It is pure: it works on one set of device
-readings taken by the caller, so every figure of a plan comes from the same moment, and it loads
-nothing. It counts what the manager's placement counts: a device may hold
-``offload_threshold × total`` in all, the manager's models at most ``memory_budget_gb`` of that,
-and memory other processes hold comes off the top. Options that cannot load here (a missing
-package, no loader, an external API whose key is unset or whose provider is unknown) are never
-placed nor suggested; the plan says why.
+One planner serves ``vramdeck plan``, ``vramdeck validate``, the panel's budget view,
+``ModelManager.validate_memory_budget`` / ``check_budget`` and the thrash fixes. It is pure: it
+works on one set of device readings taken by the caller, so every figure of a plan comes from
+the same moment, and it loads nothing. It counts what the manager's placement counts: a device
+may hold ``offload_threshold × total`` in all, the manager's models at most
+``memory_budget_gb`` of that, and memory other processes hold comes off the top. Options that
+cannot load here (a missing package, no loader, an external API whose key is unset or whose
+provider is unknown) are never placed nor suggested; the plan says why.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .budget import device_limit, manager_limit
 from .config import GIB, InferenceConfig, ModelConfig, TaskConfig
 from .loaders.external_api import DEFAULT_ENDPOINTS, external_api_config
 from .memory import HOST, DeviceReading, is_cuda
+from .planning_report import BudgetCheck, Requirement
 from .planning_search import EXHAUSTIVE_LIMIT, Selection, Suggestion, best_selection
 
 #: The ledger's ``measured_bytes(option, device)``: what a model took when it last loaded there.
@@ -187,15 +188,19 @@ class Planner:
         measured_bytes: MeasuredBytes,
         *,
         held: Mapping[str, int] | None = None,
+        holds_memory: Callable[[ModelConfig], bool] | None = None,
     ) -> Planner:
         """Choices from a config's tasks, each taking its measured bytes (the ledger's
-        ``measured_bytes``), else its estimate, as the manager counts a load."""
+        ``measured_bytes``), else its estimate, as the manager counts a load. `holds_memory`
+        says which options take local memory (the manager's loaders decide; without it, all
+        but external APIs)."""
         rooms = device_rooms(readings, inference, held)
         cuda = [d for d in rooms if is_cuda(d)]
         auto_device = cuda[0] if cuda else HOST
+        holds = holds_memory or (lambda option: not option.is_external)
         choices = {
             name: {
-                option.name: _choice(name, option, auto_device, measured_bytes)
+                option.name: _choice(name, option, auto_device, measured_bytes, holds(option))
                 for option in task.options.values()
             }
             for name, task in tasks.items()
@@ -279,10 +284,12 @@ def _absent(device: str) -> DeviceRoom:
     return DeviceRoom(device, "not present", "none", 0, 0, 0, 0)
 
 
-def _choice(task: str, option: ModelConfig, auto_device: str, measured: MeasuredBytes) -> Choice:
+def _choice(
+    task: str, option: ModelConfig, auto_device: str, measured: MeasuredBytes, holds: bool
+) -> Choice:
     device = option.device if option.device != "auto" else auto_device
-    seen = None if option.is_external else measured(option, device)
-    estimate = 0 if option.is_external else option.vram_bytes
+    seen = measured(option, device) if holds else None
+    estimate = option.vram_bytes if holds else 0
     return Choice(
         task=task,
         option=option.name,
@@ -290,8 +297,32 @@ def _choice(task: str, option: ModelConfig, auto_device: str, measured: Measured
         device=option.device,
         nbytes=seen if seen is not None else estimate,
         measured=seen is not None,
-        external=option.is_external,
+        external=not holds,
         skip_reason=cannot_load_reason(option),
+    )
+
+
+def check_selection(
+    planner: Planner, tasks: Mapping[str, TaskConfig], inference: InferenceConfig
+) -> BudgetCheck:
+    """The selected options of `tasks`, placed by `planner`: the one budget check behind
+    ``validate_memory_budget``, ``vramdeck validate`` and the panel's budget view."""
+    selection = {name: task.selected for name, task in tasks.items()}
+    plans = planner.placement(selection)
+    primary = tuple(d for d in planner.rooms if is_cuda(d)) or (HOST,)
+    requirements = {}
+    for name, option in selection.items():
+        c = planner.choices[name][option]
+        requirements[name] = Requirement(
+            tasks[name].options[option], c.device, c.placed_bytes, c.measured, not c.external
+        )
+    return BudgetCheck(
+        plans={d: p for d, p in plans.items() if d in primary or p.tasks},
+        requirements=requirements,
+        primary=primary,
+        threshold=inference.offload_threshold,
+        memory_budget_gb=inference.memory_budget_gb,
+        skipped=planner.skipped(selection),
     )
 
 
@@ -303,49 +334,25 @@ def validate_selection(
     *,
     held: Mapping[str, int] | None = None,
 ) -> dict[str, object]:
-    """Whether the selected models of all tasks fit together: the seed's
-    ``validate_memory_budget`` report (valid, total_vram_gb, total_required_gb, threshold,
-    max_allowed_gb, model_requirements), plus ``memory_budget_gb``, ``devices`` (the plan per
-    device; the host only when there is no GPU or a model is placed there) and ``skipped``
-    (task → why its selected option cannot load here; such a task is not counted)."""
+    """`check_selection` from one set of readings, as the seed's ``validate_memory_budget``
+    report (the host is among the devices only when there is no GPU or a model is placed
+    there)."""
     planner = Planner.from_tasks(tasks, readings, inference, measured_bytes, held=held)
-    selection = {name: task.selected for name, task in tasks.items()}
-    plans = planner.placement(selection)
-    pool = [d for d in plans if is_cuda(d)] or [HOST]
-    shown = {d: p for d, p in plans.items() if d in pool or p.tasks}
-    requirements = {}
-    for name, option in selection.items():
-        c = planner.choices[name][option]
-        requirements[name] = {
-            "model_id": c.model_id,
-            "option": c.option,
-            "vram_gb": c.placed_bytes / GIB,
-            "estimated_gb": tasks[name].options[option].vram_gb,
-            "measured": c.measured,
-            "external": c.external,
-        }
-    return {
-        "valid": all(p.fits for p in shown.values()),
-        "total_vram_gb": sum(plans[d].room.total for d in pool if d in plans) / GIB,
-        "total_required_gb": planner.total_bytes(selection) / GIB,
-        "threshold": inference.offload_threshold,
-        "max_allowed_gb": sum(plans[d].room.budget for d in pool if d in plans) / GIB,
-        "memory_budget_gb": inference.memory_budget_gb,
-        "model_requirements": requirements,
-        "devices": {d: p.as_dict() for d, p in shown.items()},
-        "skipped": planner.skipped(selection),
-    }
+    return check_selection(planner, tasks, inference).as_seed_dict()
 
 
 __all__ = [
     "EXHAUSTIVE_LIMIT",
+    "BudgetCheck",
     "Choice",
     "DevicePlan",
     "DeviceRoom",
     "Planner",
+    "Requirement",
     "Selection",
     "Suggestion",
     "cannot_load_reason",
+    "check_selection",
     "device_rooms",
     "held_bytes",
     "validate_selection",

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .budget import DevicePlan, plan_placement
-from .config import ModelConfig
 from .core import Core
 from .memory import HOST, DeviceReading, is_cuda
+from .planning import BudgetCheck, Planner, Requirement, check_selection
 from .residency import Residency
 from .tiers import expected_restore
 from .units import GIB
@@ -142,89 +141,25 @@ def loaded_models_info(core: Core) -> dict[str, dict[str, Any]]:
     }
 
 
-@dataclass(frozen=True)
-class Requirement:
-    """What one task's selected option needs, in bytes (0 when it holds no device memory)."""
-
-    option: ModelConfig
-    device: str
-    bytes: int
-    measured: bool
-    holds_memory: bool
-
-
-@dataclass(frozen=True)
-class BudgetCheck:
-    """Whether the selected models of all tasks fit their devices' budgets together."""
-
-    plans: dict[str, DevicePlan]
-    requirements: dict[str, Requirement]
-    primary: tuple[str, ...]
-    total_bytes: int
-    threshold: float
-    memory_budget_gb: float | None
-    external: tuple[str, ...] = field(default=())
-
-    @property
-    def valid(self) -> bool:
-        return all(p.fits for p in self.plans.values())
-
-    def as_seed_dict(self) -> dict[str, Any]:
-        """The seed's keys (valid, total_vram_gb, total_required_gb, threshold, max_allowed_gb,
-        model_requirements) and ``devices``: the plan per device."""
-        return {
-            "valid": self.valid,
-            "total_vram_gb": self.total_bytes / GIB,
-            "total_required_gb": sum(r.bytes for r in self.requirements.values()) / GIB,
-            "threshold": self.threshold,
-            "max_allowed_gb": sum(p.budget for d, p in self.plans.items() if d in self.primary)
-            / GIB,
-            "memory_budget_gb": self.memory_budget_gb,
-            "model_requirements": {
-                task: {
-                    "model_id": r.option.model_id,
-                    "option": r.option.name,
-                    "vram_gb": r.bytes / GIB,
-                    "estimated_gb": r.option.vram_gb,
-                    "measured": r.measured,
-                    "external": not r.holds_memory,
-                }
-                for task, r in self.requirements.items()
-            },
-            "devices": {d: p.as_dict() for d, p in self.plans.items()},
-        }
-
-
 def check_budget(
-    core: Core, readings: Mapping[str, DeviceReading], total_bytes: int | None = None
+    core: Core,
+    readings: Mapping[str, DeviceReading],
+    seed_figures: tuple[int, int] | None = None,
 ) -> BudgetCheck:
-    """Plan the selected models onto `readings`' devices. `total_bytes`, when given, is the
-    primary device's total (the seed's ``get_total_vram()``, which a subclass may override)."""
-    cuda = {d: r for d, r in readings.items() if is_cuda(d)}
-    pool = dict(cuda or {HOST: readings[HOST]})
-    if total_bytes is not None and len(pool) == 1:
-        ((device, reading),) = pool.items()
-        pool[device] = DeviceReading(device, reading.name, total_bytes, reading.used, reading.probe)
-    requirements: dict[str, Requirement] = {}
-    for name, task in core.tasks.items():
-        option = task.get_selected_config()
-        device = option.device if option.device != "auto" else next(iter(pool))
-        holds = core.holds_device_memory(option)
-        measured = holds and core.ledger.measured_bytes(option, device) is not None
-        need = core.required_bytes(option, device)
-        requirements[name] = Requirement(option, option.device, need, measured, holds)
-    placed = {t: (r.device, r.bytes) for t, r in requirements.items() if r.holds_memory}
-    fixed = {device for device, _ in placed.values()} & readings.keys()
-    plans = plan_placement(placed, {**{d: readings[d] for d in fixed}, **pool}, core.inference)
-    return BudgetCheck(
-        plans=plans,
-        requirements=requirements,
-        primary=tuple(pool),
-        total_bytes=sum(r.total for r in pool.values()),
-        threshold=core.inference.offload_threshold,
-        memory_budget_gb=core.inference.memory_budget_gb,
-        external=tuple(t for t, r in requirements.items() if not r.holds_memory),
-    )
+    """Plan the selected models onto `readings`' devices with the planner, counting other
+    processes' memory as placement does. `seed_figures`, when given, is (total, available) of
+    the primary device from the seed's ``get_total_vram()`` / ``get_available_vram()``, which a
+    subclass may override: they replace that device's reading."""
+    readings = dict(readings)
+    primary = tuple(d for d in readings if is_cuda(d)) or (HOST,)
+    if seed_figures is not None and len(primary) == 1:
+        total, available = seed_figures
+        r = readings[primary[0]]
+        readings[primary[0]] = replace(r, total=total, used=max(0, total - available))
+    held = {d: core.table.bytes_on(d) for d in readings}
+    planner = Planner.from_tasks(core.tasks, readings, core.inference, core.ledger.measured_bytes,
+                                 held=held, holds_memory=core.holds_device_memory)  # fmt: skip
+    return check_selection(planner, core.tasks, core.inference)
 
 
 __all__ = [

@@ -25,7 +25,6 @@ from vramdeck.manager.planning import (
     Planner,
     device_rooms,
     held_bytes,
-    validate_selection,
 )
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_CONFIG = 0, 1, 2
@@ -39,16 +38,10 @@ def _gib(nbytes: float) -> float:
 
 
 def validate_report(manager: ModelManager) -> dict[str, Any]:
-    """The planner's ``validate_memory_budget`` report for the selected models (from one reading
+    """The manager's ``validate_memory_budget`` report for the selected models (from one reading
     of the devices), plus the config's path, the selected options that cannot load here, and
     the mistakes in the file that make an option unusable (`config_problems`)."""
-    report = validate_selection(
-        manager.tasks,
-        manager.device_readings(),
-        manager.inference_config,
-        manager.ledger.measured_bytes,
-        held=held_bytes(manager.get_loaded_models()),
-    )
+    report = manager.validate_memory_budget()
     return {
         "config": str(manager.config_path),
         **report,
@@ -97,6 +90,7 @@ def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict
         tasks[name] = {"selected": current[name], "options": rows}
     suggestion = planner.best(current, limit=limit)
     chosen = suggestion.selection
+    warmup = manager.preview_warmup()
     return {
         "config": str(manager.config_path),
         "devices": {
@@ -115,6 +109,12 @@ def plan_report(manager: ModelManager, *, limit: int = EXHAUSTIVE_LIMIT) -> dict
             "fits": planner.fits(current),
             "total_gb": _gib(planner.total_bytes(current)),
             "skipped": planner.skipped(current),
+            "warmup": {
+                "fits": warmup.fits,
+                "summary": warmup.summary,
+                "evicts": [e.task for e in warmup.evictions],
+                "what_fits": list(warmup.what_fits),
+            },
         },
         "tasks": tasks,
         "suggestion": {
@@ -242,6 +242,11 @@ def print_plan(report: Mapping[str, Any], out: TextIO) -> None:
     print(f"\nCurrent selection: {size(current['total_gb'])}, {now}.", file=out)
     for task, reason in current["skipped"].items():
         print(f"  {task} is not counted: its selected option cannot load here ({reason})",
+              file=out)  # fmt: skip
+    warmup = current["warmup"]
+    print(f"Warm-up preview: {warmup['summary']}.", file=out)
+    if not warmup["fits"]:
+        print(f"  Warm up what fits would load: {', '.join(warmup['what_fits']) or 'nothing'}.",
               file=out)  # fmt: skip
     how = f"{s['search']} search over {s['combinations']} combinations"
     if not s["found"]:

@@ -128,6 +128,16 @@ def test_plan_exits_0_when_the_current_selection_does_not_fit_but_another_does(w
     assert "big     big/model  3.00 GiB  does not fit (cpu over by 1.00 GiB)" in text
 
 
+def test_plan_previews_the_warm_up_of_the_current_selection(write_config):
+    _, text = run(commands.run_plan, str(write_config(DOES_NOT_FIT)), as_json=False)
+    assert "Warm-up preview: loading all 2 would evict chat for vision." in text
+    assert "Warm up what fits would load: chat." in text
+    _, data = run(commands.run_plan, str(write_config(FITS)), as_json=True)
+    warmup = json.loads(data)["current"]["warmup"]
+    assert warmup == {"fits": True, "summary": "all 2 fit: warming them up evicts nothing",
+                      "evicts": [], "what_fits": ["chat", "vision"]}  # fmt: skip
+
+
 def test_plan_exits_1_when_nothing_fits(write_config):
     code, text = run(commands.run_plan, str(write_config(NOTHING_FITS)), as_json=False)
     assert code == 1

@@ -1,0 +1,78 @@
+"""The real path: previews, thrash and its fixes with real small models loaded by transformers
+on the CPU (the system probe, real host RAM), beside the fakes' property test."""
+
+from __future__ import annotations
+
+import pytest
+
+from vramdeck.manager import Ledger, ModelEvicted, ModelLoaded, ModelManager
+from vramdeck.manager.events import Thrashing
+from vramdeck.manager.thrash import FixKind
+
+
+@pytest.fixture
+def config(write_config, tiny_models, minilm_path):
+    # Budget 0.1 GiB: the MiniLM (≈87 MiB) and the wide GPT-2 (≈22 MiB) never fit together; the
+    # small GPT-2 (≈0.5 MiB) fits beside the MiniLM.
+    return write_config(
+        f"""
+        models:
+          generate:
+            selected: wide
+            options:
+              wide: {{model_id: "{tiny_models["wide"]}", framework: transformers, vram_gb: 0.02}}
+              small: {{model_id: "{tiny_models["small"]}", framework: pytorch, dtype: float32}}
+          embed:
+            options:
+              minilm: {{model_id: "{minilm_path}", vram_gb: 0.085, auto_class: AutoModel}}
+        inference:
+          memory_budget_gb: 0.1
+          thrash_reloads: 1
+        """
+    )
+
+
+async def test_previews_thrash_and_a_fix_with_real_models(config):
+    m = ModelManager(config, ledger=Ledger(None))
+    evicted: list[str] = []
+    loads: list[ModelLoaded] = []
+    warnings: list[Thrashing] = []
+    m.events.subscribe(lambda e: evicted.append(e.task), ModelEvicted)
+    m.events.subscribe(loads.append, ModelLoaded)
+    m.events.subscribe(warnings.append, Thrashing)
+    try:
+        await m.load_model("generate")
+        preview = m.preview_load("embed")
+        (victim,) = preview.evictions
+        status = m.task_status("generate")
+        assert (victim.task, victim.device, victim.bytes) == (
+            "generate",
+            "cpu",
+            status.measured_bytes,
+        )
+        assert victim.restore_s == pytest.approx(status.load_duration_s) and victim.restore_s > 0
+        assert [a.option for a in preview.alternatives] == []  # embed has no other option
+        await m.load_model("embed")
+        assert evicted == ["generate"]  # as previewed
+
+        await m.load_model("generate")  # generate's first reload: pushes embed out
+        assert m.preview_load("embed").evictions[0].task == "generate"
+        await m.load_model("embed")  # embed's first reload
+        assert warnings == []
+        await m.load_model("generate")  # generate's second reload: more than 1
+        (warning,) = warnings
+        assert warning.tasks == ("embed", "generate") and warning.reloads == 3
+        assert warning.seconds_lost == pytest.approx(sum(e.duration_s for e in loads[2:]))
+
+        fixes = {f.kind: f for f in m.thrash_fixes(warning.tasks)}
+        assert set(fixes) == {FixKind.PIN, FixKind.RAISE_BUDGET, FixKind.SWITCH}
+        switch = fixes[FixKind.SWITCH]
+        assert (switch.task, switch.option) == ("generate", "small")
+        switch_preview = m.preview_switch("generate", "small")
+        assert switch_preview.fits and switch_preview.evictions == ()
+        await m.set_selected_model("generate", "small")
+        await m.load_model("embed")
+        assert evicted == ["generate", "embed", "generate", "embed"]  # the fix evicted nothing
+        assert set(m.loaded_models) == {"generate", "embed"}
+    finally:
+        await m.shutdown()
