@@ -106,6 +106,11 @@ class ChartSlot(QWidget):
         """The device the chart shows (the one chosen in its combo box, once built)."""
         return self._chart.device if self._chart is not None else self._device or ""
 
+    @property
+    def activity(self) -> GpuActivity | None:
+        """What the chart's line about the GPU's other processes shows (or will, once built)."""
+        return self._activity
+
     def show_activity(self, activity: GpuActivity | None) -> None:
         self._activity = activity
         if self._chart is not None:

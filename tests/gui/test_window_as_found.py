@@ -154,19 +154,3 @@ def test_startup_warm_up_says_what_it_does_and_a_failure_reaches_the_banner(
     assert window.banner.isVisible()
     assert "Warm-up could not load 1 model" in window.banner.title.text()
     assert window.banner.message.text().startswith("bad: ")
-
-
-def test_the_chart_says_what_else_uses_the_gpu_or_that_nvml_is_missing(panel) -> None:
-    from vramdeck.gui.chart_legend import NO_NVML
-
-    chart = panel.window.chart  # built now
-
-    async def said() -> None:
-        await until(lambda: chart.activity.text() != "", "the activity line was read")
-
-    panel.run(said())
-    device = panel.bridge.primary_device
-    if device.startswith("cuda"):  # a GPU machine: NVML read it
-        assert chart.activity.text().startswith(f"{device} utilisation")
-    else:
-        assert chart.activity.text() == NO_NVML
