@@ -86,6 +86,12 @@ def no_warnings_logged(
     assert not bad, f"unexpected log records: {bad}"
 
 
+@pytest.fixture(autouse=True)
+def endpoint_on_any_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel's OpenAI endpoint listens on a free port, never the default 8765."""
+    monkeypatch.setenv("VRAMDECK_PANEL_PORT", "0")
+
+
 # ----------------------------------------------------------------- the event loop
 
 
