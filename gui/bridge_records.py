@@ -205,7 +205,7 @@ def log_entry(event: Event) -> LogEntry:
         model=option or short_model_id(model_id),
         model_id=model_id,
         device="" if device == _NO_DEVICE else device,
-        bytes=event.size_bytes,
+        bytes=event.size_bytes if event.size_bytes is not None else getattr(event, "bytes", None),
         duration_s=getattr(event, "duration_s", None),
         reason=event_reason(event),
         severity=next((s for t, s in _SEVERITY.items() if isinstance(event, t)), "info"),

@@ -244,6 +244,7 @@ class MainWindow(ConfigFileCommands):
 
     def _on_budget(self, report: BudgetReport) -> None:
         self.budget.show_report(report)
+        self.budget_legend.show_host_tier(self.bridge.host_tier())
         self.budget_legend.show_report(report)
 
     def _read_activity(self) -> None:
