@@ -218,23 +218,23 @@ class TaskTableModel(QAbstractTableModel):
 
 
 def residency_text(row: TaskRow) -> str:
-    """``on device``, ``in RAM · back in 0.4 s``, ``sleeping · back in 2.1 s``, ``off``; before
-    the manager reports residency, read from the state."""
+    """``on device``, ``in RAM · 0.4 s``, ``sleeping · 2.1 s`` (the time to bring it back),
+    ``off``; before the manager reports residency, read from the state."""
     where = row.residency or (
         "API" if row.option.external else "on device" if row.loaded else "off"
     )
     if where in ("in RAM", "sleeping") and row.restore_s is not None:
-        return f"{where} · back in {fmt_duration(row.restore_s)}"
+        return f"{where} · {fmt_duration(row.restore_s)}"  # the tooltip: "to bring it back"
     return where
 
 
 def requests_text(row: TaskRow) -> str:
-    """``in flight / queued / served · last latency`` (``—`` before the first request)."""
+    """``in flight/queued/served · last latency`` (``—`` before the first request)."""
     r = row.requests
     if not (r.in_flight or r.queued or r.served):
         return "—"
     latency = f" · {fmt_duration(r.last_latency_s)}" if r.last_latency_s is not None else ""
-    return f"{r.in_flight} / {r.queued} / {r.served}{latency}"
+    return f"{r.in_flight}/{r.queued}/{r.served}{latency}"
 
 
 def state_text(row: TaskRow) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -83,6 +83,10 @@ class RowActions(QWidget):
         return super().eventFilter(watched, event)
 
 
+#: The least width of the State and Model columns when the window is narrow.
+STATE_LEAST, MODEL_LEAST = 150, 170
+
+
 class TaskTableView(QTableView):
     """Shows a TaskTableModel; asks for loads and unloads through its signals."""
 
@@ -97,6 +101,7 @@ class TaskTableView(QTableView):
         self.setModel(model)
         self._model = model
         self._actions: dict[str, RowActions] = {}
+        self._model_width = 240  # what the Model column wants (its longest option's label)
         #: Set by the window: what a load of a task would evict, for the buttons' tooltips.
         self.plan_tip: PlanTip | None = None
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -125,6 +130,9 @@ class TaskTableView(QTableView):
         probe.ensurePolished()
         self.setColumnWidth(Column.ACTIONS, probe.sizeHint().width() + 12)
         probe.deleteLater()
+        # The framework is in the model's tooltip (and the option's words); its column gave
+        # the row's buttons no room at 1366 px once Where and Requests came.
+        self.setColumnHidden(Column.FRAMEWORK, True)
 
     def fit_columns(self) -> None:
         """Size the columns to their contents, leaving room for the texts that change."""
@@ -132,8 +140,8 @@ class TaskTableView(QTableView):
         room = {  # the widest text a column shows while running
             Column.MEASURED: "000.00 GiB", Column.ESTIMATED: "000.00 GiB",
             Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "00 min 00 s",
-            Column.DEVICE: "cuda:0", Column.RESIDENCY: "in RAM · back in 0.0 s",
-            Column.REQUESTS: "0 / 0 / 00 · 000 ms",
+            Column.DEVICE: "cuda:0", Column.RESIDENCY: "sleeping · 0.0 s",
+            Column.REQUESTS: "0/0/0 · 00 ms",
         }  # fmt: skip
         for column in Column:
             if column in (Column.STATE, Column.ACTIONS):
@@ -145,7 +153,19 @@ class TaskTableView(QTableView):
         # The combo box needs its arrow and frame beside the longest option's label.
         labels = [o.label for r in self._model.rows() for o in r.options]
         widest = max((metrics.horizontalAdvance(text) for text in labels), default=200)
-        self.setColumnWidth(Column.MODEL, min(360, widest + 48))  # the State's reason needs room
+        self._model_width = min(300, widest + 36)
+        self._share_width()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._share_width()
+
+    def _share_width(self) -> None:
+        """The Model column gives up width (its combo boxes elide) so that State keeps
+        STATE_LEAST pixels in a laptop's window: what a row is doing is what a person reads."""
+        others = sum(self.columnWidth(c) for c in Column if c not in (Column.MODEL, Column.STATE))
+        spare = self.viewport().width() - others - STATE_LEAST
+        self.setColumnWidth(Column.MODEL, max(MODEL_LEAST, min(self._model_width, spare)))
 
     def row_actions(self, task: str) -> RowActions | None:
         """The Load/Unload buttons of `task`'s row (tests drive them)."""
@@ -170,6 +190,10 @@ class TaskTableView(QTableView):
             actions.show_row(row)
             self.setIndexWidget(self._model.index(i, Column.ACTIONS), actions)
             self._actions[row.task] = actions
+        if self._actions:  # styled now: the probe's width may miss the style sheet's padding
+            widest = max(a.sizeHint().width() for a in self._actions.values())
+            self.setColumnWidth(Column.ACTIONS, max(self.columnWidth(Column.ACTIONS), widest + 4))
+            self._share_width()
 
     def _plan_tip(self, task: str, what: str) -> str | None:
         return self.plan_tip(task, what) if self.plan_tip is not None else None

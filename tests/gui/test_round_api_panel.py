@@ -202,7 +202,7 @@ def test_hovering_load_shows_what_would_be_evicted(round_panel: Panel) -> None:
 def test_the_residency_column_says_where_and_how_long_to_bring_back(round_panel: Panel) -> None:
     round_panel.manager.parked["beta"] = 0.4
     round_panel.window._refresh_rows()
-    assert cell(round_panel, "beta", Column.RESIDENCY) == "in RAM · back in 400 ms"
+    assert cell(round_panel, "beta", Column.RESIDENCY) == "in RAM · 400 ms"
     assert cell(round_panel, "alpha", Column.RESIDENCY) == "off"
     assert cell(round_panel, "remote", Column.RESIDENCY) == "off"
 

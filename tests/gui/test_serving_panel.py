@@ -93,7 +93,7 @@ def test_the_panel_serves_its_tasks_and_counts_the_requests(
     counts = row(panel, "chat").requests
     assert counts.in_flight == 0 and counts.queued == 0
     assert counts.last_latency_s is not None and counts.last_latency_s > 0
-    assert requests_text(row(panel, "chat")).startswith("0 / 0 / 1 · ")
+    assert requests_text(row(panel, "chat")).startswith("0/0/1 · ")
     assert row(panel, "other").requests.served == 0  # counted per task
     kinds = [(e.kind, e.task) for e in panel.window.log.model.entries()]
     assert ("RequestStarted", "chat") in kinds and ("RequestFinished", "chat") in kinds
