@@ -34,6 +34,10 @@ class OptionCombo(QComboBox):
         self.switch_tip: Callable[[str, str], str | None] | None = None
 
     def showPopup(self) -> None:
+        self.refresh_plan_tips()
+        super().showPopup()
+
+    def refresh_plan_tips(self) -> None:
         """Each other option's tooltip gets the plan of switching to it, read now."""
         model = self.model()
         if self.switch_tip is not None and isinstance(model, QStandardItemModel):
@@ -44,7 +48,6 @@ class OptionCombo(QComboBox):
                 plan = self.switch_tip(self.task, option.name)
                 base = _option_tip(option)
                 item.setToolTip(f"{base}\n{plan}" if plan else base)
-        super().showPopup()
 
     def show_row(self, row: TaskRow) -> None:
         """Show `row`'s options with its selection; disabled while the task is busy."""

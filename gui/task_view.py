@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -102,6 +102,9 @@ class TaskTableView(QTableView):
         self._model = model
         self._actions: dict[str, RowActions] = {}
         self._model_width = 240  # what the Model column wants (its longest option's label)
+        # While a load cannot say how far it is, its State cell sweeps: repaint it 20 times a s.
+        self._sweep = QTimer(self, interval=50)
+        self._sweep.timeout.connect(self.viewport().update)
         #: Set by the window: what a load of a task would evict, for the buttons' tooltips.
         self.plan_tip: PlanTip | None = None
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -220,6 +223,11 @@ class TaskTableView(QTableView):
         return menu
 
     def _on_data_changed(self, top_left: QModelIndex, bottom_right: QModelIndex) -> None:
+        unknown = any(r.loading and r.progress is None for r in self._model.rows())
+        if unknown and not self._sweep.isActive():
+            self._sweep.start()
+        elif not unknown:
+            self._sweep.stop()
         for i in range(top_left.row(), bottom_right.row() + 1):
             row = self._model.index(i, 0).data(ROW_ROLE)
             if isinstance(row, TaskRow) and (actions := self._actions.get(row.task)):

@@ -310,3 +310,31 @@ def test_park_restore_sleep_and_wake_leave_their_own_markers() -> None:
                                       bytes=3 * MIB)).bytes_then == 4 * MIB  # fmt: skip
     for kind in ("park", "restore", "sleep", "wake"):
         assert kind in MARKER_STYLE and kind in MARKER_LEGEND  # every symbol explained
+
+
+def test_a_load_of_unknown_progress_sweeps_and_stops_when_done(round_panel: Panel) -> None:
+    from vramdeck.gui.state_delegate import SWEEP_S, sweep_span
+
+    table = round_panel.window.table
+    assert not table._sweep.isActive()
+    round_panel.manager.loading_now.add("gamma")
+    round_panel.window._refresh_rows()
+    assert table._sweep.isActive()  # "starting server": no fraction, so the bar sweeps
+    round_panel.manager.loading_now.discard("gamma")
+    round_panel.window._refresh_rows()
+    assert not table._sweep.isActive()
+    # the chunk enters at the left, crosses, and leaves at the right once a sweep
+    assert sweep_span(100, 0.0) == (-25, 25)
+    assert sweep_span(100, SWEEP_S / 2)[0] == 37
+    assert sweep_span(100, SWEEP_S * 0.999)[0] >= 99
+
+
+def test_the_option_list_shows_what_a_switch_would_evict(round_panel: Panel) -> None:
+    round_panel.manager.plan = EVICTING
+    combo = round_panel.window.table.option_combo("alpha")
+    combo.refresh_plan_tips()
+    tips = {o.name: combo.model().item(i).toolTip() for i, o in enumerate(combo.shown_options)}
+    large = tips["large"]
+    assert "beta (large, 1.8 MiB) parked in RAM, back in 400 ms" in large
+    assert ("preview_switch", ("alpha", "large")) in round_panel.manager.calls
+    assert ("preview_switch", ("alpha", "small")) not in round_panel.manager.calls  # selected
