@@ -26,6 +26,7 @@ class _Bridge(Protocol):
     """What the mixin needs of ManagerBridge."""
 
     _manager: Any
+    notice: Any  # the bridge's Signal(str)
 
     async def _ready(self) -> None: ...
 
@@ -89,8 +90,11 @@ class ContractCommands:
         return tuple(fix_record(f) for f in self._manager.thrash_fixes(tasks))
 
     def raise_budget(self: _Bridge, budget_bytes: int) -> None:
-        """The RAISE_BUDGET fix: in memory only (Save writes it)."""
+        """The RAISE_BUDGET fix: in memory only (the config file keeps its own until edited)."""
         self._manager.set_memory_budget(budget_bytes)
+        self.notice.emit(
+            f"The memory budget is {budget_bytes / 2**30:.2f} GiB until the panel closes"
+        )
 
     def host_tier(self: _Bridge) -> HostTierInfo | None:
         """The host-RAM tier's use and budget, or why it is off; None before the tiers exist."""

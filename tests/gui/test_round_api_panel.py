@@ -338,3 +338,26 @@ def test_the_option_list_shows_what_a_switch_would_evict(round_panel: Panel) -> 
     assert "beta (large, 1.8 MiB) parked in RAM, back in 400 ms" in large
     assert ("preview_switch", ("alpha", "large")) in round_panel.manager.calls
     assert ("preview_switch", ("alpha", "small")) not in round_panel.manager.calls  # selected
+
+
+def test_a_rows_menu_copies_its_servers_url_and_cancels_its_load(round_panel: Panel) -> None:
+    from PySide6.QtGui import QGuiApplication
+
+    table = round_panel.window.table
+    served = dataclasses.replace(row(round_panel, "alpha"), server_url="http://127.0.0.1:40001/v1")
+    menu = table.row_menu(served)
+    copy, cancel = menu.actions()
+    assert copy.isEnabled() and not cancel.isEnabled()  # not loading: nothing to cancel
+    copy.trigger()
+    assert QGuiApplication.clipboard().text() == "http://127.0.0.1:40001/v1"
+    menu.deleteLater()
+    quiet = table.row_menu(row(round_panel, "gamma"))
+    assert not quiet.actions()[0].isEnabled()  # no server of its own
+    quiet.deleteLater()
+    model = round_panel.window.table_model
+    tip = model.index(model.row_of("alpha"), Column.DEVICE).data(3)
+    assert tip is None or "Its server" not in tip
+    model.update_row(served)
+    assert "Its server: http://127.0.0.1:40001/v1" in model.index(
+        model.row_of("alpha"), Column.DEVICE
+    ).data(3)
