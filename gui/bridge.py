@@ -33,18 +33,11 @@ from vramdeck.manager import (
 )
 from vramdeck.manager.config_store import ConfigChangedOnDisk, save_selections
 from vramdeck.manager.logs import setup_file_logging
-from vramdeck.manager.memory import read_activity
 
-from .bridge_records import budget_report, log_entry, memory_sample, task_row
-from .records import (
-    BudgetReport,
-    DeviceInfo,
-    GpuActivity,
-    GpuProcessInfo,
-    LogEntry,
-    MemorySample,
-    TaskRow,
-)
+from .bridge_contract import ContractCommands
+from .bridge_records import budget_report, log_entry, memory_sample, server_url, task_row, thrash_of
+from .bridge_serving import ServingControl
+from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample, TaskRow
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,7 +54,7 @@ WARMUP, UNLOAD_ALL, EVICT, RELOAD, VALIDATE, SHUTDOWN, SAVE = (
 SAVED, CHANGED_ON_DISK = "saved", "changed on disk"
 
 
-class ManagerBridge(QObject):
+class ManagerBridge(ContractCommands, QObject):
     """Re-emits a ModelManager's events as Qt signals and runs its commands for the widgets."""
 
     #: A manager event as a log line (every event but MemorySampled).
@@ -88,6 +81,8 @@ class ManagerBridge(QObject):
     devicesDetected = Signal(list)
     #: While shutting down: models unloaded so far, of how many.
     shutdownProgress = Signal(int, int)
+    #: Models reload each other in a loop (a Thrashing event): the tasks, and what it cost.
+    thrashing = Signal(tuple, str)
 
     def __init__(self, manager: ModelManager, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -100,6 +95,9 @@ class ManagerBridge(QObject):
         self._shutdown_total = 0
         self._shutdown_done = 0
         self._closed = False
+        #: The panel's endpoint (started by the session) and Try-it's path.
+        self.serving = ServingControl(manager, self)
+        self.serving.countsChanged.connect(self.taskChanged)
         self._unsubscribe = manager.events.subscribe(self._on_event)
 
     # ----------------------------------------------------------------- state for the widgets
@@ -158,7 +156,10 @@ class ManagerBridge(QObject):
     def _row(self, name: str) -> TaskRow:
         status = self._manager.task_status(name, primary_device=self.primary_device)
         busy = any(key.endswith(f":{name}") for key in self._busy)
-        return task_row(self._manager.tasks[name], status, busy=busy)
+        url = server_url(self._manager.loaded_models.get(name))
+        counts = self.serving.counts(name)
+        return task_row(self._manager.tasks[name], status, busy=busy, requests=counts,
+                        server_url=url)  # fmt: skip
 
     # ----------------------------------------------------------------- events → signals
 
@@ -167,6 +168,10 @@ class ManagerBridge(QObject):
             self.memorySampled.emit(memory_sample(event))
             return
         self.eventLogged.emit(log_entry(event))
+        self.serving.on_event(event)
+        thrash = thrash_of(event)
+        if thrash is not None:
+            self.thrashing.emit(*thrash)
         if isinstance(event, ConfigReloaded):
             self._set_dirty(False)
             self.tasksReset.emit()
@@ -341,15 +346,6 @@ class ManagerBridge(QObject):
 
         return await self._run(key, "Could not validate the memory budget", work)
 
-    async def gpu_activity(self, device: str) -> GpuActivity:
-        """`device`'s utilisation and the processes on it that are not vramdeck's, read in a
-        thread (NVML can take a moment); ``nvml=False`` where NVML does not read `device`."""
-        found = await asyncio.to_thread(read_activity, self._manager.probe, device)
-        if found is None:
-            return GpuActivity(device, nvml=False)
-        processes = tuple(GpuProcessInfo(p.pid, p.name, p.used) for p in found.processes)
-        return GpuActivity(device, True, found.utilisation, processes)
-
     async def shutdown(self) -> None:
         """Unload everything and stop the manager; shutdownProgress reports each model."""
 
@@ -365,6 +361,7 @@ class ManagerBridge(QObject):
             return
         self._closed = True
         try:
+            await self.serving.close()  # stop listening first: no request starts a load now
             await self._run(SHUTDOWN, "Shutdown failed", work)
         finally:
             self._unsubscribe()
@@ -391,16 +388,6 @@ def _mtime(path: Path) -> float | None:
 
 
 __all__ = [
-    "CHANGED_ON_DISK",
-    "EVICT",
-    "RELOAD",
-    "SAVE",
-    "SAVED",
-    "SHUTDOWN",
-    "UNLOAD_ALL",
-    "VALIDATE",
-    "WARMUP",
-    "ManagerBridge",
-    "open_bridge",
-    "start_file_logging",
-]
+    "CHANGED_ON_DISK", "EVICT", "RELOAD", "SAVE", "SAVED", "SHUTDOWN", "UNLOAD_ALL", "VALIDATE",
+    "WARMUP", "ManagerBridge", "open_bridge", "start_file_logging",
+]  # fmt: skip

@@ -6,6 +6,8 @@ records only. Pure functions, no Qt.
 
 from __future__ import annotations
 
+from typing import Any
+
 from vramdeck.manager import (
     BudgetCheck,
     BudgetExceeded,
@@ -35,9 +37,26 @@ from vramdeck.manager import (
 )
 from vramdeck.manager import LoadFailed as LoadFailedEvent
 from vramdeck.manager import ModelEvicted as ModelEvictedEvent
+from vramdeck.manager.events import Thrashing
+from vramdeck.manager.loaders.servers.handle import ServerHandle
+from vramdeck.manager.preview import Preview
+from vramdeck.manager.residency import HostTierStatus
+from vramdeck.manager.thrash import Fix
+from vramdeck.serving.events import RequestFinished, RequestStarted
 
-from .formatting import fmt_bytes, short_model_id
-from .records import BudgetReport, DevicePlan, LogEntry, MemorySample, OptionInfo, TaskRow
+from .formatting import fmt_bytes, fmt_duration, short_model_id
+from .records import (
+    BudgetReport,
+    DevicePlan,
+    HostTierInfo,
+    LogEntry,
+    MemorySample,
+    OptionInfo,
+    PlanPreview,
+    RequestCounts,
+    TaskRow,
+    ThrashFix,
+)
 
 #: The pseudo-device of models that hold no local memory, as events name it.
 _NO_DEVICE = "none"
@@ -67,8 +86,15 @@ def option_info(option: ModelConfig) -> OptionInfo:
     )
 
 
-def task_row(task: TaskConfig, status: TaskStatus, *, busy: bool) -> TaskRow:
-    """The table row of `task` from its snapshot."""
+def task_row(
+    task: TaskConfig,
+    status: TaskStatus,
+    *,
+    busy: bool,
+    requests: RequestCounts | None = None,
+    server_url: str = "",
+) -> TaskRow:
+    """The table row of `task` from its snapshot (and the endpoint's counts for it)."""
     return TaskRow(
         task=status.task,
         description=task.description,
@@ -86,8 +112,53 @@ def task_row(task: TaskConfig, status: TaskStatus, *, busy: bool) -> TaskRow:
         load_duration_s=status.load_duration_s,
         pinned=status.pinned,
         busy=busy,
+        requests=requests or RequestCounts(),
+        server_url=server_url,
         residency=status.residency.value,
         restore_s=status.restore_s,
+        first_inference_s=status.first_inference_s,
+    )
+
+
+def thrash_of(event: Event) -> tuple[tuple[str, ...], str] | None:
+    """A Thrashing event's tasks and what it cost in words, else None."""
+    if not isinstance(event, Thrashing):
+        return None
+    cost = f"{event.reloads} reloads in {event.window_s:.0f} s, {event.seconds_lost:.1f} s lost"
+    return tuple(event.tasks), cost
+
+
+def server_url(model: object) -> str:
+    """A loaded managed server's own base URL (``http://127.0.0.1:PORT/v1``), else ""."""
+    return model.base_url if isinstance(model, ServerHandle) else ""
+
+
+def preview_record(preview: Preview) -> PlanPreview:
+    """The manager's Preview as the panel shows it: one line per model it would move."""
+    moves = tuple(
+        f"{e.task} ({e.option}, {fmt_bytes(e.bytes)}) {_goes(e.goes_to)}{_back(e.restore_s)}"
+        for e in preview.evictions
+    )
+    return PlanPreview(bool(preview.fits), str(preview.summary), moves, tuple(preview.what_fits))
+
+
+def _goes(residency: Any) -> str:
+    words = str(getattr(residency, "value", residency))
+    return {"in RAM": "parked in RAM", "sleeping": "put to sleep"}.get(words, "evicted")
+
+
+def _back(restore_s: float | None) -> str:
+    return f", back in {fmt_duration(restore_s)}" if restore_s is not None else ""
+
+
+def fix_record(fix: Fix) -> ThrashFix:
+    kind = str(getattr(fix.kind, "value", fix.kind)).lower()
+    return ThrashFix(kind, fix.task, fix.option, fix.budget_bytes, fix.summary)
+
+
+def host_tier_info(status: HostTierStatus) -> HostTierInfo:
+    return HostTierInfo(
+        bool(status.enabled), int(status.used_bytes), int(status.budget_bytes), str(status.reason)
     )
 
 
@@ -134,11 +205,11 @@ def log_entry(event: Event) -> LogEntry:
     return LogEntry(
         at=event.at,
         kind=event.kind,
-        task=event.task if isinstance(event, TaskEvent) else "",
+        task=event.task if isinstance(event, TaskEvent | RequestStarted | RequestFinished) else "",
         model=option or short_model_id(model_id),
         model_id=model_id,
         device="" if device == _NO_DEVICE else device,
-        bytes=event.size_bytes,
+        bytes=event.size_bytes if event.size_bytes is not None else getattr(event, "bytes", None),
         duration_s=getattr(event, "duration_s", None),
         reason=event_reason(event),
         severity=next((s for t, s in _SEVERITY.items() if isinstance(event, t)), "info"),
@@ -186,7 +257,23 @@ def event_reason(event: Event) -> str:
             return "pinned" if event.pinned else "unpinned"
         case ConfigReloaded():
             return event.path
+        case RequestStarted():
+            return f"{event.route.value} after {fmt_duration(event.queue_wait_s)} waiting"
+        case RequestFinished():
+            return f"HTTP {event.status} in {fmt_duration(event.duration_s)}"
     return ""
 
 
-__all__ = ["budget_report", "event_reason", "log_entry", "memory_sample", "option_info", "task_row"]
+__all__ = [
+    "budget_report",
+    "event_reason",
+    "fix_record",
+    "host_tier_info",
+    "log_entry",
+    "memory_sample",
+    "option_info",
+    "preview_record",
+    "server_url",
+    "task_row",
+    "thrash_of",
+]

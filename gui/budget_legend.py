@@ -6,8 +6,9 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
+from .formatting import fmt_bytes
 from .palette import ERROR_COLOR, MUTED_COLOR, task_color
-from .records import BudgetReport
+from .records import BudgetReport, HostTierInfo
 
 
 def legend_html(report: BudgetReport, task_order: list[str]) -> str:
@@ -32,9 +33,27 @@ class BudgetLegend(QLabel):
         self.setWordWrap(True)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.task_order: list[str] = []
+        self._tier = ""
+        self._report: BudgetReport | None = None
 
     def show_report(self, report: BudgetReport) -> None:
-        self.setText(legend_html(report, self.task_order))
+        self._report = report
+        self.setText(legend_html(report, self.task_order) + self._tier)
+
+    def show_host_tier(self, tier: HostTierInfo | None) -> None:
+        """The host-RAM tier under the bars: its use of its budget, or why it is off."""
+        self._tier = "" if tier is None else f"<br>{host_tier_html(tier)}"
+        if self._report is not None:
+            self.show_report(self._report)
 
 
-__all__ = ["BudgetLegend", "legend_html"]
+def host_tier_html(tier: HostTierInfo) -> str:
+    if not tier.enabled:
+        return f"<span style='color:{MUTED_COLOR}'>host-RAM tier off: {tier.reason}</span>"
+    return (
+        f"host-RAM tier: {fmt_bytes(tier.used)} of {fmt_bytes(tier.budget)} "
+        "(parked models come back in a fraction of a load)"
+    )
+
+
+__all__ = ["BudgetLegend", "host_tier_html", "legend_html"]

@@ -17,15 +17,22 @@ from .records import MemorySample
 WINDOWS = {"1 min": 60, "10 min": 600, "1 h": 3600}
 SCALES = ("Auto", "Budget", "Whole device")
 
+PARK_COLOR, SLEEP_COLOR = "#1f6fb2", "#7b4fa0"
 MARKER_STYLE = {  # kind → (symbol, size, colour)
     "load": ("t1", 9, OK_COLOR),
     "evict": ("x", 12, ERROR_COLOR),
     "unload": ("t", 9, MUTED_COLOR),
     "fail": ("o", 9, ERROR_COLOR),
+    "park": ("s", 8, PARK_COLOR),  # to host RAM: the residency tier
+    "restore": ("t1", 9, PARK_COLOR),
+    "sleep": ("d", 9, SLEEP_COLOR),  # a managed server gave its memory back
+    "wake": ("t1", 9, SLEEP_COLOR),
 }
 #: How the legend writes each marker's symbol, and what it stands for.
 MARKER_LEGEND = {"load": ("▲", "load"), "evict": ("✕", "eviction"), "unload": ("▼", "unload"),
-                 "fail": ("●", "failure")}  # fmt: skip
+                 "fail": ("●", "failure"), "park": ("■", "parked in RAM"),
+                 "restore": ("▲", "restored"), "sleep": ("◆", "asleep"),
+                 "wake": ("▲", "woken")}  # fmt: skip
 
 
 class AgoAxis(pg.AxisItem):

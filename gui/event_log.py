@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .event_log_model import EventLogFilter, EventLogModel, LogColumn, kind_label
+from .event_log_model import REQUEST_KINDS, EventLogFilter, EventLogModel, LogColumn, kind_label
 from .log_export import write_csv, write_jsonl
 from .records import LogEntry
 from .table_style import style_read_only_table
@@ -32,6 +32,8 @@ from .table_style import style_read_only_table
 ALL_KINDS = "All events"
 REASON_LEAST, COLUMN_LEAST = 160, 64  # pixels
 NO_PROGRESS = "All but progress"
+#: The endpoint's requests only, or everything else (without progress).
+REQUESTS_ONLY, NO_REQUESTS = "Requests only", "All but requests"
 #: Kinds the filter offers before any has happened, in a sensible order.
 KNOWN_KINDS = ("ModelLoading", "LoadProgress", "ModelLoaded", "LoadFailed", "ModelEvicted",
                "ModelUnloaded", "MemoryNotReturned", "ModelCrashed", "ServerOutput",
@@ -71,6 +73,8 @@ class EventLog(QWidget):
         combo = QComboBox(self)
         combo.addItem(ALL_KINDS, ALL_KINDS)
         combo.addItem(NO_PROGRESS, NO_PROGRESS)
+        combo.addItem(REQUESTS_ONLY, REQUESTS_ONLY)
+        combo.addItem(NO_REQUESTS, NO_REQUESTS)
         for kind in KNOWN_KINDS:
             combo.addItem(kind_label(kind), kind)
         combo.setCurrentIndex(1)
@@ -181,8 +185,11 @@ class EventLog(QWidget):
 
     def _on_kind(self, _index: int) -> None:
         choice = self.kind_combo.currentData()
-        self.proxy.set_kind(None if choice in (ALL_KINDS, NO_PROGRESS) else choice)
-        self.proxy.set_hide_progress(choice == NO_PROGRESS)
+        groups = (ALL_KINDS, NO_PROGRESS, REQUESTS_ONLY, NO_REQUESTS)
+        self.proxy.set_kind(None if choice in groups else choice)
+        self.proxy.set_hide_progress(choice in (NO_PROGRESS, NO_REQUESTS))
+        only = REQUEST_KINDS if choice == REQUESTS_ONLY else None
+        self.proxy.set_groups(only, REQUEST_KINDS if choice == NO_REQUESTS else frozenset())
         self._update_count()
 
     def _update_count(self) -> None:
@@ -214,4 +221,4 @@ class EventLog(QWidget):
             self.export(path)
 
 
-__all__ = ["ALL_KINDS", "EventLog"]
+__all__ = ["ALL_KINDS", "NO_REQUESTS", "REQUESTS_ONLY", "EventLog"]

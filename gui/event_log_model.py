@@ -55,8 +55,19 @@ KIND_LABELS = {
     "SelectionChanged": "Selected",
     "PinChanged": "Pin",
     "ConfigReloaded": "Config",
+    "ModelParked": "Parked",
+    "ModelRestored": "Restored",
+    "ModelSlept": "Asleep",
+    "ModelWoken": "Woken",
+    "LoadCancelled": "Cancelled",
+    "ModelWarmedUp": "Warmed up",
+    "RequestStarted": "Request",
+    "RequestFinished": "Answered",
+    "Thrashing": "Thrashing",
     "Error": "Error",
 }
+#: The endpoint's events (the log's "Requests only" / "All but requests" filters).
+REQUEST_KINDS = frozenset({"RequestStarted", "RequestFinished"})
 
 
 def kind_label(kind: str) -> str:
@@ -183,6 +194,14 @@ class EventLogFilter(QSortFilterProxyModel):
         self.kind: str | None = None
         self.text = ""
         self.hide_progress = False
+        #: Kinds shown (None: any) and kinds hidden, for the filters over groups of kinds.
+        self.only: frozenset[str] | None = None
+        self.hidden: frozenset[str] = frozenset()
+
+    def set_groups(self, only: frozenset[str] | None, hidden: frozenset[str]) -> None:
+        self._begin_change()
+        self.only, self.hidden = only, hidden
+        self._end_change()
 
     def set_kind(self, kind: str | None) -> None:
         self._begin_change()
@@ -219,6 +238,8 @@ class EventLogFilter(QSortFilterProxyModel):
             return False
         if self.hide_progress and entry.kind == "LoadProgress":
             return False
+        if entry.kind in self.hidden or (self.only is not None and entry.kind not in self.only):
+            return False
         if self.text:
             words = (entry.kind, kind_label(entry.kind), entry.task, entry.model, entry.model_id,
                      entry.reason)  # fmt: skip
@@ -235,6 +256,7 @@ __all__ = [
     "ENTRY_ROLE",
     "HEADERS",
     "KIND_LABELS",
+    "REQUEST_KINDS",
     "EventLogFilter",
     "EventLogModel",
     "LogColumn",

@@ -30,12 +30,14 @@ from .chart_slot import DEFAULT_FPS, ChartSlot
 from .config_file_commands import ConfigFileCommands
 from .error_banner import ErrorBanner
 from .event_log import EventLog
-from .records import BudgetReport, DeviceInfo, GpuActivity, LogEntry, MemorySample, TaskRow
+from .plan_prompts import PlanPrompts, ThrashBar
+from .records import BudgetReport, DeviceInfo, GpuActivity, LogEntry, MemorySample
+from .serving_panel import ServingPanel
 from .status_bar import StatusBar
 from .task_table import TaskTableModel
 from .task_view import TaskTableView
 from .unsaved import SelectionsOnFile
-from .warmup_report import WarmupReport
+from .warmup_report import WarmupReport, tasks_to_warm
 from .window_actions import build_actions
 from .window_layout import WindowLayout
 
@@ -46,11 +48,6 @@ if TYPE_CHECKING:
 REPLAN_KINDS = frozenset({"ModelLoaded", "SelectionChanged", "ConfigReloaded"})
 #: How often the chart's line about the GPU's other processes is read (nvitop's default).
 ACTIVITY_INTERVAL_MS = 2000
-
-
-def tasks_to_warm(rows: list[TaskRow]) -> list[str]:
-    """The tasks a warm-up would load now: selected option available and not loaded."""
-    return [r.task for r in rows if r.option.available and not r.loaded]
 
 
 class MainWindow(ConfigFileCommands):
@@ -74,6 +71,10 @@ class MainWindow(ConfigFileCommands):
         self.banner = ErrorBanner(self)
         self.table_model = TaskTableModel(self)
         self.table = TaskTableView(self.table_model, self)
+        self.thrash_bar = ThrashBar(self)
+        self.prompts = PlanPrompts(bridge, self.thrash_bar, settings, self)
+        self.table.plan_tip = self.prompts.plan_tip
+        self.table.options.switch_tip = self.prompts.switch_tip
         self.chart_slot = ChartSlot(self, fps=chart_fps)
         self.budget = BudgetView(self)
         self.budget_legend = BudgetLegend(self)
@@ -81,6 +82,10 @@ class MainWindow(ConfigFileCommands):
         self.status = StatusBar(self)
         self.setStatusBar(self.status)
         self.actions_ = build_actions(self)
+        self.serving = ServingPanel(self, bridge, self.status, self.banner, settings)
+        self.serving.add_to_menus(self.actions_.menus["models"], self.actions_.menus["view"])
+        self.actions_.menus["models"].addAction(self.prompts.ask_toggle)
+        self.prompts.follow_warm_up_hover(self.actions_.warm_up)
         # Given the bridge's rows, not a method of this window: no reference cycle through it.
         rows = bridge.task_rows
         self.warmup_report = WarmupReport(self.status, self.banner, lambda: tasks_to_warm(rows()))
@@ -136,6 +141,7 @@ class MainWindow(ConfigFileCommands):
         layout.setContentsMargins(6, 4, 6, 0)
         layout.setSpacing(4)
         layout.addWidget(self.banner)
+        layout.addWidget(self.thrash_bar)
         layout.addWidget(main, 1)
         self.setCentralWidget(central)
         return splitters
@@ -160,6 +166,8 @@ class MainWindow(ConfigFileCommands):
         self.table_model.pinToggled.connect(b.set_pinned)
         self.table.loadRequested.connect(self.load_task)
         self.table.unloadRequested.connect(self.unload_task)
+        self.table.warmUpRequested.connect(self.warm_up_task)
+        self.table.cancelRequested.connect(self.cancel_load)
         a.open_config.triggered.connect(self.open_config)
         a.reload_config.triggered.connect(lambda: self.reload_config())
         a.save_config.triggered.connect(self.save_config)
@@ -236,6 +244,7 @@ class MainWindow(ConfigFileCommands):
 
     def _on_budget(self, report: BudgetReport) -> None:
         self.budget.show_report(report)
+        self.budget_legend.show_host_tier(self.bridge.host_tier())
         self.budget_legend.show_report(report)
 
     def _read_activity(self) -> None:
@@ -284,7 +293,16 @@ class MainWindow(ConfigFileCommands):
 
     @asyncSlot(str)
     async def load_task(self, task: str) -> None:
-        await self.bridge.load(task)
+        await self.prompts.load(task)
+
+    @asyncSlot(str)
+    async def warm_up_task(self, task: str) -> None:
+        await self.prompts.warm_up(task)
+
+    @asyncSlot(str)
+    async def cancel_load(self, task: str) -> None:
+        if await self.bridge.cancel_load(task):
+            self.status.showMessage(f"Cancelled the load of {task}", 5000)
 
     @asyncSlot(str)
     async def unload_task(self, task: str) -> None:
@@ -292,12 +310,12 @@ class MainWindow(ConfigFileCommands):
 
     @asyncSlot(str, str)
     async def select_option(self, task: str, option: str) -> None:
-        if not await self.bridge.select(task, option):
+        if not await self.prompts.select(task, option):
             self._refresh_row(task)  # the combo box goes back to what the manager has
 
     @asyncSlot()
     async def warm_up(self) -> None:
-        await self.bridge.warm_up(force=True)
+        await self.prompts.warm_up_all()
 
     @asyncSlot()
     async def unload_all(self) -> None:

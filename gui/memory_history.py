@@ -28,6 +28,10 @@ MARKER_KINDS = {
     "ModelUnloaded": "unload",
     "LoadFailed": "fail",
     "ModelCrashed": "fail",
+    "ModelParked": "park",
+    "ModelRestored": "restore",
+    "ModelSlept": "sleep",
+    "ModelWoken": "wake",
 }
 
 
@@ -37,7 +41,7 @@ class Marker:
 
     at: float
     device: str
-    kind: str  # load | evict | unload | fail
+    kind: str  # load | evict | unload | fail | park | restore | sleep | wake
     bytes_then: int
     text: str
     task: str = ""
@@ -101,10 +105,10 @@ class MemoryHistory:
         the manager stops counting a model before its eviction ends, and samples come only ten
         times a second."""
         held = self._held.setdefault(device, {})
-        if kind == "load":
+        if kind in ("load", "restore", "wake"):
             held[entry.task] = entry.bytes or 0
         level = sum(held.values())
-        if kind in ("evict", "unload") or entry.kind == "ModelCrashed":
+        if kind in ("evict", "unload", "park", "sleep") or entry.kind == "ModelCrashed":
             held.pop(entry.task, None)
         return level
 

@@ -6,6 +6,7 @@ disabled, with the reason as their tooltip. Choosing one commits at once (no Ent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
@@ -28,9 +29,29 @@ class OptionCombo(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(18)
         self.shown_options: tuple[OptionInfo, ...] = ()
+        self.task = ""
+        #: (task, option) → what switching to it would evict, in words (read as the list opens).
+        self.switch_tip: Callable[[str, str], str | None] | None = None
+
+    def showPopup(self) -> None:
+        self.refresh_plan_tips()
+        super().showPopup()
+
+    def refresh_plan_tips(self) -> None:
+        """Each other option's tooltip gets the plan of switching to it, read now."""
+        model = self.model()
+        if self.switch_tip is not None and isinstance(model, QStandardItemModel):
+            for i, option in enumerate(self.shown_options):
+                item = model.item(i)
+                if item is None or not option.available or option.name == self.chosen():
+                    continue
+                plan = self.switch_tip(self.task, option.name)
+                base = _option_tip(option)
+                item.setToolTip(f"{base}\n{plan}" if plan else base)
 
     def show_row(self, row: TaskRow) -> None:
         """Show `row`'s options with its selection; disabled while the task is busy."""
+        self.task = row.task
         if row.options != self.shown_options:
             self._fill(row.options)
         self.blockSignals(True)
@@ -70,8 +91,12 @@ def _option_tip(option: OptionInfo) -> str:
 class OptionDelegate(QStyledItemDelegate):
     """Creates OptionCombo editors; the view keeps them open (persistent editors)."""
 
+    #: Given to each combo box (the window sets it before the rows come).
+    switch_tip: Callable[[str, str], str | None] | None = None
+
     def createEditor(self, parent: QWidget, option: QStyleOptionViewItem, index: Index) -> QWidget:
         combo = OptionCombo(parent)
+        combo.switch_tip = self.switch_tip
         combo.activated.connect(lambda _i, c=combo: self.commitData.emit(c))
         return combo
 

@@ -42,6 +42,17 @@ class OptionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """A task's requests through the endpoint (and Try-it): holding the model, waiting for it,
+    answered, and how long the last one took."""
+
+    in_flight: int = 0
+    queued: int = 0
+    served: int = 0
+    last_latency_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRow:
     """Everything the task table shows about one task, read from the manager at one moment."""
 
@@ -61,8 +72,11 @@ class TaskRow:
     load_duration_s: float | None = None
     pinned: bool = False
     busy: bool = False  # a command for this task is running (load, unload, switch)
-    residency: str = "off"  # on device | in RAM | sleeping | off
-    restore_s: float | None = None  # expected seconds to bring it back from there
+    requests: RequestCounts = RequestCounts()
+    server_url: str = ""  # a managed server's own base URL while it runs
+    residency: str = ""  # on device | in RAM | sleeping | off ("" before the tiers exist)
+    restore_s: float | None = None  # expected seconds to bring it back from where it is
+    first_inference_s: float | None = None  # the warm-up's first inference, measured
 
     @property
     def option(self) -> OptionInfo:
@@ -183,6 +197,48 @@ class GpuActivity:
     processes: tuple[GpuProcessInfo, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PlanPreview:
+    """What an action would do, before it is done: whether it fits, one sentence, one line per
+    model it would move (evicted / parked / put to sleep, bytes, time to bring back), and for a
+    warm-up the tasks that fit."""
+
+    fits: bool
+    summary: str
+    moves: tuple[str, ...] = ()
+    what_fits: tuple[str, ...] = ()
+
+    @property
+    def evicts(self) -> bool:
+        return bool(self.moves)
+
+    def tooltip(self) -> str:
+        lines = [self.summary, *(f"• {m}" for m in self.moves)]
+        return "\n".join(line for line in lines if line)
+
+
+@dataclass(frozen=True, slots=True)
+class ThrashFix:
+    """One click that stops a thrash: pin a task, raise the budget, or switch to a smaller
+    option (`kind` is "pin", "raise_budget" or "switch")."""
+
+    kind: str
+    task: str
+    option: str | None
+    budget_bytes: int | None
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostTierInfo:
+    """The host-RAM tier: whether parking is on, its use and budget, or why it is off."""
+
+    enabled: bool
+    used: int = 0
+    budget: int = 0
+    reason: str = ""
+
+
 __all__ = [
     "GIB",
     "BudgetReport",
@@ -190,8 +246,12 @@ __all__ = [
     "DevicePlan",
     "GpuActivity",
     "GpuProcessInfo",
+    "HostTierInfo",
     "LogEntry",
     "MemorySample",
     "OptionInfo",
+    "PlanPreview",
+    "RequestCounts",
     "TaskRow",
+    "ThrashFix",
 ]

@@ -91,6 +91,7 @@ class AppSession:
         (`preload`), make the demo models if the config uses them, and warm up if the config
         says so. Returns once sampling runs; the rest goes on behind."""
         await self.bridge.start(sample_interval_s)
+        await self.window.serving.start_if_wanted()
         if self.bridge.loads_in_process() and preload:
             self.preload = self.spawn(self._preload_frameworks())
         # Loads wait for the imports and the demo models: two threads importing transformers

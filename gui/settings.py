@@ -53,8 +53,25 @@ def chart_window_s(settings: QSettings, default: int = 60) -> int:
         return default
 
 
+def flag(settings: QSettings | None, key: str, default: bool) -> bool:
+    """A remembered on/off choice (QSettings' INI files give "true"/"false" back as text)."""
+    if settings is None:
+        return default
+    value = settings.value(key, default)
+    return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+
+
+#: Whether the panel serves its models over the OpenAI API (on unless turned off).
+SERVING_ENABLED = "serving/enabled"
+#: Whether an action that would evict a model asks first (off unless turned on).
+ASK_BEFORE_EVICTING = "actions/ask_before_evicting"
+
+
 __all__ = [
+    "ASK_BEFORE_EVICTING",
+    "SERVING_ENABLED",
     "chart_window_s",
+    "flag",
     "last_config",
     "layout_value",
     "open_settings",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
@@ -43,13 +45,35 @@ class StateDelegate(QStyledItemDelegate):
         bar = QStyleOptionProgressBar()
         bar.rect = rect.adjusted(3, 5, -3, -5)
         bar.minimum, bar.maximum = 0, 100
-        # Unknown progress draws as an empty bar with the stage, not a busy animation.
         bar.progress = int(100 * (row.progress or 0.0))
         bar.text = state_text(row)
         bar.textVisible = True
         bar.state = QStyle.StateFlag.State_Enabled | QStyle.StateFlag.State_Horizontal
         bar.palette.setColor(bar.palette.ColorRole.Highlight, QColor(STATE_COLORS["loading"]))
         QApplication.style().drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
+        if row.progress is None:  # no fraction known: a chunk sweeps (the view repaints it)
+            _paint_sweep(painter, bar.rect, time.monotonic())
 
 
-__all__ = ["StateDelegate"]
+#: One sweep of the indeterminate bar's chunk, and its share of the bar's width.
+SWEEP_S, SWEEP_SHARE = 1.6, 0.25
+
+
+def sweep_span(width: int, now: float) -> tuple[int, int]:
+    """Where the chunk of an indeterminate bar `width` wide is at `now`: (left, chunk width)."""
+    chunk = max(int(width * SWEEP_SHARE), 8)
+    phase = (now % SWEEP_S) / SWEEP_S
+    return int(phase * (width + chunk)) - chunk, chunk
+
+
+def _paint_sweep(painter: QPainter, rect: QRect, now: float) -> None:
+    left, chunk = sweep_span(rect.width(), now)
+    color = QColor(STATE_COLORS["loading"])
+    color.setAlpha(90)
+    span = QRect(
+        rect.left() + max(left, 0), rect.top() + 1, chunk + min(left, 0), rect.height() - 2
+    )
+    painter.fillRect(span.intersected(rect), color)
+
+
+__all__ = ["StateDelegate", "sweep_span"]

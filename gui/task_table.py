@@ -37,10 +37,12 @@ class Column(IntEnum):
     MEASURED = 4
     DEVICE = 5
     STATE = 6
-    LAST_USED = 7
-    LOAD_TIME = 8
-    PINNED = 9
-    ACTIONS = 10
+    RESIDENCY = 7
+    LAST_USED = 8
+    LOAD_TIME = 9
+    REQUESTS = 10
+    PINNED = 11
+    ACTIONS = 12
 
 
 _COLUMNS = list(Column)  # index → Column without Enum.__call__ (data() is called a lot)
@@ -52,8 +54,10 @@ HEADERS = {
     Column.MEASURED: "Measured",
     Column.DEVICE: "Device",
     Column.STATE: "State",
+    Column.RESIDENCY: "Where",
     Column.LAST_USED: "Last used",
     Column.LOAD_TIME: "Load time",
+    Column.REQUESTS: "Requests",
     Column.PINNED: "Pin",
     Column.ACTIONS: "",
 }
@@ -61,7 +65,11 @@ HEADER_TIPS = {
     Column.ESTIMATED: "The config's vram_gb for the selected model",
     Column.MEASURED: "What the model took when it last loaded (grey: from an earlier load)",
     Column.PINNED: "Pinned models are never evicted (they can still be unloaded)",
-    Column.LOAD_TIME: "How long the last load took",
+    Column.LOAD_TIME: "How long the last load took (+ the warm-up's first inference)",
+    Column.RESIDENCY: "On its device, parked in host RAM, asleep (a server that gave its memory "
+    "back) or off; and the expected time to bring it back",
+    Column.REQUESTS: "Requests through the OpenAI endpoint and Try-it: in flight / waiting for "
+    "the model / served, and the last one's latency",
 }
 STATE_COLORS = {
     "loaded": "#2e7d32",
@@ -72,7 +80,7 @@ STATE_COLORS = {
     "unavailable": "#8a8f98",
     "unloaded": "#5f6368",
 }
-_NUMERIC = (Column.ESTIMATED, Column.MEASURED, Column.LOAD_TIME)
+_NUMERIC = (Column.ESTIMATED, Column.MEASURED, Column.LOAD_TIME, Column.REQUESTS)
 
 
 class TaskTableModel(QAbstractTableModel):
@@ -198,9 +206,35 @@ class TaskTableModel(QAbstractTableModel):
                 return state_text(row)
             case Column.LAST_USED:
                 return fmt_ago(row.last_used_at, time.time())
+            case Column.RESIDENCY:
+                return residency_text(row)
             case Column.LOAD_TIME:
-                return fmt_duration(row.load_duration_s)
+                first = row.first_inference_s
+                load = fmt_duration(row.load_duration_s)
+                return load if first is None else f"{load} + {fmt_duration(first)}"
+            case Column.REQUESTS:
+                return requests_text(row)
         return None
+
+
+def residency_text(row: TaskRow) -> str:
+    """``on device``, ``in RAM · 0.4 s``, ``sleeping · 2.1 s`` (the time to bring it back),
+    ``off``; before the manager reports residency, read from the state."""
+    where = row.residency or (
+        "API" if row.option.external else "on device" if row.loaded else "off"
+    )
+    if where in ("in RAM", "sleeping") and row.restore_s is not None:
+        return f"{where} · {fmt_duration(row.restore_s)}"  # the tooltip: "to bring it back"
+    return where
+
+
+def requests_text(row: TaskRow) -> str:
+    """``in flight/queued/served · last latency`` (``—`` before the first request)."""
+    r = row.requests
+    if not (r.in_flight or r.queued or r.served):
+        return "—"
+    latency = f" · {fmt_duration(r.last_latency_s)}" if r.last_latency_s is not None else ""
+    return f"{r.in_flight}/{r.queued}/{r.served}{latency}"
 
 
 def state_text(row: TaskRow) -> str:
@@ -230,8 +264,17 @@ def _tooltip(row: TaskRow, column: Column) -> str | None:
         return state_text(row)  # in full: the cell elides a long reason
     if column == Column.MEASURED and row.measured_bytes is not None and not row.measured_is_live:
         return "Measured at an earlier load; the next load plans with this figure"
+    if column == Column.DEVICE and row.server_url:
+        return f"Its server: {row.server_url} (right-click: Copy server URL)"
     if column == Column.DEVICE and option.device != "auto":
         return f"Fixed in the config: device {option.device}"
+    if column == Column.RESIDENCY and row.restore_s is not None:
+        return f"Expected {fmt_duration(row.restore_s)} to bring it back, as measured"
+    if column == Column.LOAD_TIME and row.first_inference_s is not None:
+        return (
+            f"Loaded in {fmt_duration(row.load_duration_s)}; the first inference took "
+            f"{fmt_duration(row.first_inference_s)}"
+        )
     if column == Column.ACTIONS:
         return short_model_id(option.model_id)
     return None
@@ -245,4 +288,7 @@ def _foreground(row: TaskRow, column: Column) -> QColor | None:
     return None
 
 
-__all__ = ["HEADERS", "ROW_ROLE", "STATE_COLORS", "Column", "TaskTableModel", "state_text"]
+__all__ = [
+    "HEADERS", "ROW_ROLE", "STATE_COLORS", "Column", "TaskTableModel", "requests_text",
+    "residency_text", "state_text",
+]  # fmt: skip

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
+from collections.abc import Callable
+
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
+    QMenu,
     QTableView,
     QToolButton,
     QWidget,
@@ -18,33 +22,69 @@ from .state_delegate import StateDelegate
 from .table_style import style_read_only_table
 from .task_table import ROW_ROLE, Column, TaskTableModel
 
+#: Asked for a hover's tooltip: (task, what: "load" | "warm_up") → the plan in words, or None.
+PlanTip = Callable[[str, str], str | None]
+
 
 class RowActions(QWidget):
-    """A row's Load and Unload buttons, enabled by the row's state."""
+    """A row's Load, Warm up and Unload buttons, enabled by the row's state; while a load runs,
+    Unload becomes Cancel. Hovering Load or Warm up asks `plan_tip` what the load would evict."""
 
-    def __init__(self, task: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, task: str, parent: QWidget | None = None, plan_tip: PlanTip | None = None
+    ) -> None:
         super().__init__(parent)
         self.task = task
-        self.load_button = QToolButton(self)
-        self.load_button.setText("Load")
-        self.load_button.setObjectName("rowLoad")
-        self.unload_button = QToolButton(self)
-        self.unload_button.setText("Unload")
-        self.unload_button.setObjectName("rowUnload")
+        self.plan_tip = plan_tip
+        self.load_button = self._button("Load", "rowLoad")
+        self.warm_button = self._button("Warm up", "rowWarmUp")
+        self.unload_button = self._button("Unload", "rowUnload")
+        self._tips: dict[QObject, str] = {}
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
         layout.setSpacing(4)
-        layout.addWidget(self.load_button)
-        layout.addWidget(self.unload_button)
+        for button in (self.load_button, self.warm_button, self.unload_button):
+            layout.addWidget(button)
+        self.cancelling = False
+
+    def _button(self, text: str, name: str) -> QToolButton:
+        button = QToolButton(self)
+        button.setText(text)
+        button.setObjectName(name)
+        button.installEventFilter(self)
+        return button
 
     def show_row(self, row: TaskRow) -> None:
         idle = not (row.busy or row.loading)
         can_load = row.option.available and not row.loaded
         self.load_button.setEnabled(idle and can_load)
-        self.unload_button.setEnabled(idle and row.loaded)
+        self.warm_button.setEnabled(idle and row.option.available)
+        self.cancelling = row.loading
+        self.unload_button.setText("Cancel" if row.loading else "Unload")
+        self.unload_button.setEnabled(row.loading or (idle and row.loaded))
         reason = row.option.unavailable_reason
-        self.load_button.setToolTip(f"Cannot load here: {reason}" if reason else f"Load {row.task}")
-        self.unload_button.setToolTip(f"Unload {row.task} and free its memory")
+        self._tips = {
+            self.load_button: f"Cannot load here: {reason}" if reason else f"Load {row.task}",
+            self.warm_button: f"Load {row.task} (if needed) and run one small inference",
+            self.unload_button: f"Abandon the load of {row.task}: its memory is freed"
+            if row.loading
+            else f"Unload {row.task} and free its memory",
+        }
+        for button, tip in self._tips.items():
+            button.setToolTip(tip)  # type: ignore[attr-defined]
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """A hover's tooltip on Load / Warm up: the plan, read now (it changes with the rest)."""
+        if event.type() == QEvent.Type.ToolTip and self.plan_tip is not None:
+            what = {self.load_button: "load", self.warm_button: "warm_up"}.get(watched)  # type: ignore[call-overload]
+            plan = self.plan_tip(self.task, what) if what else None
+            base = self._tips.get(watched, "")
+            watched.setToolTip(f"{base}\n{plan}" if plan else base)  # type: ignore[attr-defined]
+        return super().eventFilter(watched, event)
+
+
+#: The least width of the State and Model columns when the window is narrow.
+STATE_LEAST, MODEL_LEAST = 150, 170
 
 
 class TaskTableView(QTableView):
@@ -52,6 +92,8 @@ class TaskTableView(QTableView):
 
     loadRequested = Signal(str)
     unloadRequested = Signal(str)
+    warmUpRequested = Signal(str)
+    cancelRequested = Signal(str)
 
     def __init__(self, model: TaskTableModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -59,7 +101,16 @@ class TaskTableView(QTableView):
         self.setModel(model)
         self._model = model
         self._actions: dict[str, RowActions] = {}
-        self.setItemDelegateForColumn(Column.MODEL, OptionDelegate(self))
+        self._model_width = 240  # what the Model column wants (its longest option's label)
+        # While a load cannot say how far it is, its State cell sweeps: repaint it 20 times a s.
+        self._sweep = QTimer(self, interval=50)
+        self._sweep.timeout.connect(self.viewport().update)
+        #: Set by the window: what a load of a task would evict, for the buttons' tooltips.
+        self.plan_tip: PlanTip | None = None
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.customContextMenuRequested.connect(self._context_menu)
+        self.options = OptionDelegate(self)
+        self.setItemDelegateForColumn(Column.MODEL, self.options)
         self.setItemDelegateForColumn(Column.STATE, StateDelegate(self))
         style_read_only_table(self, row_height=34)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -82,6 +133,9 @@ class TaskTableView(QTableView):
         probe.ensurePolished()
         self.setColumnWidth(Column.ACTIONS, probe.sizeHint().width() + 12)
         probe.deleteLater()
+        # The framework is in the model's tooltip (and the option's words); its column gave
+        # the row's buttons no room at 1366 px once Where and Requests came.
+        self.setColumnHidden(Column.FRAMEWORK, True)
 
     def fit_columns(self) -> None:
         """Size the columns to their contents, leaving room for the texts that change."""
@@ -89,7 +143,8 @@ class TaskTableView(QTableView):
         room = {  # the widest text a column shows while running
             Column.MEASURED: "000.00 GiB", Column.ESTIMATED: "000.00 GiB",
             Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "00 min 00 s",
-            Column.DEVICE: "cuda:0",
+            Column.DEVICE: "cuda:0", Column.RESIDENCY: "sleeping · 0.0 s",
+            Column.REQUESTS: "0/0/0 · 00 ms",
         }  # fmt: skip
         for column in Column:
             if column in (Column.STATE, Column.ACTIONS):
@@ -101,7 +156,19 @@ class TaskTableView(QTableView):
         # The combo box needs its arrow and frame beside the longest option's label.
         labels = [o.label for r in self._model.rows() for o in r.options]
         widest = max((metrics.horizontalAdvance(text) for text in labels), default=200)
-        self.setColumnWidth(Column.MODEL, min(360, widest + 48))  # the State's reason needs room
+        self._model_width = min(300, widest + 36)
+        self._share_width()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._share_width()
+
+    def _share_width(self) -> None:
+        """The Model column gives up width (its combo boxes elide) so that State keeps
+        STATE_LEAST pixels in a laptop's window: what a row is doing is what a person reads."""
+        others = sum(self.columnWidth(c) for c in Column if c not in (Column.MODEL, Column.STATE))
+        spare = self.viewport().width() - others - STATE_LEAST
+        self.setColumnWidth(Column.MODEL, max(MODEL_LEAST, min(self._model_width, spare)))
 
     def row_actions(self, task: str) -> RowActions | None:
         """The Load/Unload buttons of `task`'s row (tests drive them)."""
@@ -113,18 +180,54 @@ class TaskTableView(QTableView):
         self.fit_columns()
         for i, row in enumerate(self._model.rows()):
             self.openPersistentEditor(self._model.index(i, Column.MODEL))
-            actions = RowActions(row.task)
+            actions = RowActions(row.task, plan_tip=self._plan_tip)
             actions.load_button.clicked.connect(
                 lambda _=False, t=row.task: self.loadRequested.emit(t)
             )
+            actions.warm_button.clicked.connect(
+                lambda _=False, t=row.task: self.warmUpRequested.emit(t)
+            )
             actions.unload_button.clicked.connect(
-                lambda _=False, t=row.task: self.unloadRequested.emit(t)
+                lambda _=False, a=actions: self._unload_or_cancel(a)
             )
             actions.show_row(row)
             self.setIndexWidget(self._model.index(i, Column.ACTIONS), actions)
             self._actions[row.task] = actions
+        if self._actions:  # styled now: the probe's width may miss the style sheet's padding
+            widest = max(a.sizeHint().width() for a in self._actions.values())
+            self.setColumnWidth(Column.ACTIONS, max(self.columnWidth(Column.ACTIONS), widest + 4))
+            self._share_width()
+
+    def _plan_tip(self, task: str, what: str) -> str | None:
+        return self.plan_tip(task, what) if self.plan_tip is not None else None
+
+    def _unload_or_cancel(self, actions: RowActions) -> None:
+        signal = self.cancelRequested if actions.cancelling else self.unloadRequested
+        signal.emit(actions.task)
+
+    def _context_menu(self, at: QPoint) -> None:
+        row = self.indexAt(at).data(ROW_ROLE)
+        if isinstance(row, TaskRow):
+            self.row_menu(row).popup(self.viewport().mapToGlobal(at))
+
+    def row_menu(self, row: TaskRow) -> QMenu:
+        """The right-click menu of `row`: copy its server's URL, cancel its load."""
+        menu = QMenu(self)
+        menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        copy = menu.addAction("Copy server URL")
+        copy.setEnabled(bool(row.server_url))
+        copy.triggered.connect(lambda: QGuiApplication.clipboard().setText(row.server_url))
+        cancel = menu.addAction("Cancel load")
+        cancel.setEnabled(row.loading)
+        cancel.triggered.connect(lambda: self.cancelRequested.emit(row.task))
+        return menu
 
     def _on_data_changed(self, top_left: QModelIndex, bottom_right: QModelIndex) -> None:
+        unknown = any(r.loading and r.progress is None for r in self._model.rows())
+        if unknown and not self._sweep.isActive():
+            self._sweep.start()
+        elif not unknown:
+            self._sweep.stop()
         for i in range(top_left.row(), bottom_right.row() + 1):
             row = self._model.index(i, 0).data(ROW_ROLE)
             if isinstance(row, TaskRow) and (actions := self._actions.get(row.task)):

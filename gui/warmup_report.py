@@ -10,12 +10,17 @@ from PySide6.QtCore import QObject
 
 from .bridge import WARMUP
 from .error_banner import ErrorBanner
-from .records import LogEntry
+from .records import LogEntry, TaskRow
 from .status_bar import StatusBar
 
 
 def models(n: int) -> str:
     return f"{n} model" if n == 1 else f"{n} models"
+
+
+def tasks_to_warm(rows: list[TaskRow]) -> list[str]:
+    """The tasks a warm-up would load now: selected option available and not loaded."""
+    return [r.task for r in rows if r.option.available and not r.loaded]
 
 
 class WarmupReport(QObject):
@@ -67,4 +72,7 @@ class WarmupReport(QObject):
         self.status.show_progress(text, done, max(total, 1))
 
 
-__all__ = ["WarmupReport"]
+__all__ = [
+    "WarmupReport",
+    "tasks_to_warm",
+]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMainWindow, QStyle, QToolBar
+from PySide6.QtWidgets import QMainWindow, QMenu, QStyle, QToolBar
 
 from .bridge import EVICT, RELOAD, UNLOAD_ALL, VALIDATE, WARMUP
 
@@ -26,6 +26,8 @@ class WindowActions:
     export_jsonl: QAction
     quit: QAction
     windows: dict[int, QAction]
+    #: The menus by name ("file", "models", "view"), for parts that add their own actions.
+    menus: dict[str, QMenu] = field(default_factory=dict)
 
     @property
     def busy_keys(self) -> dict[str, list[QAction]]:
@@ -110,6 +112,7 @@ def _build_menus(window: QMainWindow, a: WindowActions) -> None:
     models.addSeparator()
     models.addAction(a.validate)
     view = bar.addMenu("&View")
+    a.menus.update(file=file_menu, models=models, view=view)
     for action in a.windows.values():
         action.setCheckable(True)
         view.addAction(action)

@@ -14,4 +14,4 @@ async def until(predicate: Callable[[], object], what: str, timeout: float = 20.
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)

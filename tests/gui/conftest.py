@@ -86,6 +86,12 @@ def no_warnings_logged(
     assert not bad, f"unexpected log records: {bad}"
 
 
+@pytest.fixture(autouse=True)
+def endpoint_on_any_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel's OpenAI endpoint listens on a free port, never the default 8765."""
+    monkeypatch.setenv("VRAMDECK_PANEL_PORT", "0")
+
+
 # ----------------------------------------------------------------- the event loop
 
 
@@ -191,6 +197,9 @@ def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., P
         # qtbot closes its widgets before this fixture's teardown: a modal question about
         # unsaved selections would wait forever there. Tests of the question replace this.
         window.ask_unsaved = lambda: UnsavedChoice.DISCARD
+        # No modal box in tests: "warm up only what fits?" answers No (warm up all, evicting),
+        # unless a test sets its own answer.
+        window.prompts.ask = lambda title, question: False
         qtbot.addWidget(window)
         session = AppSession(QApplication.instance(), bridge, window)  # type: ignore[arg-type]
         window.show()

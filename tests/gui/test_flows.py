@@ -10,6 +10,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QComboBox
 
 from tests.gui.helpers import Panel, until, write_config
+from vramdeck.gui.task_table import Column
 
 
 def combo(panel: Panel, task: str) -> QComboBox:
@@ -155,7 +156,7 @@ def test_a_failing_load_shows_failed_and_the_panel_stays_usable(panel: Panel) ->
 
 def test_pinning_from_the_table(panel: Panel) -> None:
     model = panel.window.table_model
-    index = model.index(model.row_of("beta"), 9)
+    index = model.index(model.row_of("beta"), Column.PINNED)
     assert (
         model.setData(index, Qt.CheckState.Checked.value, Qt.ItemDataRole.CheckStateRole) is False
     )
