@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import TypeVar, overload
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,16 @@ class EventHub:
     def __init__(self) -> None:
         self._subscribers: list[tuple[Subscriber, tuple[type[Event], ...]]] = []
 
-    def subscribe(self, callback: Subscriber, *kinds: type[Event]) -> Callable[[], None]:
+    @overload
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]: ...
+
+    @overload
+    def subscribe(
+        self, callback: Callable[[E], object], kind: type[E], /, *kinds: type[E]
+    ) -> Callable[[], None]: ...
+
+    # The callback's parameter type is checked by the overloads: it is called only with `kinds`.
+    def subscribe(self, callback: Callable[..., object], *kinds: type[Event]) -> Callable[[], None]:
         """Call `callback` for every event (or only those of `kinds`); returns an unsubscriber."""
         entry = (callback, kinds or (Event,))
         self._subscribers.append(entry)

@@ -184,6 +184,7 @@ def test_exhaustive_and_greedy_agree_on_an_easy_case_with_two_gpus():
     greedy = planner.best(current, limit=1)
     assert exhaustive.search == "exhaustive" and greedy.search == "greedy"
     assert exhaustive.total_bytes == 17 * GIB  # 8 on one card, 7 + 2 on the other; 18 cannot fit
+    assert exhaustive.selection is not None and greedy.selection is not None
     assert planner.fits(exhaustive.selection) and planner.fits(greedy.selection)
     assert greedy.total_bytes <= exhaustive.total_bytes
 

@@ -67,7 +67,8 @@ def test_the_metainfo_matches_the_project():
     assert root.findtext("id") == "io.github.vramdeck"
     assert root.findtext("launchable") == "vramdeck.desktop"
     assert root.findtext("project_license") == PYPROJECT["project"]["license"]["text"]
-    assert root.find("releases/release").get("version") == PYPROJECT["project"]["version"]
+    release = root.find("releases/release")
+    assert release is not None and release.get("version") == PYPROJECT["project"]["version"]
     assert root.findtext("provides/binary") == "vramdeck"
 
 

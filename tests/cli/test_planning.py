@@ -145,8 +145,10 @@ def test_validate_selection_gives_the_seeds_report_and_what_it_skipped():
     assert report["valid"] is False  # big 6 + a 3 = 9 GiB, budget 9 − 1 = 8
     assert report["total_required_gb"] == 9.0 and report["max_allowed_gb"] == 8.0
     assert report["skipped"] == {"assistant": "needs an API key: ANTHROPIC_API_KEY is not set"}
-    assert set(report["devices"]) == {"cuda:0"}  # the host shows only when a model goes there
-    cuda = report["devices"]["cuda:0"]
+    devices = report["devices"]
+    assert isinstance(devices, dict)
+    assert set(devices) == {"cuda:0"}  # the host shows only when a model goes there
+    cuda = devices["cuda:0"]
     assert cuda["others_gb"] == 1.0 and cuda["budget_gb"] == 8.0 and cuda["fits"] is False
 
 

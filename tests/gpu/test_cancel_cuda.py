@@ -30,10 +30,13 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Pausing(TransformersLoader):
-    """The real loader, paused at its tenth report of bytes read until `resume` is set."""
+    """The real loader, paused at its tenth report of bytes read until `proceed` is set.
+
+    (Not `resume`: that name is the loader's own method, which a comeback calls.)
+    """
 
     def __init__(self) -> None:
-        self.paused, self.resume = threading.Event(), threading.Event()
+        self.paused, self.proceed = threading.Event(), threading.Event()
         self.reads = 0
 
     def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
@@ -42,7 +45,7 @@ class Pausing(TransformersLoader):
                 self.reads += 1
                 if self.reads == 10:
                     self.paused.set()
-                    assert self.resume.wait(30)
+                    assert self.proceed.wait(30)
             ctx.progress(fraction, stage)
 
         return super().load(option, dataclasses.replace(ctx, progress=progress))
@@ -71,7 +74,7 @@ models:
         assert torch.cuda.memory_allocated("cuda:0") > allocated  # some weights are on the GPU
         cancelling = asyncio.ensure_future(m.cancel_load("generate"))
         await asyncio.sleep(0)  # one step: the flag is set while the worker is paused
-        loader.resume.set()
+        loader.proceed.set()
         assert await cancelling is True
         with pytest.raises(LoadCancelledError):
             await load

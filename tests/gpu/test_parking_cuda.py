@@ -14,7 +14,9 @@ def test_park_frees_the_device_and_restore_is_bit_identical():
 
     torch.manual_seed(0)
     config = GPT2Config(n_layer=4, n_embd=512, n_head=8, vocab_size=8000, n_positions=128)
-    model = GPT2LMHeadModel(config).to("cuda:0").eval()
+    # transformers wraps `to` in functools.wraps, whose stub (`_Wrapped`, no `__get__`) drops the
+    # bound self: mypy takes "cuda:0" for it. The call is right; the ignore is for that stub.
+    model = GPT2LMHeadModel(config).to("cuda:0").eval()  # type: ignore[arg-type]
     ids = torch.randint(0, 8000, (1, 16), device="cuda:0")
     with torch.no_grad():
         before = model(ids).logits.cpu()
@@ -42,7 +44,8 @@ def test_half_precision_survives_the_round_trip(dtype):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     config = GPT2Config(n_layer=2, n_embd=256, n_head=4, vocab_size=4000, n_positions=64)
-    model = GPT2LMHeadModel(config).to("cuda:0", getattr(torch, dtype)).eval()
+    model = GPT2LMHeadModel(config)
+    model = model.to("cuda:0", getattr(torch, dtype)).eval()  # type: ignore[arg-type]  # as above
     parking.park(model, pin=True)
     parking.restore(model, "cuda:0")
     assert {p.dtype for p in model.parameters()} == {getattr(torch, dtype)}

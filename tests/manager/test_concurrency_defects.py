@@ -43,8 +43,17 @@ async def test_a_failed_switch_whose_caller_was_cancelled_is_collected(
     asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: unhandled.append(ctx))
     broken_started, failed = asyncio.Event(), asyncio.Event()
     seen: list[SwitchFailed] = []
-    m.events.subscribe(lambda e: e.option == "broken" and broken_started.set(), ModelLoading)
-    m.events.subscribe(lambda e: (seen.append(e), failed.set()), SwitchFailed)
+
+    def on_loading(event: ModelLoading) -> None:
+        if event.option == "broken":
+            broken_started.set()
+
+    def on_failed(event: SwitchFailed) -> None:
+        seen.append(event)
+        failed.set()
+
+    m.events.subscribe(on_loading, ModelLoading)
+    m.events.subscribe(on_failed, SwitchFailed)
     await m.load_model("chat")
     gate.clear()  # the broken option's load waits in the worker
     caller = asyncio.ensure_future(m.set_selected_model("chat", "broken"))

@@ -222,7 +222,7 @@ async def test_eviction_waits_until_the_device_shows_memory_free(make_manager):
         probe.leak[device] = 0
 
     loop = asyncio.get_running_loop()
-    loader.unload = late_unload  # type: ignore[method-assign]
+    loader.unload = late_unload
     await m.load_model("a")
     await m.load_model("b")
     await m.load_model("c")

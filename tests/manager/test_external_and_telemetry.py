@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vramdeck.manager import ExternalAPIConfig, ModelLoadError
+from vramdeck.manager import Event, ExternalAPIConfig, ModelLoadError
 from vramdeck.manager.config import GIB
 
 SECRET = "sk-test-0123456789-very-secret"
@@ -27,7 +27,7 @@ models:
 async def test_external_model_takes_no_memory_and_masks_its_key(make_manager, monkeypatch, caplog):
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     m, probe, _ = make_manager(CONFIG)
-    seen = []
+    seen: list[Event] = []
     m.events.subscribe(seen.append)
     client = await m.load_model("summarize")
     assert isinstance(client, ExternalAPIConfig)

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from vramdeck.manager import (
+    Event,
     LoadFailed,
     LoadProgress,
     ModelLoaded,
@@ -44,7 +45,7 @@ async def test_a_cancelled_caller_does_not_abandon_the_load(make_manager):
     first = asyncio.ensure_future(m.load_model("chat"))
     await started.wait()  # the load waits at the gate
     first.cancel()
-    loader.gate.set()  # type: ignore[union-attr]
+    loader.gate.set()
     model = await m.load_model("chat")  # joins the same flight, which finished
     assert loader.loads == ["chat-small"]
     assert m.loaded_models["chat"] is model
@@ -53,7 +54,7 @@ async def test_a_cancelled_caller_does_not_abandon_the_load(make_manager):
 
 async def test_failed_load_leaves_no_trace(make_manager):
     m, probe, _loader = make_manager(TWO_OPTIONS, fail={"chat-broken"})
-    seen = []
+    seen: list[Event] = []
     m.events.subscribe(seen.append)
     await m.set_selected_model("chat", "broken")
     with pytest.raises(ModelLoadError, match="cannot load chat-broken"):
@@ -73,7 +74,7 @@ async def test_failed_load_leaves_no_trace(make_manager):
 
 async def test_switching_a_loaded_task_loads_the_new_model_and_frees_the_old(make_manager):
     m, probe, _loader = make_manager(TWO_OPTIONS)
-    seen = []
+    seen: list[SelectionChanged | ModelUnloaded | ModelLoaded] = []
     m.events.subscribe(seen.append, SelectionChanged, ModelUnloaded, ModelLoaded)
     await m.load_model("chat")
     await m.set_selected_model("chat", "big")
@@ -117,7 +118,7 @@ async def test_unknown_names_are_clear_errors(make_manager):
 async def test_idle_models_are_unloaded(make_manager):
     m, _probe, _ = make_manager(TWO_OPTIONS + "inference: {idle_unload_s: 0.2}\n")
     m._housekeeper.interval_s = 0.05
-    unloaded = []
+    unloaded: list[ModelUnloaded] = []
     m.events.subscribe(unloaded.append, ModelUnloaded)
     await m.load_model("chat")
     async with m.use("vision"):
@@ -132,7 +133,7 @@ async def test_loads_run_in_the_devices_worker_and_events_on_the_loop(make_manag
     m, _, loader = make_manager(TWO_OPTIONS)
     threads: list[str] = []
     m.events.subscribe(lambda e: threads.append(threading.current_thread().name))
-    seen = []
+    seen: list[LoadProgress | ModelLoading] = []
     m.events.subscribe(seen.append, LoadProgress, ModelLoading)
     await m.load_model("chat")
     await m.unload_model("chat")
@@ -140,7 +141,9 @@ async def test_loads_run_in_the_devices_worker_and_events_on_the_loop(make_manag
     assert loader.threads == ["vramdeck-cuda0_0", "vramdeck-cuda0_0"]
     assert set(threads) == {threading.main_thread().name}
     assert [e.kind for e in seen] == ["ModelLoading", "LoadProgress"]
-    assert seen[1].fraction == 0.5 and seen[1].stage == "half way"
+    progress = seen[1]
+    assert isinstance(progress, LoadProgress)
+    assert progress.fraction == 0.5 and progress.stage == "half way"
 
 
 async def test_warmup_loads_every_selected_model_when_enabled(make_manager):

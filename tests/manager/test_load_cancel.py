@@ -136,10 +136,13 @@ def sharded_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class PausingTransformers(TransformersLoader):
-    """The real loader, paused once at its second report of bytes read until `resume` is set."""
+    """The real loader, paused once at its second report of bytes read until `proceed` is set.
+
+    (Not `resume`: that name is the loader's own method, which a comeback calls.)
+    """
 
     def __init__(self) -> None:
-        self.paused, self.resume = threading.Event(), threading.Event()
+        self.paused, self.proceed = threading.Event(), threading.Event()
         self.reads = 0
 
     def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
@@ -148,7 +151,7 @@ class PausingTransformers(TransformersLoader):
                 self.reads += 1  # reports come one at a time (under the reading's lock)
                 if self.reads == 2:
                     self.paused.set()
-                    assert self.resume.wait(10)
+                    assert self.proceed.wait(10)
             ctx.progress(fraction, stage)
 
         return super().load(option, dataclasses.replace(ctx, progress=progress))
@@ -172,7 +175,7 @@ async def test_a_real_load_stops_while_it_reads_its_shards(write_config, sharded
         await asyncio.to_thread(loader.paused.wait, 10)
         cancelling = asyncio.ensure_future(m.cancel_load("generate"))
         await asyncio.sleep(0)  # one step: the flag is set while the worker is paused mid-read
-        loader.resume.set()
+        loader.proceed.set()
         assert await cancelling is True
         with pytest.raises(LoadCancelledError, match="generate: the load was cancelled"):
             await load
@@ -211,7 +214,7 @@ async def test_a_starting_server_is_stopped(write_config) -> None:
 
     m.events.subscribe(on_output, ServerOutput)
     cancelled: list[LoadCancelled] = []
-    m.events.subscribe(cancelled.append, LoadCancelled)  # type: ignore[arg-type]
+    m.events.subscribe(cancelled.append, LoadCancelled)
     try:
         load = asyncio.ensure_future(m.load_model("chat"))
         await asyncio.wait_for(started.wait(), 15)
@@ -237,13 +240,18 @@ async def test_a_load_cancelled_while_it_waits_for_the_device_evicts_nothing(mak
     try:
         await m.load_model("a")
         loading = asyncio.Event()
-        m.events.subscribe(lambda e: e.task == "b" and loading.set(), ModelLoading)
+
+        def on_loading(event: ModelLoading) -> None:
+            if event.task == "b":
+                loading.set()
+
+        m.events.subscribe(on_loading, ModelLoading)
         lock = m.devices.lock("cuda:0")
         await lock.acquire()  # as if another eviction were deciding on this device
         load = asyncio.ensure_future(m.load_model("b"))
         await loading.wait()
         await asyncio.sleep(0)  # one step: b's load waits for the lock, to make room for itself
-        assert lock._waiters  # type: ignore[attr-defined]
+        assert lock._waiters
         cancelling = asyncio.ensure_future(m.cancel_load("b"))
         await asyncio.sleep(0)  # one step: the flag is set
         lock.release()

@@ -90,7 +90,7 @@ def test_the_transformers_loader_parks_and_restores_in_the_device_worker(tmp_pat
 
     from vramdeck.manager.devices import DevicePool
     from vramdeck.manager.loaders import LoadContext, TransformersLoader
-    from vramdeck.manager.loaders.base import InWorker
+    from vramdeck.manager.loaders.base import InWorker, Parked
     from vramdeck.manager.memory import HostProbe
     from vramdeck.manager.residency import Residency
 
@@ -105,6 +105,7 @@ def test_the_transformers_loader_parks_and_restores_in_the_device_worker(tmp_pat
         assert loader.can_suspend(model)
         ctx = LoadContext(task="lm", device="cpu", probe=pool.probe)
         parked = await loader.suspend(model, ctx)
+        assert isinstance(parked, Parked)  # an in-process model parks in host RAM
         assert parked.kept and parked.host_bytes == unique_bytes(model)
         restored = await loader.resume(model, ctx)
         assert restored.taken_bytes == parked.host_bytes

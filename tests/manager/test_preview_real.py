@@ -50,7 +50,8 @@ async def test_previews_thrash_and_a_fix_with_real_models(config):
             "cpu",
             status.measured_bytes,
         )
-        assert victim.restore_s == pytest.approx(status.load_duration_s) and victim.restore_s > 0
+        assert victim.restore_s == pytest.approx(status.load_duration_s)
+        assert victim.restore_s is not None and victim.restore_s > 0
         assert [a.option for a in preview.alternatives] == []  # embed has no other option
         await m.load_model("embed")
         assert evicted == ["generate"]  # as previewed

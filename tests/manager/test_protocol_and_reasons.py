@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.fakes import FakeModel
+from tests.fakes import FakeModel, FakeProbe
 from vramdeck.manager import (
     AsyncLoader,
     InsufficientMemoryError,
@@ -135,6 +135,7 @@ async def test_a_blocking_plugin_runs_in_the_device_worker_with_the_managers_pro
     m, probe, _ = make_manager(
         "models:\n  t: {options: {o: {model_id: b, framework: blocking, vram_gb: 0.5}}}\n"
     )
+    assert isinstance(probe, FakeProbe)  # kept through `ctx.probe is probe` below
     loader = BlockingLoader(probe)
     m.registry = LoaderRegistry([loader])
     await m.load_model("t")
@@ -176,7 +177,7 @@ async def test_the_seed_dicts_are_read_views_of_one_entry_per_task(make_manager)
     assert m.model_load_times.keys() == m.loaded_models.keys()
     assert m.loaded_models == {"api": m.loaded_models["api"], "a": m.loaded_models["a"]}
     with pytest.raises(TypeError):
-        m.loaded_models["a"] = None  # type: ignore[index]
+        m.loaded_models["a"] = None
     await m.unload_model("a")  # one removal: every view follows
     assert "a" not in m.loaded_models and "a" not in m.model_memory_usage
     assert "a" not in m.model_load_times and "a" not in m.get_loaded_models()

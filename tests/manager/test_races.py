@@ -55,7 +55,12 @@ async def set_in_a_thread(event: threading.Event) -> None:
 def loading_started(m, model_id: str) -> asyncio.Event:
     """Set once a load of `model_id` has started."""
     started = asyncio.Event()
-    m.events.subscribe(lambda e: e.model_id == model_id and started.set(), ModelLoading)
+
+    def on_loading(event: ModelLoading) -> None:
+        if event.model_id == model_id:
+            started.set()
+
+    m.events.subscribe(on_loading, ModelLoading)
     return started
 
 
@@ -89,7 +94,7 @@ async def test_a_lease_taken_while_an_unload_waits_for_the_lock_wins(make_manage
     await lock.acquire()  # as if an eviction were deciding on this device
     unload = asyncio.ensure_future(m.unload_model("b"))
     await asyncio.sleep(0)  # one step: the unload runs up to the lock and waits there
-    assert lock._waiters  # type: ignore[attr-defined]
+    assert lock._waiters
     async with m.use("b") as model:
         lock.release()
         with pytest.raises(ModelInUseError):
@@ -156,7 +161,7 @@ async def test_a_failing_unload_is_reported_and_shutdown_still_completes(make_ma
     def broken_unload(model, device):
         raise RuntimeError("driver said no")
 
-    loader.unload = broken_unload  # type: ignore[method-assign]
+    loader.unload = broken_unload
     seen: list[ModelUnloaded] = []
     m.events.subscribe(seen.append, ModelUnloaded)
     await m.load_model("b")
@@ -278,10 +283,10 @@ async def test_an_unreadable_device_fails_the_load_and_evicts_nothing(make_manag
     def failing_read(device):
         raise ProbeError(f"cannot read the memory of {device} (Fake) through NVML")
 
-    probe.read = failing_read  # type: ignore[method-assign]
+    probe.read = failing_read
     with pytest.raises(ModelLoadError, match="cannot read the memory of cuda:0"):
         await m.load_model("c")
-    probe.read = real_read  # type: ignore[method-assign]
+    probe.read = real_read
     assert list(m.loaded_models) == ["b"]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +20,6 @@ from tests.manager.fake_server import fake_command
 from vramdeck.manager.config import GIB, ConfigError, ModelConfig
 from vramdeck.manager.loaders import LoaderRegistry, SglangLoader, VllmLoader
 from vramdeck.manager.loaders.servers import CommandValues, memory_fraction, quantization_value
-from vramdeck.manager.loaders.servers import frameworks as fw
 from vramdeck.manager.loaders.servers.commands import free_port
 from vramdeck.manager.loaders.servers.environment import (
     INHERITED_NAMES,
@@ -39,7 +40,7 @@ def option(**fields: object) -> ModelConfig:
 
 @pytest.fixture
 def vllm_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fw.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
 
 
 def test_vllm_default_command(vllm_on_path: None) -> None:
@@ -52,7 +53,7 @@ def test_vllm_default_command(vllm_on_path: None) -> None:
 
 
 def test_vllm_without_its_script_runs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fw.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     argv = VllmLoader().command(option(), "cuda:1", 8000, 80 * GIB)
     assert argv[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
                         "org/model-7b"]  # fmt: skip
@@ -147,8 +148,8 @@ def test_environment_pins_the_placed_gpu(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_unavailable_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fw.shutil, "which", lambda name: None)
-    monkeypatch.setattr(fw.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert VllmLoader().unavailable_reason(option()) == (
         "vLLM is not installed here: pip install vllm (or give server_command)"
     )

@@ -255,10 +255,7 @@ async def test_a_taken_port_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports = iter([taken.getsockname()[1]])
-        real_free_port = server_loader.free_port
-        monkeypatch.setattr(
-            server_loader, "free_port", lambda: next(ports, None) or real_free_port()
-        )
+        monkeypatch.setattr(server_loader, "free_port", lambda: next(ports, None) or free_port())
         loader, handle, rec = await start()
         assert handle.port != taken.getsockname()[1]
         assert any("was taken meanwhile" in line for line in rec.lines)

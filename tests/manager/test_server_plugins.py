@@ -19,6 +19,7 @@ from vramdeck.manager.loaders import (
     LoadContext,
     Loader,
     LoaderRegistry,
+    ServerLoader,
 )
 from vramdeck.manager.memory import HOST, HostProbe
 
@@ -75,7 +76,8 @@ def test_a_plugin_builds_its_command_and_names_what_is_missing(
         "llama.cpp is not installed here: install llama.cpp and put llama-server on PATH "
         "(or give server_command)"
     )
-    argv = plugin.command(llamacpp_option(), "cuda:0", 8080, 24 * GIB)  # type: ignore[attr-defined]
+    assert isinstance(plugin, ServerLoader)  # the docs' plug-in is a ServerLoader
+    argv = plugin.command(llamacpp_option(), "cuda:0", 8080, 24 * GIB)
     assert argv == ["llama-server", "-m", "/m/llama-8b.gguf", "--host", "127.0.0.1", "--port",
                     "8080", "--n-gpu-layers", "999"]  # fmt: skip
 

@@ -54,7 +54,14 @@ class Recorder:
 
     def calls(self) -> list[str]:
         """The sleep and wake routes the fake printed that it served, in order."""
-        names = ("sleep", "wake_up", "collective_rpc", "reset_prefix_cache", "release_", "resume_")
+        names: tuple[str, ...] = (
+            "sleep",
+            "wake_up",
+            "collective_rpc",
+            "reset_prefix_cache",
+            "release_",
+            "resume_",
+        )
         names += ("update_weights",)
         return [line for line in self.lines if line.startswith(names)]
 

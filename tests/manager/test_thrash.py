@@ -109,7 +109,7 @@ async def test_set_memory_budget_refuses_what_is_not_a_byte_count(make_manager):
     m, _, _ = make_manager(AB)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="positive whole number of bytes"):
-            m.set_memory_budget(bad)  # type: ignore[arg-type]
+            m.set_memory_budget(bad)
     m.set_memory_budget(None)
     assert m.inference_config.memory_budget_gb is None
 

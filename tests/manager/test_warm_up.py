@@ -49,7 +49,7 @@ async def test_warm_up_loads_runs_one_inference_and_keeps_its_latency(config, tm
     ledger_path = tmp_path / "ledger.json"
     m = ModelManager(config, ledger=Ledger(ledger_path))
     warmed: list[ModelWarmedUp] = []
-    m.events.subscribe(warmed.append, ModelWarmedUp)  # type: ignore[arg-type]
+    m.events.subscribe(warmed.append, ModelWarmedUp)
     try:
         assert m.task_status("chat").first_inference_s is None  # never warmed up here
         result = await m.warm_up("chat")
@@ -85,7 +85,7 @@ async def test_warmup_models_loads_all_selected_and_warms_up_what_can_run(
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     m = ModelManager(config, ledger=Ledger(None))
     warmed: list[ModelWarmedUp] = []
-    m.events.subscribe(warmed.append, ModelWarmedUp)  # type: ignore[arg-type]
+    m.events.subscribe(warmed.append, ModelWarmedUp)
     try:
         await m.warmup_models(force=True)
         assert set(m.loaded_models) == {"chat", "embed", "classify", "summarize"}  # the seed's
@@ -103,7 +103,7 @@ async def test_warmup_models_loads_all_selected_and_warms_up_what_can_run(
 async def test_a_model_without_a_tokenizer_is_loaded_only(config) -> None:
     m = ModelManager(config, ledger=Ledger(None))
     warmed: list[ModelWarmedUp] = []
-    m.events.subscribe(warmed.append, ModelWarmedUp)  # type: ignore[arg-type]
+    m.events.subscribe(warmed.append, ModelWarmedUp)
     try:
         await m.set_selected_model("chat", "untokenized")  # weights, but no tokenizer beside them
         result = await m.warm_up("chat")
@@ -119,7 +119,7 @@ async def test_a_failed_inference_leaves_the_model_loaded_and_says_why(
 ) -> None:
     m = ModelManager(config, ledger=Ledger(None))
     warmed: list[ModelWarmedUp] = []
-    m.events.subscribe(warmed.append, ModelWarmedUp)  # type: ignore[arg-type]
+    m.events.subscribe(warmed.append, ModelWarmedUp)
 
     async def out_of_memory(task: str, model: object) -> float:
         raise RuntimeError("CUDA out of memory (simulated)")

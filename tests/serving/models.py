@@ -63,7 +63,8 @@ def save_classifier(path: Path) -> Path:
 
     config = BertConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, num_labels=3,
+        intermediate_size=64,
     )  # fmt: skip
+    config.num_labels = 3  # a property of every config (its stubs lack the keyword)
     BertForSequenceClassification(config).save_pretrained(path)
     return path

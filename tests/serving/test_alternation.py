@@ -86,14 +86,17 @@ async def test_no_room_waits_then_503_and_a_full_queue_is_429(serve, config):
     with pytest.raises(openai.RateLimitError) as full:
         await client.chat.completions.create(**ask)
     assert full.value.response.headers["Retry-After"] == "7"
-    assert full.value.body["code"] == "queue_full"
+    body = full.value.body
+    assert isinstance(body, dict) and body["code"] == "queue_full"
 
     with pytest.raises(openai.InternalServerError) as no_room:
         await waiting
     assert no_room.value.status_code == 503
     assert no_room.value.response.headers["Retry-After"] == "7"
-    assert "no room for its model within 0.5 s" in no_room.value.body["message"]
-    assert no_room.value.body["code"] == "no_room"
+    body = no_room.value.body
+    assert isinstance(body, dict)
+    assert "no room for its model within 0.5 s" in body["message"]
+    assert body["code"] == "no_room"
 
     manager.set_pinned("a", False)  # room can be made again: b loads, a is evicted
     reply = await client.chat.completions.create(**ask)

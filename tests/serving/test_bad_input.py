@@ -37,6 +37,7 @@ def config(write_config, chat_models, minilm_path):
 
 
 async def post(endpoint: Endpoint, path: str, data: bytes | str, **kw) -> tuple[int, dict, dict]:
+    assert endpoint.url is not None  # it is serving
     async with (
         aiohttp.ClientSession() as session,
         session.post(endpoint.url.removesuffix("/v1") + path, data=data, **kw) as response,
@@ -183,7 +184,8 @@ async def test_the_openai_client_sees_the_errors_as_its_exceptions(serve, config
         await client.chat.completions.create(
             model="nope", messages=[{"role": "user", "content": "x"}]
         )
-    assert found.value.body["code"] == "model_not_found"
+    body = found.value.body
+    assert isinstance(body, dict) and body["code"] == "model_not_found"
     with pytest.raises(openai.BadRequestError, match="can do embedding"):
         await client.chat.completions.create(
             model="embed", messages=[{"role": "user", "content": "x"}]

@@ -62,7 +62,9 @@ def test_serve_answers_then_stops_cleanly_on_sigterm(write_config, chat_models):
         assert proxied.choices[0].message.content == "model=served-model auth=none"
         children = psutil.Process(process.pid).children(recursive=True)
         assert children, "the managed server should be running"
-        states = {m.id: m.model_extra["vramdeck"]["state"] for m in client.models.list().data}
+        states = {
+            m.id: (m.model_extra or {})["vramdeck"]["state"] for m in client.models.list().data
+        }
         assert states == {"chat": "loaded", "served": "loaded"}
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)

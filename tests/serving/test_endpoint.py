@@ -168,7 +168,7 @@ async def test_embeddings_with_the_real_minilm(serve, config):
 async def test_events_and_spans_carry_counts_never_text(serve, config, otel):
     exporter, _ = otel
     endpoint = await serve(config)
-    seen = []
+    seen: list[RequestStarted | RequestFinished] = []
     endpoint.manager.events.subscribe(seen.append, RequestStarted, RequestFinished)
     client = client_for(endpoint)
     secret_prompt = "zebra-prompt-text"
@@ -177,6 +177,7 @@ async def test_events_and_spans_carry_counts_never_text(serve, config, otel):
     )
     started, finished = seen
     assert isinstance(started, RequestStarted) and started.route is Route.COMPLETIONS
+    assert isinstance(finished, RequestFinished)
     assert finished.request_id == started.request_id and finished.status == 200
     assert finished.completion_tokens == answer.usage.completion_tokens
     assert finished.prompt_tokens == answer.usage.prompt_tokens
@@ -191,8 +192,9 @@ async def test_events_and_spans_carry_counts_never_text(serve, config, otel):
         model="chat", prompt=secret_prompt, max_tokens=4, temperature=0, stream=True
     )
     streamed = "".join([chunk.choices[0].text async for chunk in stream])
-    assert seen[-1].time_to_first_token_s is not None
-    assert 0 < seen[-1].time_to_first_token_s <= seen[-1].duration_s
+    last = seen[-1]
+    assert isinstance(last, RequestFinished) and last.time_to_first_token_s is not None
+    assert 0 < last.time_to_first_token_s <= last.duration_s
     shown = repr(seen) + repr([dict(s.attributes) for s in exporter.get_finished_spans()])
     assert secret_prompt not in shown
     assert len(streamed) < 3 or streamed not in shown  # the output is not shown either

@@ -44,6 +44,7 @@ async def test_try_it_streams_counts_and_reports_like_a_request(serve, config):
     assert endpoint.serving.admission.counts_of("chat").served == 1
 
     report, _ = [item async for item in try_it(endpoint.serving, "embed", "A cat.\nA kitten.")]
+    assert isinstance(report, str)
     assert report.startswith("2 vectors of 384 dimensions") and "cosine(line 1, line 2)" in report
 
     with pytest.raises(TryItError, match="cannot load here"):
