@@ -133,6 +133,7 @@ def loaded_models_info(core: Core) -> dict[str, dict[str, Any]]:
             "device": m.device,
             "memory_usage_gb": m.bytes / GIB,
             "measured_bytes": m.bytes,
+            "bytes_by_device": {d: m.bytes_on(d) for d in m.devices},
             "estimated_gb": m.estimated_bytes / GIB,
             "load_time": m.loaded_at,
             "load_duration_s": m.load_duration_s,

@@ -15,6 +15,7 @@ import yaml
 
 from tests.fakes import FakeLoader, TwoGpuProbe
 from tests.manager.fake_server import fake_command
+from vramdeck.gui.bridge_records import memory_sample, task_row
 from vramdeck.manager import (
     Event,
     InsufficientMemoryError,
@@ -181,6 +182,9 @@ async def test_a_tp_server_is_measured_charged_shown_and_freed_on_both_devices(
     assert samples["cuda:0"].per_task == {"chat": 2 * GIB}
     assert samples["cuda:1"].per_task == {"chat": 2 * GIB}
     assert samples["cuda:1"].manager_bytes == 2 * GIB
+    row = task_row(m._core.tasks["chat"], status, busy=False)
+    assert row.device == "cuda:0+cuda:1"  # the panel's table shows it on both
+    assert memory_sample(samples["cuda:1"]).per_task == {"chat": 2 * GIB}
 
     await asyncio.wait_for(m.unload_model("chat"), 15)
     (unloaded,) = h.of(ModelUnloaded)
@@ -245,3 +249,35 @@ async def test_a_server_asking_for_more_gpus_than_the_machine_has_fails_clearly(
     with pytest.raises(ModelLoadError, match=r"needs 4 GPUs .* cuda:2, cuda:3 are not present"):
         await asyncio.wait_for(h.manager.load_model("chat"), 15)
     assert not h.of(ServerOutput)
+
+
+# ----------------------------------------------------------------- the budget plan
+
+
+async def test_the_budget_plan_counts_a_tp_server_on_both_devices(harness: Any) -> None:
+    h = harness({"chat": tp_server("--tp", "2", vram_gb=6), "b": fake_task(6, "cuda:1")})
+    report: dict[str, Any] = h.manager.validate_memory_budget()
+    devices = report["devices"]
+    assert devices["cuda:0"]["tasks"] == {"chat": 3.0}
+    assert devices["cuda:1"]["tasks"] == {"chat": 3.0, "b": 6.0}
+    assert devices["cuda:0"]["fits"] and not devices["cuda:1"]["fits"]  # 9 GiB on an 8 GiB card
+    assert not report["valid"]
+    assert report["model_requirements"]["chat"]["vram_gb"] == 6.0  # the total, as configured
+
+
+async def test_the_budget_plan_skips_a_server_asking_for_more_gpus_than_there_are(
+    harness: Any,
+) -> None:
+    h = harness({"chat": tp_server("--tp", "4")})
+    report: dict[str, Any] = h.manager.validate_memory_budget()
+    assert "cuda:2, cuda:3 are not present" in report["skipped"]["chat"]
+    assert all(not d["tasks"] for d in report["devices"].values())
+
+
+async def test_the_plan_counts_a_loaded_tp_server_as_held_on_both_devices(harness: Any) -> None:
+    from vramdeck.manager.planning import held_bytes
+
+    h = harness({"chat": tp_server("--tp", "2")})
+    await asyncio.wait_for(h.manager.load_model("chat"), 15)
+    held = held_bytes(h.manager.get_loaded_models())
+    assert held == {"cuda:0": 2 * GIB, "cuda:1": 2 * GIB}
