@@ -281,3 +281,16 @@ async def test_the_plan_counts_a_loaded_tp_server_as_held_on_both_devices(harnes
     await asyncio.wait_for(h.manager.load_model("chat"), 15)
     held = held_bytes(h.manager.get_loaded_models())
     assert held == {"cuda:0": 2 * GIB, "cuda:1": 2 * GIB}
+
+
+async def test_evicting_a_tp_server_for_room_on_one_device_frees_it_on_both(harness: Any) -> None:
+    h = harness({"chat": tp_server("--tp", "2"), "big": fake_task(7, "cuda:1")})
+    m = h.manager
+    await asyncio.wait_for(m.load_model("chat"), 15)
+    await asyncio.wait_for(m.load_model("big"), 15)  # 2 + 7 > 8 on cuda:1: the server goes
+    (evicted,) = h.of(ModelEvicted)
+    assert evicted.task == "chat" and evicted.freed_bytes == 4 * GIB  # both devices' parts
+    assert not h.of(MemoryNotReturned)
+    readings = m.device_readings()
+    assert readings["cuda:0"].used == 0 and readings["cuda:1"].used == 7 * GIB
+    assert m._core.table.bytes_on("cuda:0") == 0
