@@ -294,3 +294,12 @@ async def test_evicting_a_tp_server_for_room_on_one_device_frees_it_on_both(harn
     readings = m.device_readings()
     assert readings["cuda:0"].used == 0 and readings["cuda:1"].used == 7 * GIB
     assert m._core.table.bytes_on("cuda:0") == 0
+
+
+async def test_an_auto_tp_server_starts_where_all_its_ranks_fit(harness: Any) -> None:
+    # cuda:0 is the fuller card, so `auto` alone picks cuda:1, from which two cards do not exist.
+    h = harness({"small": fake_task(1, "cuda:0"), "chat": tp_server("--tp", "2", device="auto")})
+    await h.manager.load_model("small")
+    await asyncio.wait_for(h.manager.load_model("chat"), 15)
+    assert h.manager.task_status("chat").devices == ("cuda:0", "cuda:1")
+    assert "environment: CUDA_VISIBLE_DEVICES=0,1" in [e.line for e in h.of(ServerOutput)]
