@@ -104,7 +104,8 @@ def task_row(
         progress=status.progress,
         stage=status.stage,
         failure=status.failure,
-        device=status.device if status.holds_memory else "API",
+        # A server on several GPUs shows them all ("cuda:0+cuda:1").
+        device="+".join(status.devices or (status.device,)) if status.holds_memory else "API",
         estimated_bytes=status.estimated_bytes,
         measured_bytes=status.measured_bytes,
         measured_is_live=status.is_loaded and status.holds_memory,

@@ -4,9 +4,10 @@ reservations of loads in flight, per device."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -72,6 +73,15 @@ class DevicePool:
     def lock(self, device: str) -> asyncio.Lock:
         """Held while deciding what to evict on `device`, and while unloading there."""
         return self._locks[device]
+
+    @contextlib.asynccontextmanager
+    async def locks(self, devices: Iterable[str]) -> AsyncIterator[None]:
+        """Every lock of `devices` (a server on several GPUs), always taken in the same order,
+        so two such holders never wait on each other."""
+        async with contextlib.AsyncExitStack() as stack:
+            for device in sorted(set(devices)):
+                await stack.enter_async_context(self.lock(device))
+            yield
 
     def executor(self, device: str) -> ThreadPoolExecutor:
         if device not in self._executors:

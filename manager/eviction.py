@@ -105,7 +105,7 @@ class Eviction:
             if plan.need <= 0:
                 return reading
             if not plan.fits:
-                detail = self._no_room(device, reading, required, plan.need, evicted)
+                detail = self.no_room(device, reading, required, plan.need, evicted)
                 raise InsufficientMemoryError(for_task, detail)
             for planned in plan.victims:
                 victim = planned.model
@@ -127,12 +127,13 @@ class Eviction:
                         f"show {victim.task}'s {format_bytes(victim.bytes)} free again",
                     )
 
-    def _no_room(
+    def no_room(
         self, device: str, r: DeviceReading, required: int, need: int, evicted: list[str]
     ) -> str:
+        """Why `required` bytes do not fit `device` even with every evictable model gone."""
         table = self._core.table
         others = table.on_device(device)
-        evictable = sum(m.bytes for m in others if m.evictable)
+        evictable = sum(m.bytes_on(device) for m in others if m.evictable)
         if others and not evictable:
             held = ", ".join(
                 f"{m.task} ({'pinned' if m.owner.pinned else 'in use'})" for m in others
@@ -173,11 +174,11 @@ class Eviction:
                 if freed >= over:
                     return
                 still = core.table.loaded(victim.task) is victim
-                if still and victim.evictable and victim.bytes > 0:
+                if still and victim.evictable and victim.bytes_on(device) > 0:
                     planned = self.tiers.victim(victim)
                     await self.remove(victim, RemovalReason.OVER_BUDGET, task, evicted=True,
                                       goes_to=planned.goes_to, why=planned.reason)  # fmt: skip
-                    freed += victim.bytes
+                    freed += victim.bytes_on(device)
             if freed >= over:
                 return
             held = core.table.bytes_on(device)
@@ -204,7 +205,7 @@ class Eviction:
         taken here; with `tiered`, to where `tiers` sends it (parked, asleep) rather than off.
         Returns whether it was removed; raises ModelInUseError for a held model that was not
         evicted."""
-        async with self._core.devices.lock(loaded.device):
+        async with self._core.devices.locks(loaded.devices):
             if self._core.table.loaded(loaded.task) is not loaded:
                 return False
             if loaded.leases and not force:
@@ -270,28 +271,36 @@ class Eviction:
             return (await self._unload_and_verify(loaded))[1]
 
     async def _unload_and_verify(self, loaded: LoadedModel) -> tuple[int, bool]:
-        """Unload, then poll until the device shows the memory free. Returns (bytes freed,
-        whether they came back): the device's own figure where it can attribute frees, else
-        the entry's measured bytes."""
+        """Unload, then poll until each of its devices shows its memory free. Returns (bytes
+        freed, whether they came back): the devices' own figures where they can attribute
+        frees, else the entry's measured bytes."""
         device, model = loaded.device, loaded.model
         if not loaded.holds_memory:
             await loaded.loader.unload(model, device)
             return loaded.bytes, True
+        devices = self._core.devices
+        # A server on several GPUs: each of the others read before, verified after, as the first.
+        befores = {d: (await devices.read_async(d)).used for d in loaded.devices[1:]
+                   if devices.probe.attributes_frees(d)}  # fmt: skip
         before = await loaded.loader.measured_unload(model, device, self._core.meter(device))
         if before is None:
             return loaded.bytes, True
-        returned = await self._await_returned(device, before, loaded.bytes)
-        if returned < RETURNED_SHARE * loaded.bytes:
-            logger.warning(
-                "suspected leak: %s on %s freed %s of %s",
-                loaded.task, device, format_bytes(returned), format_bytes(loaded.bytes),
-            )  # fmt: skip
-            self._core.emit(
-                MemoryNotReturned(task=loaded.task, device=device, expected_bytes=loaded.bytes,
-                                  returned_bytes=max(0, returned))
-            )  # fmt: skip
-            return max(0, returned), False
-        return returned, True
+        freed, all_back = 0, True
+        for where, used in {device: before, **befores}.items():
+            expected = loaded.bytes_on(where)
+            returned = await self._await_returned(where, used, expected)
+            freed += max(0, returned)
+            if returned < RETURNED_SHARE * expected:
+                logger.warning(
+                    "suspected leak: %s on %s freed %s of %s",
+                    loaded.task, where, format_bytes(returned), format_bytes(expected),
+                )  # fmt: skip
+                self._core.emit(
+                    MemoryNotReturned(task=loaded.task, device=where, expected_bytes=expected,
+                                      returned_bytes=max(0, returned))
+                )  # fmt: skip
+                all_back = False
+        return freed, all_back
 
     async def _await_returned(self, device: str, before: int, expected: int) -> int:
         """Bytes `device` shows free since `before`, polled until they reach the expected
@@ -357,7 +366,7 @@ class Eviction:
     async def crashed(self, loaded: LoadedModel, died: Death) -> None:
         """`loaded`'s process died on its own: free its accounting, clean up, report."""
         core = self._core
-        async with core.devices.lock(loaded.device):
+        async with core.devices.locks(loaded.devices):
             if core.table.loaded(loaded.task) is not loaded:
                 return
             core.table.remove(loaded)

@@ -19,6 +19,7 @@ from .errors import ModelInUseError
 from .events import MemorySampled, RemovalReason
 from .eviction import Eviction
 from .memory import DeviceReading
+from .spread import by_device
 
 
 class Housekeeping:
@@ -39,7 +40,7 @@ class Housekeeping:
             elif loaded.loader.live_footprint:
                 own = await asyncio.to_thread(loaded.loader.footprint, loaded.model, loaded.device)
                 if own is not None and table.loaded(loaded.task) is loaded:
-                    loaded.bytes = own
+                    loaded.measured(own, by_device(loaded.model, own))
         for entry in table.entries():  # a server that dies asleep is noticed as well
             kept = entry.suspended
             if kept is not None and (died := kept.loader.check(kept.model)) is not None:
@@ -56,7 +57,7 @@ class Housekeeping:
         """Emit one MemorySampled per device from `readings`."""
         inference = self._core.inference
         for device, r in readings.items():
-            per_task = {m.task: m.bytes for m in self._core.table.on_device(device)}
+            per_task = {m.task: m.bytes_on(device) for m in self._core.table.on_device(device)}
             self._core.emit(
                 MemorySampled(device=device, used_bytes=r.used, total_bytes=r.total,
                               budget_bytes=manager_limit(r.total, inference),

@@ -20,6 +20,7 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
+from . import spread
 from . import telemetry as tm
 from .budget import manager_limit
 from .comeback import Comeback
@@ -181,6 +182,8 @@ class Loading:
                     raise ModelLoadError(task.task_name, reason)
                 loader = core.loader(option)
                 device = await self._place(task.task_name, option, loader)
+                spans = await spread.occupied(task.task_name, option, loader, device, core.devices)
+                device = spans[0]
                 required = core.required_bytes(option, device)
                 tm.mark_placed(span, device, required)
                 entry.failures.pop(option.name, None)
@@ -191,7 +194,7 @@ class Loading:
                                  required_bytes=required)
                 )  # fmt: skip
                 model, measured = await self._load_with_room(
-                    entry, option, loader, device, required, run
+                    entry, option, loader, spans, required, run
                 )
             except BaseException as exc:
                 self._landed(entry, asyncio.current_task())
@@ -212,7 +215,8 @@ class Loading:
             tm.mark_loaded(span, measured)
             self._load_hist.record(duration, {"outcome": "loaded", "framework": option.framework})
         if loader.holds_device_memory and measured > required:
-            await self._eviction.back_under_budget(device, task.task_name)
+            for each in spans:
+                await self._eviction.back_under_budget(each, task.task_name)
         return model
 
     async def _load_with_room(
@@ -220,31 +224,35 @@ class Loading:
         entry: TaskEntry,
         option: ModelConfig,
         loader: AsyncLoader,
-        device: str,
+        spans: tuple[str, ...],
         required: int,
         run: LoadRun,
     ) -> tuple[Any, int]:
-        devices = self._core.devices
+        devices, device = self._core.devices, spans[0]
         if not loader.holds_device_memory:
             probe = await asyncio.to_thread(lambda: devices.probe)  # first use may detect it
             ctx = self._context(run.task, device, probe, 0, run, loader)
             model = await self._run_loader(run, loader, loader.load(option, ctx))
             return await self._unless_cancelled(run, entry, option, loader, device, model, 0), 0
-        async with devices.lock(device):
+        need = spread.shares(required, spans)  # on each device its share, room on all or none
+        async with devices.locks(spans):
             run.stop_if_cancelled()  # cancelled while waiting for the lock: evict nothing for it
-            reading = await self._eviction.make_room(device, required, for_task=entry.task)
-            reservation = devices.reserve(device, required)
+            reading = await spread.make_room_on_each(
+                self._eviction, devices, need, for_task=entry.task
+            )
+            reservations = [devices.reserve(d, nbytes) for d, nbytes in need.items()]
         ctx = self._context(run.task, device, devices.probe, reading.total, run, loader)
         try:
             run.stop_if_cancelled()
-            meter = self._core.meter(device, reservation)
+            meter = self._core.meter(device, reservations[0])
             model, measured = await self._run_loader(
                 run, loader, loader.measured_load(option, ctx, meter)
             )
             kept = await self._unless_cancelled(run, entry, option, loader, device, model, measured)
             return kept, measured
         finally:
-            devices.release(reservation)  # after a cancelled load's model was freed
+            for reservation in reservations:
+                devices.release(reservation)  # after a cancelled load's model was freed
 
     @staticmethod
     async def _run_loader(run: LoadRun, loader: AsyncLoader, loading: Awaitable[Any]) -> Any:
@@ -339,6 +347,7 @@ class Loading:
     ) -> None:
         core = self._core
         loaded = LoadedModel(entry, model, option, loader, device, measured, duration)
+        loaded.bytes_by_device = spread.by_device(model, measured)  # a multi-GPU server: parts
         core.table.add(loaded)
         if loader.holds_device_memory:
             core.ledger.record(option, device, measured, duration)

@@ -72,9 +72,28 @@ class LoadedModel:
     released: asyncio.Event = field(default_factory=asyncio.Event)  # set while nobody holds it
     residency: Residency = Residency.DEVICE  # HOST or SLEEPING once suspended
     asleep_bytes: int = 0  # what a suspended model still holds on its device (a server's contexts)
+    # A server on several GPUs: device → its part of `bytes` (`device` is the first of them).
+    bytes_by_device: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.released.set()
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Every device it holds memory on, `device` first."""
+        return tuple(self.bytes_by_device) if len(self.bytes_by_device) > 1 else (self.device,)
+
+    def bytes_on(self, device: str) -> int:
+        """Its part of `bytes` on `device` (all of it on its one device)."""
+        if len(self.bytes_by_device) > 1:
+            return self.bytes_by_device.get(device, 0)
+        return self.bytes if device == self.device else 0
+
+    def measured(self, nbytes: int, by_device: Mapping[str, int] | None = None) -> None:
+        """A new reading: `nbytes` in all, split as `by_device` says when it spans devices."""
+        self.bytes = nbytes
+        if by_device and len(self.bytes_by_device) > 1:
+            self.bytes_by_device = {d: by_device.get(d, 0) for d in self.bytes_by_device}
 
     @property
     def task(self) -> str:
@@ -160,10 +179,11 @@ class TaskTable:
             self._entries.move_to_end(task)
 
     def on_device(self, device: str) -> list[LoadedModel]:
-        return [m for m in self.residents() if m.device == device]
+        """Loaded models holding memory on `device` (a server on several GPUs on each)."""
+        return [m for m in self.residents() if device in m.devices]
 
     def bytes_on(self, device: str) -> int:
-        return sum(m.bytes for m in self.on_device(device))
+        return sum(m.bytes_on(device) for m in self.on_device(device))
 
     def lru(self) -> LoadedModel | None:
         """The least recently used model that may be evicted, preferring those holding memory
@@ -181,9 +201,9 @@ class TaskTable:
         for loaded in self.on_device(device):
             if freed >= need_bytes:
                 break
-            if loaded.evictable and loaded.bytes > 0:
+            if loaded.evictable and loaded.bytes_on(device) > 0:
                 chosen.append(loaded)
-                freed += loaded.bytes
+                freed += loaded.bytes_on(device)
         return chosen if freed >= need_bytes else None
 
 

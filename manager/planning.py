@@ -19,6 +19,7 @@ from typing import Any
 from .budget import device_limit, manager_limit
 from .config import GIB, InferenceConfig, ModelConfig, TaskConfig
 from .loaders.external_api import DEFAULT_ENDPOINTS, external_api_config
+from .loaders.servers.placement import PlacementError, server_devices, split_evenly
 from .memory import HOST, DeviceReading, is_cuda
 from .planning_report import BudgetCheck, Requirement
 from .planning_search import EXHAUSTIVE_LIMIT, Selection, Suggestion, best_selection
@@ -44,6 +45,7 @@ class Choice:
     measured: bool
     external: bool
     skip_reason: str | None
+    spans: tuple[str, ...] = ()  # a server on several GPUs: its devices, its share on each
 
     @property
     def loadable(self) -> bool:
@@ -165,8 +167,9 @@ def held_bytes(loaded: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     a reading that is the manager's own, not other processes'."""
     held: dict[str, int] = {}
     for info in loaded.values():
-        device = str(info["device"])
-        held[device] = held.get(device, 0) + int(info["measured_bytes"])
+        parts = info.get("bytes_by_device") or {str(info["device"]): info["measured_bytes"]}
+        for device, nbytes in parts.items():  # a server on several GPUs holds on each
+            held[device] = held.get(device, 0) + int(nbytes)
     return held
 
 
@@ -200,7 +203,9 @@ class Planner:
         holds = holds_memory or (lambda option: not option.is_external)
         choices = {
             name: {
-                option.name: _choice(name, option, auto_device, measured_bytes, holds(option))
+                option.name: _choice(
+                    name, option, auto_device, measured_bytes, holds(option), list(readings)
+                )
                 for option in task.options.values()
             }
             for name, task in tasks.items()
@@ -215,13 +220,18 @@ class Planner:
         host when there is none). Every device appears, with or without models."""
         plans = {d: DevicePlan(room) for d, room in self.rooms.items()}
         placed = [c for _, c in self._chosen(selection) if c.placed_bytes]
-        for c in (c for c in placed if c.device != "auto"):
+        for c in (c for c in placed if c.spans):  # as the manager places them: fixed devices
+            for device, share in split_evenly(c.placed_bytes, c.spans).items():
+                plans.setdefault(device, DevicePlan(_absent(device)))
+                plans[device].tasks[c.task] = share
+        for c in (c for c in placed if c.device != "auto" and not c.spans):
             plans.setdefault(c.device, DevicePlan(_absent(c.device)))
             plans[c.device].tasks[c.task] = c.placed_bytes
         pool = [d for d in self.rooms if is_cuda(d)] or [HOST]
         for device in pool:
             plans.setdefault(device, DevicePlan(_absent(device)))
-        for c in sorted((c for c in placed if c.device == "auto"), key=lambda c: -c.nbytes):
+        autos = (c for c in placed if c.device == "auto" and not c.spans)
+        for c in sorted(autos, key=lambda c: -c.nbytes):
             best = max(pool, key=lambda d: -plans[d].over)
             plans[best].tasks[c.task] = c.placed_bytes
         return plans
@@ -285,9 +295,19 @@ def _absent(device: str) -> DeviceRoom:
 
 
 def _choice(
-    task: str, option: ModelConfig, auto_device: str, measured: MeasuredBytes, holds: bool
+    task: str,
+    option: ModelConfig,
+    auto_device: str,
+    measured: MeasuredBytes,
+    holds: bool,
+    present: list[str],
 ) -> Choice:
     device = option.device if option.device != "auto" else auto_device
+    try:
+        spans = server_devices(option, device, present) if holds else (device,)
+        misplaced = None
+    except PlacementError as exc:  # asks for more GPUs than there are: placed nowhere
+        spans, misplaced = (device,), str(exc)
     seen = measured(option, device) if holds else None
     estimate = option.vram_bytes if holds else 0
     return Choice(
@@ -298,7 +318,8 @@ def _choice(
         nbytes=seen if seen is not None else estimate,
         measured=seen is not None,
         external=not holds,
-        skip_reason=cannot_load_reason(option),
+        skip_reason=cannot_load_reason(option) or misplaced,
+        spans=spans if len(spans) > 1 else (),
     )
 
 

@@ -57,6 +57,7 @@ class TaskStatus:
     first_inference_s: float | None = None  # the last warm-up's latency here (the ledger's)
     residency: Residency = Residency.OFF
     restore_s: float | None = None  # expected seconds to bring it back from `residency`
+    devices: tuple[str, ...] = ()  # every device it holds memory on (a server on several GPUs)
 
     @property
     def is_loaded(self) -> bool:
@@ -85,6 +86,7 @@ def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
         state = TaskState.UNAVAILABLE if option.unavailable_reason else TaskState.UNLOADED
     progress = entry.progress
     measured: int | None
+    spans: tuple[str, ...] = ()
     if loaded is None and entry.suspended is not None:
         device, measured = entry.suspended.device, entry.suspended.bytes
         idle_since = time.time() - (time.monotonic() - entry.suspended.last_used)
@@ -93,7 +95,7 @@ def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
         measured = core.ledger.measured_bytes(option, device) if holds else None
         idle_since = None
     else:
-        device, measured = loaded.device, loaded.bytes
+        device, measured, spans = loaded.device, loaded.bytes, loaded.devices
         idle_since = time.time() - (time.monotonic() - loaded.last_used)
     return TaskStatus(
         task=name,
@@ -117,6 +119,7 @@ def task_status(core: Core, name: str, primary_device: str) -> TaskStatus:
         ),
         residency=entry.residency,
         restore_s=expected_restore(core, entry),
+        devices=spans or ((device,) if holds else ()),
     )
 
 
@@ -130,6 +133,7 @@ def loaded_models_info(core: Core) -> dict[str, dict[str, Any]]:
             "device": m.device,
             "memory_usage_gb": m.bytes / GIB,
             "measured_bytes": m.bytes,
+            "bytes_by_device": {d: m.bytes_on(d) for d in m.devices},
             "estimated_gb": m.estimated_bytes / GIB,
             "load_time": m.loaded_at,
             "load_duration_s": m.load_duration_s,

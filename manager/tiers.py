@@ -98,8 +98,8 @@ class Tiers:
         """Evictable models on `device`, cheapest loss first, that together free `need_bytes`;
         None when even all of them would not be enough (then nothing should be evicted)."""
         models = {m.task: m for m in self._core.table.on_device(device)}
-        evictable = [m for m in models.values() if m.evictable and m.bytes > 0]
-        room = sum(m.bytes for m in evictable)
+        evictable = [m for m in models.values() if m.evictable and m.bytes_on(device) > 0]
+        room = sum(m.bytes_on(device) for m in evictable)  # a server on several GPUs: its part
         # Sleeping servers keep some of the device (their contexts): stopped only when the
         # evictable models alone would not make room.
         sleepers = [] if room >= need_bytes else [
@@ -134,7 +134,7 @@ class Tiers:
                     tier.add(model.task, model.bytes)
             victim = self.victim(model, where=where)
             chosen.append(victim)
-            freed += victim.bytes
+            freed += model.bytes_on(device)
         return stopped + tuple(chosen)
 
     def _stopped(self, sleeper: LoadedModel) -> Victim:

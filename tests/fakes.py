@@ -160,3 +160,47 @@ class ParkingFakeLoader(FakeLoader):
         self.probe.add(HOST, -model.nbytes)
         if self.park_keeps:
             self.probe.add(device, -model.nbytes)
+
+
+class TwoGpuProbe(FakeProbe):
+    """Two CUDA devices on which a server's processes hold `server_bytes` each while they run.
+
+    NVML's per-process figures for real processes: `process_bytes` answers for the pids asked
+    about, and `read` counts those bytes as used until every one of those processes has exited,
+    so a test sees a stopped server's memory come back on both devices only once it is gone.
+    """
+
+    def __init__(self, total_gb: float = 8.0, server_gb: dict[str, float] | None = None) -> None:
+        super().__init__({"cuda:0": total_gb, "cuda:1": total_gb, "cpu": 64.0})
+        gb = server_gb if server_gb is not None else {"cuda:0": 2.0, "cuda:1": 2.0}
+        self.server_bytes = {d: int(v * GIB) for d, v in gb.items()}
+        self.server_pids: set[int] = set()
+        self.asked: list[str] = []  # the devices process_bytes was asked about, in order
+
+    def _server_running(self) -> bool:
+        return any(_alive(pid) for pid in self.server_pids)
+
+    def read(self, device: str) -> DeviceReading:
+        reading = super().read(device)
+        if self._server_running():
+            held = self.server_bytes.get(device, 0)
+            return DeviceReading(
+                device, reading.name, reading.total, reading.used + held, self.name
+            )
+        return reading
+
+    def process_bytes(self, device: str, pids: Iterable[int]) -> int | None:
+        alive = [pid for pid in pids if _alive(pid)]
+        self.asked.append(device)
+        with self.lock:
+            self.server_pids.update(alive)
+        return self.server_bytes.get(device, 0) if alive else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a running (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

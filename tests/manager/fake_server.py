@@ -219,6 +219,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--enable-memory-saver", action="store_true", help="SGLang's sleep routes")
     p.add_argument("--enable-weights-cpu-backup", action="store_true", help="accepted")
     p.add_argument(
+        "--tensor-parallel-size", "--tp", type=int, default=1, help="accepted, as vLLM's"
+    )
+    p.add_argument(
         "--sleep-keeps-memory", action="store_true", help="say it sleeps but keep the memory"
     )
     p.add_argument("--wake-fails", action="store_true", help="answer vLLM's /wake_up with 500")

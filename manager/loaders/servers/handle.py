@@ -18,24 +18,37 @@ FRESH_S = 0.25
 
 
 class ServerMemory:
-    """What a server's process tree holds on its device, read through the manager's probe."""
+    """What a server's process tree holds on its devices (several with tensor parallelism),
+    read through the manager's probe; `measure` gives the total, `by_device` each one's part."""
 
-    def __init__(self, process: ServerProcess, probe: MemoryProbe, device: str) -> None:
+    def __init__(
+        self, process: ServerProcess, probe: MemoryProbe, device: str, *others: str
+    ) -> None:
         self._process = process
         self._probe = probe
-        self._device = device
+        self.devices = (device, *others)
         self._lock = threading.Lock()
         self._last: tuple[float, int | None] | None = None  # (when, bytes)
+        self._by_device: dict[str, int] = {}
 
     def measure(self, *, strays: bool = True) -> int | None:
         """Read it now (blocking); None once the server has exited or where the probe cannot
         see its processes. Without `strays`, only the group is counted (ten times cheaper)."""
         pids = self._process.pids(strays=strays)
-        # 0 from a running server means the probe cannot see it (e.g. NVML in a PID namespace).
-        nbytes = (self._probe.process_bytes(self._device, pids) or None) if pids else None
+        by_device: dict[str, int] = {}
+        for device in self.devices if pids else ():
+            # 0 from a running server: the probe cannot see it (e.g. NVML in a PID namespace).
+            by_device[device] = self._probe.process_bytes(device, pids) or 0
+        nbytes = sum(by_device.values()) or None
         with self._lock:
             self._last = (time.monotonic(), nbytes)
+            self._by_device = by_device if nbytes else {}
         return nbytes
+
+    def by_device(self) -> dict[str, int]:
+        """Device → bytes at the last reading; empty when it saw nothing."""
+        with self._lock:
+            return dict(self._by_device)
 
     def current(self) -> int | None:
         """The last reading if it is fresh (FRESH_S), else a new one (blocking)."""

@@ -34,6 +34,7 @@ from vramdeck.manager.residency import Residency
 from .commands import LOOPBACK, CommandValues, command_problem, free_port
 from .environment import server_environment, server_secrets
 from .handle import ServerHandle, ServerMemory
+from .placement import server_devices
 from .process import ServerProcess, describe_exit
 from .sleep import SleepApi, SleepError, SleepLevel, SleepReport, WakeReport
 from .sleeper import put_to_sleep, wake_up, why_not_sleep
@@ -113,6 +114,10 @@ class ServerLoader(AsyncLoader):
         """The server's whole environment (see `environment.server_environment`)."""
         return server_environment(option, device, os.environ)
 
+    def devices(self, option: ModelConfig, device: str) -> tuple[str, ...]:
+        """The devices `option`'s server occupies when placed on `device` (see `placement`)."""
+        return server_devices(option, device)
+
     def secrets(self, option: ModelConfig) -> list[str]:
         """What is masked in the server's output (see `environment.server_secrets`)."""
         return server_secrets(option, os.environ)
@@ -129,6 +134,9 @@ class ServerLoader(AsyncLoader):
             total = (await asyncio.to_thread(ctx.probe.read, ctx.device)).total
         level = self.sleep_level(option, ctx)
         env = self.environment(option, ctx.device)
+        occupied = self.devices(option, ctx.device)
+        if len(occupied) > 1 and "CUDA_VISIBLE_DEVICES" not in option.server_env:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(d.partition(":")[2] for d in occupied)
         if self.sleep_api is not None and level:
             env.update(self.sleep_api.start_env(level))
             env.update(option.server_env)  # still the last word
@@ -189,7 +197,7 @@ class ServerLoader(AsyncLoader):
             health_path=self.health_path,
             stop_timeout_s=option.stop_timeout_s,
             process=process,
-            memory=ServerMemory(process, ctx.probe, ctx.device),
+            memory=ServerMemory(process, ctx.probe, *self.devices(option, ctx.device)),
         )
         ctx.progress(None, f"waiting for the health check ({self.health_path})")
         try:
