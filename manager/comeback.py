@@ -108,6 +108,6 @@ class Comeback:
         """Free what a failed restore left of a suspended model."""
         try:
             await kept.loader.unload(kept.model, kept.device)
-        except Exception:
+        except Exception:  # any loader: logged, the model is let go anyway
             logger.exception("freeing %s after its failed restore failed", kept.task)
         kept.model = None

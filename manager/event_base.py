@@ -112,7 +112,7 @@ class EventHub:
             if isinstance(event, kinds):
                 try:
                     callback(event)
-                except Exception:
+                except Exception:  # a subscriber's bug must not stop delivery
                     logger.exception("event subscriber %r failed on %s", callback, event.kind)
 
 

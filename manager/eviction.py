@@ -353,7 +353,7 @@ class Eviction:
         self._core.host_tier.remove(entry.task)
         try:
             await kept.loader.unload(kept.model, kept.device)
-        except Exception:
+        except Exception:  # any loader: logged, the model is let go anyway
             logger.exception("cleaning up after %s crashed asleep failed", entry.task)
         kept.model = None
         code, lines = died
@@ -372,7 +372,7 @@ class Eviction:
             core.table.remove(loaded)
             try:
                 await loaded.loader.unload(loaded.model, loaded.device)
-            except Exception:
+            except Exception:  # any loader: logged, the model is let go anyway
                 logger.exception("cleaning up after %s crashed failed", loaded.task)
             loaded.model = None
         code, lines = died

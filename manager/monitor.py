@@ -48,7 +48,7 @@ class _Loop:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # one failed sample must not stop the schedule
                 logger.exception("%s failed; going on", self.name)
             await asyncio.sleep(self.interval_s)
 

@@ -75,7 +75,7 @@ class Selection:
                 return
             try:
                 await asyncio.shield(self._loading.flight(name))
-            except Exception:
+            except Exception:  # any failed switch restores the old option, re-raised
                 self._select(task, old)
                 try:
                     await asyncio.shield(self._loading.flight(name))
