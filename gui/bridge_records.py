@@ -115,7 +115,7 @@ def task_row(
         busy=busy,
         requests=requests or RequestCounts(),
         server_url=server_url,
-        residency=status.residency.value,
+        residency=status.residency.value if status.holds_memory else "API",
         restore_s=status.restore_s,
         first_inference_s=status.first_inference_s,
     )

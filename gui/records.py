@@ -74,7 +74,7 @@ class TaskRow:
     busy: bool = False  # a command for this task is running (load, unload, switch)
     requests: RequestCounts = RequestCounts()
     server_url: str = ""  # a managed server's own base URL while it runs
-    residency: str = ""  # on device | in RAM | sleeping | off ("" before the tiers exist)
+    residency: str = "off"  # on device | in RAM | sleeping | off | API (holds no memory here)
     restore_s: float | None = None  # expected seconds to bring it back from where it is
     first_inference_s: float | None = None  # the warm-up's first inference, measured
 

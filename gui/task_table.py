@@ -219,10 +219,8 @@ class TaskTableModel(QAbstractTableModel):
 
 def residency_text(row: TaskRow) -> str:
     """``on device``, ``in RAM · 0.4 s``, ``sleeping · 2.1 s`` (the time to bring it back),
-    ``off``; before the manager reports residency, read from the state."""
-    where = row.residency or (
-        "API" if row.option.external else "on device" if row.loaded else "off"
-    )
+    ``off``, or ``API`` for an option that holds no memory here."""
+    where = row.residency
     if where in ("in RAM", "sleeping") and row.restore_s is not None:
         return f"{where} · {fmt_duration(row.restore_s)}"  # the tooltip: "to bring it back"
     return where

@@ -190,7 +190,7 @@ def test_the_residency_column_says_where_and_how_long_to_bring_back(round_panel:
     round_panel.window._refresh_rows()
     assert cell(round_panel, "beta", Column.RESIDENCY) == "in RAM · 400 ms"
     assert cell(round_panel, "alpha", Column.RESIDENCY) == "off"
-    assert cell(round_panel, "remote", Column.RESIDENCY) == "off"
+    assert cell(round_panel, "remote", Column.RESIDENCY) == "API"  # holds no memory here
 
 
 def test_ask_before_evicting_confirms_and_can_refuse(round_panel: Panel) -> None:
