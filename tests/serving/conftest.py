@@ -118,3 +118,27 @@ class Finished:
         while len(self.events) < count:
             self._changed.clear()
             await self._changed.wait()
+
+
+#: A task that only a vLLM server can serve (never started in these tests: it is listed).
+BIG_LLM = """\
+  big_llm:
+    options:
+      llama: {model_id: meta-llama/Llama-3.1-8B-Instruct, framework: vllm, vram_gb: 18}
+"""
+
+
+@pytest.fixture
+def local_tasks(chat_models: dict[str, Path], minilm_path: Path) -> str:
+    """The `models:` entries most serving tests share: a chat task with a templated and a plain
+    GPT-2, and the real MiniLM as an embedding task."""
+    return f"""\
+models:
+  chat:
+    options:
+      templated: {{model_id: "{chat_models["templated"]}", vram_gb: 0.001}}
+      plain: {{model_id: "{chat_models["plain"]}", vram_gb: 0.001}}
+  embed:
+    options:
+      minilm: {{model_id: "{minilm_path}", auto_class: AutoModel, vram_gb: 0.09}}
+"""

@@ -11,29 +11,14 @@ import aiohttp
 import openai
 import pytest
 
-from tests.serving.conftest import Finished, client_for, leases
+from tests.serving.conftest import BIG_LLM, Finished, client_for, leases
 from vramdeck.serving import Endpoint, RequestFinished, ServeError, ServeSettings
 
 
 @pytest.fixture
-def config(write_config, chat_models, minilm_path):
-    return write_config(
-        f"""
-        models:
-          chat:
-            options:
-              templated: {{model_id: "{chat_models["templated"]}", vram_gb: 0.001}}
-              plain: {{model_id: "{chat_models["plain"]}", vram_gb: 0.001}}
-          embed:
-            options:
-              minilm: {{model_id: "{minilm_path}", auto_class: AutoModel, vram_gb: 0.09}}
-          big_llm:
-            options:
-              llama: {{model_id: meta-llama/Llama-3.1-8B-Instruct, framework: vllm, vram_gb: 18}}
-        inference:
-          serving: {{max_body_bytes: 2000, max_tokens: 50}}
-        """
-    )
+def config(write_config, local_tasks):
+    limits = "inference:\n  serving: {max_body_bytes: 2000, max_tokens: 50}\n"
+    return write_config(local_tasks + BIG_LLM + limits)
 
 
 async def post(endpoint: Endpoint, path: str, data: bytes | str, **kw) -> tuple[int, dict, dict]:

@@ -9,32 +9,18 @@ import struct
 import pytest
 import torch
 
-from tests.serving.conftest import Finished, client_for, leases
+from tests.serving.conftest import BIG_LLM, Finished, client_for, leases
 from tests.serving.models import save_classifier
 from vramdeck.serving import RequestFinished, RequestStarted, Route
 
 
 @pytest.fixture
-def config(write_config, chat_models, minilm_path, tmp_path):
+def config(write_config, local_tasks, tmp_path):
     classifier = save_classifier(tmp_path / "classifier")
-    return write_config(
-        f"""
-        models:
-          chat:
-            options:
-              templated: {{model_id: "{chat_models["templated"]}", vram_gb: 0.001}}
-              plain: {{model_id: "{chat_models["plain"]}", vram_gb: 0.001}}
-          embed:
-            options:
-              minilm: {{model_id: "{minilm_path}", auto_class: AutoModel, vram_gb: 0.09}}
-          classify:
-            options:
-              bert: {{model_id: "{classifier}", vram_gb: 0.001}}
-          big_llm:
-            options:
-              llama: {{model_id: meta-llama/Llama-3.1-8B-Instruct, framework: vllm, vram_gb: 18}}
-        """
+    classify = (
+        f'  classify:\n    options:\n      bert: {{model_id: "{classifier}", vram_gb: 0.001}}\n'
     )
+    return write_config(local_tasks + classify + BIG_LLM)
 
 
 async def test_models_lists_every_task_with_vramdeck_fields(serve, config):

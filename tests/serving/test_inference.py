@@ -22,19 +22,8 @@ from vramdeck.manager.inference import (
 
 
 @pytest.fixture
-def config(write_config, chat_models, minilm_path):
-    return write_config(
-        f"""
-        models:
-          chat:
-            options:
-              templated: {{model_id: "{chat_models["templated"]}", vram_gb: 0.001}}
-              plain: {{model_id: "{chat_models["plain"]}", vram_gb: 0.001}}
-          embed:
-            options:
-              minilm: {{model_id: "{minilm_path}", auto_class: AutoModel, vram_gb: 0.09}}
-        """
-    )
+def config(write_config, local_tasks):
+    return write_config(local_tasks)
 
 
 def greedy_in_process(model, tokenizer, text: str, max_tokens: int) -> str:
