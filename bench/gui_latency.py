@@ -263,6 +263,9 @@ def child(folder: str, tmp: str, rounds: str) -> None:
 
 
 def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile; 0 when nothing was measured (an unload can end within one tick)."""
+    if not values:
+        return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
@@ -311,7 +314,7 @@ def main() -> None:
     print(sampling)
     for name, (values, took, p99s) in stalls.items():
         label = f"stall: {name} ({took:.1f} s, {len(values)} ticks), p99 / worst"
-        p99, worst = 1000 * percentile(values, 99), 1000 * max(values)
+        p99, worst = 1000 * percentile(values, 99), 1000 * max(values, default=0.0)
         print(f"{label:58} {p99:6.1f} / {worst:6.1f} ms  p99 < 16 ms")
         spread = ", ".join(f"{1000 * v:.1f}" for v in p99s)
         print(f"    p99 of each of the {len(p99s)} processes: {spread} ms")

@@ -20,6 +20,7 @@ from vramdeck.manager.memory import is_cuda
 from vramdeck.manager.residency import Residency
 from vramdeck.manager.units import format_bytes
 
+from . import meta_init
 from .base import LoadContext, LoaderUnavailable, Parked, Restored
 from .checkpoint_reading import reading_reported
 
@@ -118,6 +119,7 @@ class TransformersLoader:
             if total:
                 ctx.progress(done / total, stage)
 
+        meta_init.install()  # the model is built on the meta device: nothing to initialise
         with reading_reported(read) as reading:
             model = model_class.from_pretrained(source, **kwargs)
         if reading is not None and reading.total:
