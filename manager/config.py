@@ -238,7 +238,8 @@ class InferenceConfig:
     memory_budget_gb : float | None
         Cap, per device, on what the manager's own models may hold.
     idle_unload_s : float | None
-        Unload a model idle this long; None means never.
+        Unload a model idle this long (one parked in RAM or asleep is let go too); None
+        means never.
     evict_verify_timeout_s : float
         How long to wait for the device to show evicted memory free.
     server_sleep_level : int

@@ -52,6 +52,12 @@ class Housekeeping:
             if loaded.evictable and time.monotonic() - loaded.last_used >= idle_s:
                 with contextlib.suppress(ModelInUseError):
                     await self._eviction.unload(loaded, RemovalReason.IDLE, f"{idle_s:g} s")
+        # A parked or sleeping model idle as long is let go too: its host RAM, its server's
+        # process. (Parking keeps what was evicted to make room, not what nobody uses.)
+        for entry in table.entries():
+            kept = entry.suspended
+            if kept is not None and time.monotonic() - kept.last_used >= idle_s:
+                await self._eviction.drop(entry, RemovalReason.IDLE, f"{idle_s:g} s")
 
     def sample(self, readings: Mapping[str, DeviceReading]) -> None:
         """Emit one MemorySampled per device from `readings`."""

@@ -318,3 +318,28 @@ async def test_a_reload_that_shrinks_the_tier_drops_parked_models(tiered: Make) 
     assert m.task_state("a") is TaskState.UNLOADED and probe.used["cpu"] == 0
     assert not m.host_tier_status().enabled
     await m.shutdown()
+
+
+async def test_a_parked_model_idle_past_idle_unload_s_is_let_go(tiered: Make) -> None:
+    m, probe, _loader, events = tiered(
+        text=THREE.replace("host_cache_gb: %s", "host_cache_gb: %s, idle_unload_s: 600")
+        % (16, "cuda:0", "cuda:0", "cuda:0")
+    )
+    await m.load_model("a")
+    await m.load_model("b")
+    even_costs(m)
+    await m.load_model("c")  # a is parked
+    assert m.task_state("a") is TaskState.PARKED
+    await m._housekeeping.check_health()  # a was used moments ago: it stays parked
+    assert m.task_state("a") is TaskState.PARKED and probe.used["cpu"] == 4 * GIB
+    parked = m._core.table.entry("a").suspended
+    assert parked is not None
+    parked.last_used -= 601  # as if nobody had used a for ten minutes
+    await m._housekeeping.check_health()
+    assert m.task_state("a") is TaskState.UNLOADED
+    assert probe.used == {"cuda:0": 8 * GIB, "cpu": 0}  # its host copy is freed
+    assert m.host_tier_status().used_bytes == 0
+    (dropped,) = [e for e in of(events, ModelUnloaded) if e.task == "a"]
+    assert dropped.reason == "idle for 600 s (it was in RAM)"
+    assert {"b", "c"} <= set(m.loaded_models)  # the models on the device were used: they stay
+    await m.shutdown()
