@@ -266,8 +266,8 @@ class Eviction:
 
     async def free_cancelled(self, loaded: LoadedModel) -> bool:
         """Free a model that landed after its load was cancelled (it was never in the table),
-        verified as an unload is; device lock taken here. Whether the memory came back."""
-        async with self._core.devices.lock(loaded.device):
+        verified as an unload is; its devices' locks taken here. Whether the memory came back."""
+        async with self._core.devices.locks(loaded.devices):
             return (await self._unload_and_verify(loaded))[1]
 
     async def _unload_and_verify(self, loaded: LoadedModel) -> tuple[int, bool]:

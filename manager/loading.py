@@ -277,9 +277,9 @@ class Loading:
         moment it lands, verified as an unload is, and the load raises LoadCancelledError."""
         if not run.cancelled.is_set():
             return model
-        await self._eviction.free_cancelled(
-            LoadedModel(entry, model, option, loader, device, measured)
-        )
+        landed = LoadedModel(entry, model, option, loader, device, measured)
+        landed.bytes_by_device = spread.by_device(model, measured)  # freed on each of its devices
+        await self._eviction.free_cancelled(landed)
         raise LoadCancelledError(entry.task, "the load was cancelled")
 
     def _context(

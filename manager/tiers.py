@@ -16,7 +16,7 @@ from typing import Any
 
 from .core import Core
 from .events import ModelParked, RemovalReason, ServerOutput
-from .loaders.base import LoadContext, Parked
+from .loaders.base import LoadContext, Parked, Suspension
 from .loaders.servers.events import slept
 from .loaders.servers.sleep import SleepReport
 from .lru import LoadedModel, TaskEntry
@@ -168,6 +168,9 @@ class Tiers:
             output=lambda line: core.call_on_loop(core.emit, ServerOutput(task=loaded.task,
                                                                          line=line)),
         )  # fmt: skip
+        # A server on several GPUs: each of the others read before, verified after, as the first.
+        others = {d: (await core.devices.read_async(d)).used for d in loaded.devices[1:]
+                  if core.devices.probe.attributes_frees(d)}  # fmt: skip
         try:
             before, report = await loaded.loader.measured_suspend(
                 loaded.model, ctx, core.meter(device),
@@ -184,15 +187,11 @@ class Tiers:
             if isinstance(report, SleepReport):
                 core.emit(slept(report, **names))
             return loaded.bytes, True
-        expected = max(0, loaded.bytes - (report.held_after or 0))
-        freed = expected
+        freed: int | None = max(0, loaded.bytes - (report.held_after or 0))
         if before is not None:
-            freed = await self._await_returned(device, before, expected)
-            if freed < RETURNED_SHARE * expected:
-                logger.warning("%s on %s: the device showed %s of %s free after suspending it; "
-                               "unloading it", loaded.task, device, format_bytes(freed),
-                               format_bytes(expected))  # fmt: skip
-                return None
+            freed = await self._verify_freed(loaded, {device: before, **others}, report)
+        if freed is None:
+            return None
         loaded.residency, loaded.asleep_bytes = goes_to, report.held_after or 0
         loaded.owner.suspended = loaded
         if goes_to is Residency.HOST:
@@ -203,6 +202,25 @@ class Tiers:
         elif isinstance(report, SleepReport):
             core.emit(slept(report, **names))
         return max(0, freed), True
+
+    async def _verify_freed(
+        self, loaded: LoadedModel, befores: dict[str, int], report: Suspension
+    ) -> int | None:
+        """Bytes the devices showed free after `loaded` was suspended, each device polled for
+        its part (less its share of what the suspended model still holds); None when one did
+        not show its part free."""
+        held_after, freed = report.held_after or 0, 0
+        for where, used in befores.items():
+            part = loaded.bytes_on(where)
+            expected = max(0, part - held_after * part // max(1, loaded.bytes))
+            returned = await self._await_returned(where, used, expected)
+            if returned < RETURNED_SHARE * expected:
+                logger.warning("%s on %s: the device showed %s of %s free after suspending it; "
+                               "unloading it", loaded.task, where, format_bytes(returned),
+                               format_bytes(expected))  # fmt: skip
+                return None
+            freed += max(0, returned)
+        return freed
 
     def status(self) -> HostTierStatus:
         """The host-RAM tier now, and why it is off where it is."""

@@ -25,7 +25,9 @@ from vramdeck.manager import (
     ModelEvicted,
     ModelLoadError,
     ModelManager,
+    ModelSlept,
     ModelUnloaded,
+    ModelWoken,
     ServerOutput,
 )
 from vramdeck.manager.config import GIB, ModelConfig
@@ -37,6 +39,7 @@ from vramdeck.manager.loaders.servers.placement import (
     tensor_parallel_size,
     visible_devices,
 )
+from vramdeck.manager.status import TaskState
 
 
 def tp_server(*flags: str, vram_gb: float = 4.0, **fields: Any) -> dict[str, Any]:
@@ -303,3 +306,58 @@ async def test_an_auto_tp_server_starts_where_all_its_ranks_fit(harness: Any) ->
     await asyncio.wait_for(h.manager.load_model("chat"), 15)
     assert h.manager.task_status("chat").devices == ("cuda:0", "cuda:1")
     assert "environment: CUDA_VISIBLE_DEVICES=0,1" in [e.line for e in h.of(ServerOutput)]
+
+
+class SleepingTwoGpuProbe(TwoGpuProbe):
+    """As TwoGpuProbe, but a server that says it sleeps (the fake's real `GET /is_sleeping`)
+    holds only its contexts, 0.25 GiB a device, as vLLM's sleep mode leaves them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url: str | None = None  # the server's, once it runs
+        self.awake_bytes = dict(self.server_bytes)
+
+    def _refresh(self) -> None:
+        if self.url is None:
+            return
+        import json
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/is_sleeping", timeout=2) as reply:
+                asleep = bool(json.load(reply)["is_sleeping"])
+        except OSError:
+            return
+        held = dict.fromkeys(self.awake_bytes, GIB // 4) if asleep else self.awake_bytes
+        self.server_bytes = dict(held)
+
+    def read(self, device: str) -> Any:
+        self._refresh()
+        return super().read(device)
+
+    def process_bytes(self, device: str, pids: Any) -> int | None:
+        self._refresh()
+        return super().process_bytes(device, pids)
+
+
+async def test_a_tp_server_sleeps_when_both_devices_show_its_memory_back(harness: Any) -> None:
+    """Each device is verified for its own part: the first alone shows half of the server's
+    bytes come back, which must not read as a server that kept its memory."""
+    probe = SleepingTwoGpuProbe()
+    h = harness({"chat": tp_server("--tp", "2", sleep_level=1), "big": fake_task(7, "cuda:1")},
+                probe)  # fmt: skip
+    m = h.manager
+    await asyncio.wait_for(m.load_model("chat"), 15)
+    probe.url = m.loaded_models["chat"].url
+    await asyncio.wait_for(m.load_model("big"), 15)  # 2 + 7 > 8 on cuda:1: the server sleeps
+    assert m.task_state("chat") is TaskState.SLEEPING
+    (slept,) = h.of(ModelSlept)
+    assert slept.freed_bytes == 7 * GIB // 2  # 1.75 GiB back on each device, as the probe saw
+    assert not h.of(MemoryNotReturned)
+    readings = m.device_readings()
+    assert readings["cuda:0"].used == GIB // 4
+    assert readings["cuda:1"].used == 7 * GIB + GIB // 4
+    await asyncio.wait_for(m.unload_model("big"), 15)
+    await asyncio.wait_for(m.load_model("chat"), 15)  # woken, not started again
+    assert [e.task for e in h.of(ModelWoken)] == ["chat"]
+    assert m.task_state("chat") is TaskState.LOADED
