@@ -55,7 +55,8 @@ SPECS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
 }
-SPEC_VERSION = json.dumps(SPECS, sort_keys=True)
+#: Folders made to an older spec are made again (version 2: each model has a tokenizer).
+SPEC_VERSION = json.dumps({"models": SPECS, "version": 2}, sort_keys=True)
 
 
 def demo_dir() -> Path:
@@ -156,16 +157,20 @@ def _make_model(name: str, target: Path) -> None:
     import torch
     import transformers
 
+    from .demo_tokenizers import save_bert_tokenizer, save_gpt2_tokenizer
+
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     arch, kwargs = SPECS[name]
     torch.manual_seed(0)  # the same weights on every machine
     model: Any
     if arch == "gpt2":
-        last = kwargs["vocab_size"] - 1
-        config = transformers.GPT2Config(**kwargs, bos_token_id=last, eos_token_id=last)
+        eos = save_gpt2_tokenizer(target, kwargs["vocab_size"])
+        config = transformers.GPT2Config(**kwargs, bos_token_id=eos, eos_token_id=eos)
         model = transformers.GPT2LMHeadModel(config)
     else:
-        model = transformers.BertForSequenceClassification(transformers.BertConfig(**kwargs))
+        pad = save_bert_tokenizer(target, kwargs["vocab_size"])
+        config = transformers.BertConfig(**kwargs, pad_token_id=pad)
+        model = transformers.BertForSequenceClassification(config)
     model.save_pretrained(target, safe_serialization=True)
 
 

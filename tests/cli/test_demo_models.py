@@ -139,3 +139,39 @@ def test_demo_models_that_cannot_be_made_are_exit_2_naming_the_folder(
     assert "vramdeck validate: error: " in err
     assert f"could not make the demo models in {blocker / 'demo-models'}" in err
     assert "Traceback" not in err
+
+
+def test_each_demo_model_has_a_tokenizer_that_fills_its_vocabulary(
+    tiny_specs: None, tmp_path: Path
+) -> None:
+    """Without one nothing can run on them (Try-it, the endpoint); with one, every id a random
+    model picks decodes to a word."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vramdeck.manager.inference.service import has_tokenizer
+    from vramdeck.manager.inference.text import GenerationRequest, generate_text
+
+    folder = demo_models.ensure_demo_models(tmp_path / "demo-models")
+    for name, (_arch, spec) in demo_models.SPECS.items():
+        assert has_tokenizer(str(folder / name)), name
+        tokenizer = AutoTokenizer.from_pretrained(folder / name)
+        assert len(tokenizer) == spec["vocab_size"]
+        assert all(tokenizer.decode([i]).strip() for i in range(len(tokenizer)))
+        assert tokenizer("Unheard-of words, still a prompt")["input_ids"]  # unknown, not empty
+    gpt2 = folder / "gpt2-small"
+    model = AutoModelForCausalLM.from_pretrained(gpt2)
+    tokenizer = AutoTokenizer.from_pretrained(gpt2)
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    request = GenerationRequest(messages=(("user", "the camera saw a car"),), max_tokens=6, seed=1)
+    out = generate_text(model, tokenizer, request)
+    assert out.text.split(), out
+
+
+def test_a_word_tokenizer_has_exactly_the_ids_asked_for() -> None:
+    from vramdeck.manager.demo_tokenizers import GPT2_SPECIALS, word_tokenizer
+
+    big = word_tokenizer(5000, GPT2_SPECIALS)
+    assert len(big) == 5000 and len(set(big.get_vocab())) == 5000
+    assert big.decode(big("the camera saw")["input_ids"]) == "the camera saw"
+    with pytest.raises(ValueError, match="no room"):
+        word_tokenizer(2, GPT2_SPECIALS)
