@@ -16,6 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from .chart_host_tier import HostTierPlot
 from .chart_legend import ActivityLine, ChartLegend, summary_text
 from .chart_markers import MarkerLayer
 from .chart_parts import (
@@ -112,9 +113,11 @@ class VramChart(QWidget):
         }
         self._marker_layer = MarkerLayer(self.series)
         self.markers = self._marker_layer.item
+        self.host_tier = HostTierPlot(self._color, self)
         layout = self.layout()
         assert isinstance(layout, QVBoxLayout)
         layout.addWidget(self.plot, 1)
+        layout.addWidget(self.host_tier)
 
     # ----------------------------------------------------------------- inputs
 
@@ -225,6 +228,9 @@ class VramChart(QWidget):
         self._marker_layer.scrolled()
         self._update_summary(history)
         self._update_legend(history, markers)
+        self.host_tier.redraw(
+            self.history.host_tier, now, self.window_s, series.units[0], self.task_order
+        )
         self.frames += 1
 
     def view_data(self, curve: pg.PlotCurveItem) -> tuple[Any, Any]:
