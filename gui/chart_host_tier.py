@@ -42,6 +42,7 @@ class HostTierPlot(QWidget):
         self.plot = build_plot(self, AgoAxis(orientation="bottom"))
         item = self.plot.getPlotItem()
         item.hideAxis("bottom")  # the device plot's time axis above serves both
+        item.setContentsMargins(0, 2, 0, 6)  # room for the half of the "0" below the axis
         self.plot.setFixedHeight(PLOT_HEIGHT)
         self.series = ScrollingSeries(self.plot, color_of)
         self.bands = self.series.bands
@@ -128,8 +129,12 @@ class HostTierPlot(QWidget):
         if self.series.drawn.get(id(self.budget_line)) == key:
             return
         self.series.drawn[id(self.budget_line)] = key
-        self.budget_line.setPos(budget / self.series.units[1])
+        top = budget / self.series.units[1]
+        self.budget_line.setPos(top)
         self.budget_line.setVisible(budget > 0)
+        # Two ticks, 0 and the budget: more would crowd a plot this thin.
+        ticks = [(0.0, "0"), (top, f"{top:.3g}")] if budget > 0 else [(0.0, "0")]
+        self.plot.getPlotItem().getAxis("left").setTicks([ticks, []])
 
     def _show_state(self, tier: HostTierInfo | None, history: HostTierHistory) -> None:
         """The line of text, and the plot shown only while the tier is on."""
