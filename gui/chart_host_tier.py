@@ -26,6 +26,11 @@ from .ring_buffer import decimate_max
 
 #: The plot's height: a band to read at a glance, not a second chart.
 PLOT_HEIGHT = 78
+TIER_TIP = (
+    "Evicted models are parked in host RAM when the tier has room, and come back in a fraction "
+    "of a load.\nBands: what each parked model holds there; line: the tier's own count; "
+    "dashed: its budget (inference.host_cache_gb)."
+)
 MAX_POINTS = 1500  # per curve, as the device plot's
 
 
@@ -44,6 +49,7 @@ class HostTierPlot(QWidget):
         item.hideAxis("bottom")  # the device plot's time axis above serves both
         item.setContentsMargins(0, 2, 0, 6)  # room for the half of the "0" below the axis
         self.plot.setFixedHeight(PLOT_HEIGHT)
+        self.setToolTip(TIER_TIP)
         self.series = ScrollingSeries(self.plot, color_of)
         self.bands = self.series.bands
         # The tier's own count, a line over the tasks' bands.

@@ -3,7 +3,8 @@
 Samples go into a `MemoryHistory` as they arrive (10 Hz); a timer redraws from it, at most 4
 times a second, with at most one `setData` per curve, fixed axes and width-1 pens (pyqtgraph's
 fast path). The redraw interval grows with the window: at 1 h a pixel spans seconds.
-The scrolling curves and bands are `chart_series`'s, the markers `chart_markers`'s.
+The scrolling curves and bands are `chart_series`'s, the markers `chart_markers`'s; the host-RAM
+tier's thin plot under the device's is `chart_host_tier`'s, drawn in the same frame.
 """
 
 from __future__ import annotations
