@@ -35,7 +35,7 @@ from vramdeck.manager.config_store import ConfigChangedOnDisk, save_selections
 from vramdeck.manager.logs import setup_file_logging
 
 from .bridge_contract import ContractCommands
-from .bridge_records import budget_report, log_entry, memory_sample, server_url, task_row, thrash_of
+from .bridge_records import budget_report, log_entry, server_url, task_row, thrash_of
 from .bridge_serving import ServingControl
 from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample, TaskRow
 
@@ -165,7 +165,7 @@ class ManagerBridge(ContractCommands, QObject):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, MemorySampled):
-            self.memorySampled.emit(memory_sample(event))
+            self.memorySampled.emit(self.sample_record(event))
             return
         self.eventLogged.emit(log_entry(event))
         self.serving.on_event(event)

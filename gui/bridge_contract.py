@@ -11,11 +11,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from vramdeck.manager import ModelManager
-from vramdeck.manager.memory import read_activity
+from vramdeck.manager import MemorySampled, ModelManager
+from vramdeck.manager.memory import HOST, read_activity
+from vramdeck.manager.residency import Residency
 
-from .bridge_records import fix_record, host_tier_info, preview_record
-from .records import GpuActivity, GpuProcessInfo, HostTierInfo, PlanPreview, ThrashFix
+from .bridge_records import fix_record, host_tier_info, memory_sample, preview_record
+from .records import (
+    GpuActivity,
+    GpuProcessInfo,
+    HostTierInfo,
+    MemorySample,
+    PlanPreview,
+    ThrashFix,
+)
 
 T = TypeVar("T")
 
@@ -34,6 +42,8 @@ class _Bridge(Protocol):
     async def _run(self, key: str, title: str, work: Callable[[], Awaitable[T]]) -> T | None: ...
 
     def is_busy(self, key: str) -> bool: ...
+
+    def host_tier(self) -> HostTierInfo: ...
 
 
 class ContractCommands:
@@ -85,8 +95,16 @@ class ContractCommands:
         )
 
     def host_tier(self: _Bridge) -> HostTierInfo:
-        """The host-RAM tier's use and budget, or why it is off."""
-        return host_tier_info(self._manager.host_tier_status())
+        """The host-RAM tier's use and budget and the tasks parked there, or why it is off."""
+        manager = self._manager
+        parked = tuple(t for t in manager.tasks if manager.residency(t) is Residency.HOST)
+        return host_tier_info(manager.host_tier_status(), parked)
+
+    def sample_record(self: _Bridge, event: MemorySampled) -> MemorySample:
+        """A sample for the widgets; the host's carries the host tier, read then: the chart's
+        only read of it, one a sampling tick, in bookkeeping (no device is read)."""
+        tier = self.host_tier() if event.device == HOST else None
+        return memory_sample(event, tier)
 
     async def gpu_activity(self: _Bridge, device: str) -> GpuActivity:
         """`device`'s utilisation and the processes on it that are not vramdeck's, read in a

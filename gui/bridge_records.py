@@ -157,13 +157,17 @@ def fix_record(fix: Fix) -> ThrashFix:
     return ThrashFix(kind, fix.task, fix.option, fix.budget_bytes, fix.summary)
 
 
-def host_tier_info(status: HostTierStatus) -> HostTierInfo:
+def host_tier_info(status: HostTierStatus, parked: tuple[str, ...] = ()) -> HostTierInfo:
     return HostTierInfo(
-        bool(status.enabled), int(status.used_bytes), int(status.budget_bytes), str(status.reason)
+        bool(status.enabled),
+        int(status.used_bytes),
+        int(status.budget_bytes),
+        str(status.reason),
+        parked,
     )
 
 
-def memory_sample(event: MemorySampled) -> MemorySample:
+def memory_sample(event: MemorySampled, host_tier: HostTierInfo | None = None) -> MemorySample:
     return MemorySample(
         device=event.device,
         at=event.at,
@@ -174,6 +178,7 @@ def memory_sample(event: MemorySampled) -> MemorySample:
         memory_budget=event.memory_budget_bytes,
         manager=event.manager_bytes,
         per_task=dict(event.per_task),
+        host_tier=host_tier,
     )
 
 

@@ -15,6 +15,7 @@ from .palette import ERROR_COLOR, MUTED_COLOR, OK_COLOR
 from .records import MemorySample
 
 WINDOWS = {"1 min": 60, "10 min": 600, "1 h": 3600}
+LEFT_AXIS_WIDTH = 52  # px: "GiB" and ticks up to "1000"
 SCALES = ("Auto", "Budget", "Whole device")
 
 PARK_COLOR, SLEEP_COLOR = "#1f6fb2", "#7b4fa0"
@@ -102,6 +103,8 @@ def build_plot(parent: QWidget, axis: AgoAxis) -> pg.PlotWidget:
     item.setMouseEnabled(x=False, y=False)
     item.getViewBox().disableAutoRange()
     item.setLabel("left", "GiB")
+    # One width for every plot's left axis, so plots stacked in a column share their x.
+    item.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
     for name in ("left", "bottom"):
         item.getAxis(name).setPen(pg.mkPen("#9aa0a6"))
         item.getAxis(name).setTextPen(pg.mkPen("#3c4043"))
@@ -123,15 +126,17 @@ def marker_spots(
 
 
 def reference_line(
-    plot: pg.PlotWidget, color: str, style: Qt.PenStyle, label: str
+    plot: pg.PlotWidget, color: str, style: Qt.PenStyle, label: str, *, below: bool = False
 ) -> pg.InfiniteLine:
-    """A hidden horizontal line with its label at the left, added to `plot`."""
+    """A hidden horizontal line with its label at the left, above it (or `below`: for a line
+    near the plot's top), added to `plot`."""
+    anchor = (0, 0) if below else (0, 1)
     line = pg.InfiniteLine(
         angle=0,
         movable=False,
         pen=pg.mkPen(color, width=1, style=style),
         label=label,
-        labelOpts={"position": 0.08, "color": color, "anchors": [(0, 1), (0, 1)]},
+        labelOpts={"position": 0.08, "color": color, "anchors": [anchor, anchor]},
     )
     line.setZValue(10)
     line.hide()

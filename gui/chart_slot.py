@@ -7,7 +7,9 @@ kept and handed to the chart when it exists.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
@@ -61,10 +63,16 @@ class ChartSlot(QWidget):
         chart = VramChart(parent=self, fps=self.fps)
         chart.set_task_order(self._task_order)
         chart.set_window(self._window_s)
-        for sample in self._samples:
-            chart.add_sample(sample)
-        for event in self._events:
-            chart.add_event(event)
+        # In the order they came: a sample of the host tier sizes the parked models from the
+        # park events before it.
+        came: Iterable[MemorySample | LogEntry] = heapq.merge(
+            self._samples, self._events, key=lambda item: item.at
+        )
+        for item in came:
+            if isinstance(item, MemorySample):
+                chart.add_sample(item)
+            else:
+                chart.add_event(item)
         if self._device:
             chart.set_device(self._device)
         chart.show_activity(self._activity)

@@ -136,6 +136,7 @@ class MemorySample:
     memory_budget: int | None  # inference.memory_budget_gb, when set
     manager: int  # what the manager's models hold
     per_task: Mapping[str, int] = field(default_factory=dict)
+    host_tier: HostTierInfo | None = None  # read with the host's sample only (one per tick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,7 @@ class HostTierInfo:
     used: int = 0
     budget: int = 0
     reason: str = ""
+    parked: tuple[str, ...] = ()  # the tasks parked there now
 
 
 __all__ = [

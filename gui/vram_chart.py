@@ -3,6 +3,8 @@
 Samples go into a `MemoryHistory` as they arrive (10 Hz); a timer redraws from it, at most 4
 times a second, with at most one `setData` per curve, fixed axes and width-1 pens (pyqtgraph's
 fast path). The redraw interval grows with the window: at 1 h a pixel spans seconds.
+The scrolling curves and bands are `chart_series`'s, the markers `chart_markers`'s; the host-RAM
+tier's thin plot under the device's is `chart_host_tier`'s, drawn in the same frame.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from .chart_host_tier import HostTierPlot
 from .chart_legend import ActivityLine, ChartLegend, summary_text
+from .chart_markers import MarkerLayer
 from .chart_parts import (
     MARKER_STYLE,
     SCALES,
@@ -24,16 +27,16 @@ from .chart_parts import (
     AgoAxis,
     build_controls,
     build_plot,
-    marker_spots,
     moved,
     reference_line,
     whole_device_scale,
 )
+from .chart_series import ScrollingSeries
 from .formatting import GIB, MIB
 from .memory_history import MANAGER, TIME, USED, DeviceHistory, Marker, MemoryHistory
 from .palette import ERROR_COLOR, MUTED_COLOR, TEXT_COLOR, WARNING_COLOR, task_color
 from .records import GpuActivity, LogEntry, MemorySample
-from .ring_buffer import decimate_max, step_points
+from .ring_buffer import decimate_max
 
 USED_COLOR, TOTAL_COLOR, THRESHOLD_COLOR, BUDGET_COLOR = (
     TEXT_COLOR, MUTED_COLOR, WARNING_COLOR, ERROR_COLOR,
@@ -61,11 +64,7 @@ class VramChart(QWidget):
         self.window_s = 60
         self.task_order: list[str] = []
         self._device = ""
-        self._units: tuple[float, float] = (1.0, float(GIB))  # x seconds/unit, y bytes/unit
         self._y_range: tuple[float, float] | None = None
-        self._t_ref: float | None = None  # the time x = 0 of the curves' data
-        self._drawn: dict[int, object] = {}  # item → what it was last given
-        self._shown_tasks: tuple[str, ...] = ()
         self.frames = 0
         self._build_controls()
         self._build_plot()
@@ -101,11 +100,9 @@ class VramChart(QWidget):
     def _build_plot(self) -> None:
         self.axis = AgoAxis(orientation="bottom")
         self.plot = build_plot(self, self.axis)
-        item = self.plot.getPlotItem()
-        self.bands: dict[str, pg.PlotCurveItem] = {}
-        # Everything that scrolls with time, in one group: one setPos a frame moves it all.
-        self.scrolling = pg.ItemGroup()
-        item.addItem(self.scrolling)
+        self.series = ScrollingSeries(self.plot, self._color)
+        self.bands = self.series.bands
+        self.scrolling = self.series.group
         self.used_curve = pg.PlotCurveItem(pen=pg.mkPen(USED_COLOR, width=1), name="used")
         self.used_curve.setZValue(20)
         self.used_curve.setParentItem(self.scrolling)
@@ -115,12 +112,13 @@ class VramChart(QWidget):
             "threshold": reference_line(self.plot, THRESHOLD_COLOR, dash, "offload threshold"),
             "budget": reference_line(self.plot, BUDGET_COLOR, dash, "memory budget"),
         }
-        self.markers = pg.ScatterPlotItem(hoverable=True, tip=lambda x, y, data: data)
-        self.markers.setZValue(30)
-        self.markers.setParentItem(self.scrolling)
+        self._marker_layer = MarkerLayer(self.series)
+        self.markers = self._marker_layer.item
+        self.host_tier = HostTierPlot(self._color, self)
         layout = self.layout()
         assert isinstance(layout, QVBoxLayout)
         layout.addWidget(self.plot, 1)
+        layout.addWidget(self.host_tier)
 
     # ----------------------------------------------------------------- inputs
 
@@ -206,11 +204,6 @@ class VramChart(QWidget):
         self._restart_timer()
 
     # ----------------------------------------------------------------- drawing
-    #
-    # Curves hold x in units since `_t_ref` and are shifted left as time passes (setPos), so a
-    # curve whose points did not change keeps its cached path: a flat band costs nothing to
-    # redraw. The last point of a curve reaches far into the future, and the first far into the
-    # past once older samples exist, so the points change only where the memory changed.
 
     def redraw(self, now: float | None = None) -> None:
         """Draw the current window from the history (the timer calls this)."""
@@ -223,109 +216,43 @@ class VramChart(QWidget):
         older = window.shape[0] < len(history.ring)  # samples before the window exist
         rows = decimate_max(window, MAX_POINTS)
         peak = float(window[:, MANAGER].max()) if window.shape[0] else 0.0
-        if self._update_range(history, peak) or self._t_ref is None or now < self._t_ref:
-            self._t_ref = now  # new units: every curve is set again
-            self._drawn.clear()
-        x_unit, y_unit = self._units
-        x = (rows[:, TIME] - self._t_ref) / x_unit
-        ends = self._open_ends(now, older)
-        self._set_curve(self.used_curve, x, rows[:, USED] / y_unit, ends)
-        self._draw_bands(history, rows, x, y_unit, ends)
+        series = self.series
+        series.window_s = self.window_s
+        series.start_frame(now, self._update_range(history, peak))
+        x, y_unit = series.x_of(rows[:, TIME]), series.units[1]
+        ends = series.open_ends(now, older)
+        series.set_curve(self.used_curve, x, rows[:, USED] / y_unit, ends)
+        self._draw_bands(history, rows, x, ends)
         markers = self.history.markers_since(history.device, t0)
-        self._draw_markers(markers)
-        self.scrolling.setPos(-(now - self._t_ref) / x_unit, 0)
-        # The scatter plot culls its spots against the view rectangle it cached before the
-        # group moved: without this, a new marker at the right edge is drawn only once the
-        # view itself changes (a resize, another time window).
-        self.markers.viewTransformChanged()
+        self._marker_layer.draw(markers)
+        series.scroll_to(now)
+        self._marker_layer.scrolled()
         self._update_summary(history)
         self._update_legend(history, markers)
+        self.host_tier.redraw(
+            self.history.host_tier, now, self.window_s, series.units[0], self.task_order
+        )
         self.frames += 1
-
-    def _open_ends(self, now: float, older: bool) -> tuple[float | None, float]:
-        """Where curves start (None: at their first sample) and end, in data x.
-
-        Whole windows beyond the view on both sides, moved once a window has gone by: far
-        enough that the view never sees an end, near enough for the painter's coordinates.
-        """
-        assert self._t_ref is not None
-        width = self.window_s / self._units[0]
-        bucket = (now - self._t_ref) / self._units[0] // width
-        return ((bucket - 2) * width if older else None), (bucket + 2) * width
-
-    def _set_curve(
-        self, curve: pg.PlotCurveItem, x: Any, y: Any, ends: tuple[float | None, float]
-    ) -> None:
-        """Give `curve` the step points of (x, y), unless it has them already."""
-        px, py = step_points(x, y)
-        if px.shape[0]:
-            px = px.copy()
-            px[-1] = ends[1]
-            if ends[0] is not None:
-                px[0] = ends[0]
-        key = (px.tobytes(), py.tobytes())
-        if self._drawn.get(id(curve)) != key:
-            self._drawn[id(curve)] = key
-            curve.setData(px, py, skipFiniteCheck=True)
 
     def view_data(self, curve: pg.PlotCurveItem) -> tuple[Any, Any]:
         """A curve's points as the chart shows them: x in the axis' units before now, clipped
         to the window (for tests and tools; drawing never needs this)."""
-        x, y = curve.getData()
-        if x is None or y is None:
-            return np.empty(0), np.empty(0)
-        left = -self.window_s / self._units[0]
-        return np.clip(x + self.scrolling.pos().x(), left, 0.0), y
+        return self.series.view_data(curve)
 
     def _draw_bands(
-        self,
-        history: DeviceHistory,
-        rows: Any,
-        x: Any,
-        y_unit: float,
-        ends: tuple[float | None, float],
+        self, history: DeviceHistory, rows: Any, x: Any, ends: tuple[float | None, float]
     ) -> None:
         tasks = [t for t in self._stack_order(history) if rows[:, history.task_columns[t]].any()]
         columns = [history.task_columns[t] for t in tasks]
-        stacked = np.cumsum(rows[:, columns], axis=1) / y_unit if columns else None
-        for i, task in enumerate(tasks):
-            band = self._band(task)
-            assert stacked is not None
-            self._set_curve(band, x, stacked[:, i], ends)
-            z = 5 - i * 0.01  # lower bands over the higher (taller) ones
-            if band.zValue() != z:
-                band.setZValue(z)
-            band.setVisible(True)
-        for task, band in self.bands.items():
-            if task not in tasks:
-                band.setVisible(False)
-        self._shown_tasks = tuple(tasks)
+        stacked = np.cumsum(rows[:, columns], axis=1) / self.series.units[1] if columns else None
+        self.series.draw_stack(tasks, stacked, x, ends)
 
     def _stack_order(self, history: DeviceHistory) -> list[str]:
         known = [t for t in self.task_order if t in history.task_columns]
         return known + [t for t in history.task_columns if t not in known]
 
-    def _band(self, task: str) -> pg.PlotCurveItem:
-        band = self.bands.get(task)
-        if band is None:
-            color = QColor(self._color(task))
-            fill = color.lighter(115)  # opaque: cheaper to paint than a blended fill
-            band = pg.PlotCurveItem(pen=pg.mkPen(color.darker(130), width=1), brush=fill,
-                                    fillLevel=0.0, name=task)  # fmt: skip
-            band.setParentItem(self.scrolling)
-            self.bands[task] = band
-        return band
-
     def _color(self, task: str) -> str:
         return task_color(task, self.task_order)
-
-    def _draw_markers(self, markers: list[Marker]) -> None:
-        key = (tuple(markers), self._t_ref, self._units)
-        if self._drawn.get(id(self.markers)) == key:
-            return
-        self._drawn[id(self.markers)] = key
-        assert self._t_ref is not None
-        self.markers.setData(marker_spots(markers, self._t_ref, self._units))
 
     def _update_range(self, history: DeviceHistory, peak: float) -> bool:
         """Fix the axes for the latest sample; True when the units changed."""
@@ -336,9 +263,9 @@ class VramChart(QWidget):
         y_unit = float(GIB) if top >= 2 * GIB else float(MIB)
         x_unit = 1.0 if self.window_s <= 120 else 60.0
         wanted = (0.0, top / y_unit)
-        units_changed = (x_unit, y_unit) != self._units
+        units_changed = (x_unit, y_unit) != self.series.units
         if units_changed or self._y_range is None or moved(self._y_range, wanted):
-            self._units = (x_unit, y_unit)
+            self.series.units = (x_unit, y_unit)
             self._y_range = wanted
             item = self.plot.getPlotItem()
             item.setYRange(*wanted, padding=0)
@@ -349,14 +276,15 @@ class VramChart(QWidget):
         return units_changed
 
     def _place_lines(self, latest: MemorySample, whole: bool) -> None:
-        y_unit = self._units[1]
+        y_unit = self.series.units[1]
         values = {"total": latest.total, "threshold": latest.threshold,
                   "budget": latest.memory_budget}  # fmt: skip
         top = self._y_range[1] * y_unit if self._y_range else 0
         key = (tuple(values.values()), top, y_unit, whole or latest.used <= top)
-        if self._drawn.get(id(self.lines)) == key:
+        drawn = self.series.drawn
+        if drawn.get(id(self.lines)) == key:
             return
-        self._drawn[id(self.lines)] = key
+        drawn[id(self.lines)] = key
         for name, line in self.lines.items():
             value = values[name]
             visible = value is not None and value <= top
@@ -369,16 +297,18 @@ class VramChart(QWidget):
     def _update_summary(self, history: DeviceHistory) -> None:
         latest = history.latest
         assert latest is not None
-        if self._drawn.get(id(self.summary)) is latest:
+        drawn = self.series.drawn
+        if drawn.get(id(self.summary)) is latest:
             return
-        self._drawn[id(self.summary)] = latest
+        drawn[id(self.summary)] = latest
         self.summary.setText(summary_text(history.device, latest))
 
     def _update_legend(self, history: DeviceHistory, markers: list[Marker]) -> None:
         """Name what is drawn: the bands shown and the tasks with a marker in the window (a
         model loaded and gone between two samples has no band), and the lines in the scale."""
         marked = {m.task for m in markers if m.task}
-        tasks = [t for t in self._stack_order(history) if t in self._shown_tasks or t in marked]
+        shown = set(self.series.shown_tasks) | marked
+        tasks = [t for t in self._stack_order(history) if t in shown]
         tasks += sorted(marked.difference(tasks))
         lines = [
             (USED_COLOR, "used (all processes)", self.used_curve),
