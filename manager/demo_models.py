@@ -169,8 +169,8 @@ def _make_model(name: str, target: Path) -> None:
         model = transformers.GPT2LMHeadModel(config)
     else:
         pad = save_bert_tokenizer(target, kwargs["vocab_size"])
-        config = transformers.BertConfig(**kwargs, pad_token_id=pad)
-        model = transformers.BertForSequenceClassification(config)
+        bert = transformers.BertConfig(**kwargs, pad_token_id=pad)
+        model = transformers.BertForSequenceClassification(bert)
     model.save_pretrained(target, safe_serialization=True)
 
 

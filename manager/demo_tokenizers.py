@@ -71,7 +71,7 @@ def word_tokenizer(vocab_size: int, specials: dict[str, str]) -> Any:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     roles = {f"{role}_token": token for role, token in specials.items()}
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **roles)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **roles)  # type: ignore[no-untyped-call]
 
 
 def save_gpt2_tokenizer(target: Path, vocab_size: int) -> int:

@@ -156,7 +156,7 @@ def test_each_demo_model_has_a_tokenizer_that_fills_its_vocabulary(
         assert has_tokenizer(str(folder / name)), name
         tokenizer = AutoTokenizer.from_pretrained(folder / name)
         assert len(tokenizer) == spec["vocab_size"]
-        assert all(tokenizer.decode([i]).strip() for i in range(len(tokenizer)))
+        assert all(str(tokenizer.decode([i])).strip() for i in range(len(tokenizer)))
         assert tokenizer("Unheard-of words, still a prompt")["input_ids"]  # unknown, not empty
     gpt2 = folder / "gpt2-small"
     model = AutoModelForCausalLM.from_pretrained(gpt2)
