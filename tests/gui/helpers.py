@@ -6,7 +6,7 @@ import asyncio
 import textwrap
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ def run(loop: asyncio.AbstractEventLoop, work: Awaitable[T], timeout: float = 30
     The test loop is "already running" (as the app's loop is while the window is open), so
     asyncio callbacks run whenever Qt processes events: here, in qtbot's waits, anywhere.
     """
-    task = loop.create_task(asyncio.wait_for(work, timeout))  # type: ignore[arg-type]
+    task = loop.create_task(asyncio.wait_for(work, timeout))
     deadline = time.monotonic() + timeout + 5
     while not task.done():
         if time.monotonic() > deadline:
@@ -38,6 +38,19 @@ def write_config(tmp_path: Path, text: str, name: str = "models.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
+
+
+@dataclass
+class Answers:
+    """Stands in for a question to the person (`window.prompts.ask`): records each
+    (title, question) asked and answers `reply`."""
+
+    reply: bool = False
+    asked: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, title: str, question: str) -> bool:
+        self.asked.append((title, question))
+        return self.reply
 
 
 @dataclass
