@@ -183,7 +183,7 @@ def test_the_budget_view_shows_what_does_not_fit(panel: Panel) -> None:
 def test_a_bad_config_on_reload_keeps_the_last_good_one(panel: Panel, tmp_path: Path) -> None:
     window = panel.window
     bad = write_config(tmp_path, "models: [not, a, mapping]\n", "bad.yaml")
-    window.choose_config_path = lambda: str(bad)  # type: ignore[method-assign]
+    window.choose_config_path = lambda: str(bad)
 
     async def flow() -> None:
         window.actions_.open_config.trigger()
@@ -198,7 +198,9 @@ def test_a_bad_config_on_reload_keeps_the_last_good_one(panel: Panel, tmp_path: 
     assert ("Error", "") in log_kinds(panel)
 
 
-def test_closing_unloads_everything_and_runs_the_managers_shutdown(panel: Panel) -> None:
+def test_closing_unloads_everything_and_runs_the_managers_shutdown(
+    panel: Panel, qapp: QApplication
+) -> None:
     calls: list[str] = []
     original = panel.manager.shutdown
 
@@ -218,7 +220,7 @@ def test_closing_unloads_everything_and_runs_the_managers_shutdown(panel: Panel)
         assert panel.window.isVisible()
         await until(lambda: not panel.window.isVisible(), "the window closed")
         # Qt emits lastWindowClosed from exec() only; the app runs exec(), this test does not.
-        QApplication.instance().lastWindowClosed.emit()
+        qapp.lastWindowClosed.emit()
         return await panel.session.serve()
 
     assert panel.run(flow()) == 0
