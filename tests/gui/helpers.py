@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import qasync
+from PySide6.QtCore import QEvent, QPoint
+from PySide6.QtGui import QHelpEvent
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QWidget
 
 from tests.waiting import until  # noqa: F401  (the gui tests import it from here)
 
@@ -38,6 +41,16 @@ def write_config(tmp_path: Path, text: str, name: str = "models.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
+
+
+def hover(widget: QWidget) -> str:
+    """The tooltip a hover on `widget` would show: the event as its parent's filter sees it
+    (delivering it would pop a real tooltip up, which the offscreen platform warns about)."""
+    event = QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), widget.mapToGlobal(QPoint(2, 2)))
+    watcher = widget.parent()
+    assert watcher is not None, f"{widget!r} has no parent to filter its events"
+    watcher.eventFilter(widget, event)
+    return str(widget.toolTip())
 
 
 @dataclass

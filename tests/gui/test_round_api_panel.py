@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QEvent, QPoint
-from PySide6.QtGui import QHelpEvent
 
-from tests.gui.helpers import Answers, Panel, until
+from tests.gui.helpers import Answers, Panel, hover, until
 from vramdeck.gui.task_table import Column
 from vramdeck.manager import Ledger, ModelManager
 from vramdeck.manager.events import Thrashing
@@ -109,14 +107,6 @@ def row(panel: Panel, task: str):  # -> TaskRow
 def cell(panel: Panel, task: str, column: Column) -> str:
     model = panel.window.table_model
     return str(model.index(model.row_of(task), column).data())
-
-
-def hover(widget: Any) -> str:
-    """The tooltip a hover would show: the event as the row's filter sees it (delivering it
-    would pop a real tooltip up, which the offscreen platform warns about)."""
-    event = QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), widget.mapToGlobal(QPoint(2, 2)))
-    widget.parent().eventFilter(widget, event)
-    return str(widget.toolTip())
 
 
 EVICTING = Preview(
