@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
@@ -20,9 +21,12 @@ from PySide6.QtWidgets import QAbstractButton
 from tests.fakes import FakeLoader, FakeProbe
 from tests.gui.helpers import Answers, Panel, hover, until, write_config
 from vramdeck.gui.formatting import fmt_bytes
+from vramdeck.gui.plan_prompts import ThrashBar
 from vramdeck.gui.records import TaskRow
 from vramdeck.gui.task_view import RowActions
 from vramdeck.manager import Ledger, ModelManager
+from vramdeck.manager.config import ModelConfig
+from vramdeck.manager.loaders import LoadContext
 
 GIB = 2**30
 
@@ -62,6 +66,20 @@ models:
     options:
       big: {model_id: fake/beta, vram_gb: 0.625}
 """
+
+
+@dataclass
+class GatedLoader(FakeLoader):
+    """A FakeLoader whose load of a model id in `gates` first waits for that model's own gate
+    (`FakeLoader.gate` holds every load, after its first progress report)."""
+
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+
+    def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
+        gate = self.gates.get(option.model_id)
+        if gate is not None:
+            gate.wait(10)
+        return super().load(option, ctx)
 
 
 @dataclass
@@ -112,9 +130,14 @@ def click(button: QAbstractButton) -> None:
 
 @pytest.fixture
 def fake_panel(make_panel: Callable[..., Panel], tmp_path: Path) -> Callable[..., FakePanel]:
-    def make(config: str, *, gate: threading.Event | None = None) -> FakePanel:
+    def make(
+        config: str,
+        *,
+        gate: threading.Event | None = None,
+        gates: dict[str, threading.Event] | None = None,
+    ) -> FakePanel:
         probe = FakeProbe({"cuda:0": 4.0, "cpu": 64.0})
-        loader = FakeLoader(probe, gate=gate)
+        loader = GatedLoader(probe, gate=gate, gates=gates or {})
         manager = ModelManager(write_config(tmp_path, config), probe=probe, loaders=[loader],
                                ledger=Ledger(None))  # fmt: skip
         return FakePanel(make_panel(manager=manager), probe, loader)
@@ -175,14 +198,23 @@ def test_ask_before_evicting_confirms_with_the_plan_and_a_no_loads_nothing(
 def test_warm_up_all_that_does_not_fit_says_so_and_warms_up_what_the_planner_picked(
     fake_panel: Callable[..., FakePanel],
 ) -> None:
-    p = fake_panel(THREE)
-    window = p.panel.window
+    alpha_may_load = threading.Event()
+    p = fake_panel(THREE, gates={"fake/alpha": alpha_may_load})
+    window, warm_up = p.panel.window, p.panel.window.actions_.warm_up
     planned = p.manager.preview_warmup()
     assert not planned.fits and planned.what_fits == ("gamma", "alpha")  # gamma's priority first
     window.prompts.ask = answers = Answers(reply=True)  # "Warm up only what fits?" Yes
-    window.actions_.warm_up.trigger()
-    p.panel.run(until(lambda: p.settled("gamma", "loaded") and p.settled("alpha", "loaded"),
-                      "what fits is warmed up"))  # fmt: skip
+
+    async def warmed_up() -> None:
+        warm_up.trigger()
+        # gamma, loaded first, is held (in use) while alpha loads: alpha cannot evict it
+        await until(lambda: p.row("gamma").state == "in use", "gamma is loaded and held")
+        assert not warm_up.isEnabled()  # no second warm-up while this one runs
+        alpha_may_load.set()
+        await until(lambda: warm_up.isEnabled(), "the warm-up ended")
+
+    p.panel.run(warmed_up())
+    assert p.settled("gamma", "loaded") and p.settled("alpha", "loaded")  # held no longer
     ((title, question),) = answers.asked
     assert title == "The selected models do not fit together"
     assert question.startswith("loading all 3 would evict alpha for gamma\n")
@@ -191,21 +223,28 @@ def test_warm_up_all_that_does_not_fit_says_so_and_warms_up_what_the_planner_pic
     assert p.settled("beta", "unloaded") and p.log("ModelEvicted") == []
 
 
+def thrash(p: FakePanel) -> ThrashBar:
+    """Load alpha, beta, alpha, beta, alpha by clicks: each pushes the other out, and alpha's
+    second reload is thrash (`thrash_reloads: 1`). The warning bar, shown."""
+    bar = p.panel.window.thrash_bar
+
+    async def loads() -> None:
+        for task in ("alpha", "beta", "alpha", "beta"):
+            await p.load_by_click(task)
+        assert not bar.isVisible()  # one reload each: not thrash yet
+        await p.load_by_click("alpha")
+        await until(bar.isVisible, "the thrash warning shows")
+
+    p.panel.run(loads())
+    assert p.log("ModelEvicted") == ["alpha", "beta", "alpha", "beta"]
+    return bar
+
+
 def test_a_thrash_shows_the_warning_with_its_fixes_and_pin_pins(
     fake_panel: Callable[..., FakePanel],
 ) -> None:
     p = fake_panel(TWO)
-    bar = p.panel.window.thrash_bar
-
-    async def thrash() -> None:
-        for task in ("alpha", "beta", "alpha", "beta"):
-            await p.load_by_click(task)  # each pushes the other out
-        assert not bar.isVisible()  # one reload each: not thrash yet
-        await p.load_by_click("alpha")  # alpha's second reload
-        await until(bar.isVisible, "the thrash warning shows")
-
-    p.panel.run(thrash())
-    assert p.log("ModelEvicted") == ["alpha", "beta", "alpha", "beta"]
+    bar = thrash(p)
     warning = bar.text.text()
     assert "⚠ Thrashing: alpha, beta keep evicting each other (3 reloads in 600 s" in warning
     labels = [b.text() for b in bar.buttons]
@@ -217,6 +256,19 @@ def test_a_thrash_shows_the_warning_with_its_fixes_and_pin_pins(
     click(bar.buttons[0])
     assert p.manager.is_pinned("alpha") and not p.manager.is_pinned("beta")
     assert p.row("alpha").pinned and not bar.isVisible()
+
+
+def test_raising_the_budget_from_the_thrash_warning_lets_both_stay(
+    fake_panel: Callable[..., FakePanel],
+) -> None:
+    p = fake_panel(TWO)
+    bar = thrash(p)
+    raise_budget = next(b for b in bar.buttons if b.text() == "Raise the budget to 1.25 GiB")
+    click(raise_budget)
+    assert not bar.isVisible()
+    assert p.panel.window.status.toolTip() == "The memory budget is 1.25 GiB until the panel closes"
+    p.panel.run(p.load_by_click("beta"))
+    assert p.loaded() == {"alpha", "beta"} and len(p.log("ModelEvicted")) == 4  # none since
 
 
 def test_cancelling_a_load_in_progress_leaves_it_unloaded_and_no_memory_held(
