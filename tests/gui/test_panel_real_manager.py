@@ -83,12 +83,10 @@ class GatedLoader(FakeLoader):
 
 
 @dataclass
-class FakePanel:
-    """A running panel over a real manager whose devices and loads are fakes."""
+class Seen:
+    """A running panel as a person uses it: its rows, buttons and log."""
 
     panel: Panel
-    probe: FakeProbe
-    loader: FakeLoader
 
     @property
     def manager(self) -> ModelManager:
@@ -121,6 +119,14 @@ class FakePanel:
     def settled(self, task: str, state: str) -> bool:
         row = self.row(task)
         return row.state == state and not row.busy
+
+
+@dataclass
+class FakePanel(Seen):
+    """A panel over a real manager whose devices and loads are fakes."""
+
+    probe: FakeProbe
+    loader: FakeLoader
 
 
 def click(button: QAbstractButton) -> None:
@@ -176,7 +182,7 @@ def test_ask_before_evicting_confirms_with_the_plan_and_a_no_loads_nothing(
     prompts.ask_toggle.setChecked(True)
 
     async def refused() -> None:
-        await p.load_by_click("alpha")  # fits beside nothing: not asked
+        await p.load_by_click("alpha")  # these two fit: not asked
         await p.load_by_click("beta")
         assert answers.asked == []
         click(p.actions("gamma").load_button)
@@ -221,6 +227,26 @@ def test_warm_up_all_that_does_not_fit_says_so_and_warms_up_what_the_planner_pic
     assert "Warm up only what fits (gamma, alpha)?" in question
     assert p.loader.loads == ["fake/gamma", "fake/alpha"]  # exactly the plan, in its order
     assert p.settled("beta", "unloaded") and p.log("ModelEvicted") == []
+
+
+def test_answering_no_warms_up_all_evicting_what_the_question_said(
+    fake_panel: Callable[..., FakePanel],
+) -> None:
+    p = fake_panel(THREE)
+    window, warm_up = p.panel.window, p.panel.window.actions_.warm_up
+    window.prompts.ask = answers = Answers(reply=False)  # "Warm up only what fits?" No
+
+    async def warmed_up() -> None:
+        warm_up.trigger()
+        await until(lambda: p.log("ModelWarmedUp") == ["alpha", "beta", "gamma"], "all warmed")
+        await until(warm_up.isEnabled, "the warm-up ended")
+
+    p.panel.run(warmed_up())
+    ((_, question),) = answers.asked
+    assert question.startswith("loading all 3 would evict alpha for gamma\n")
+    assert p.log("ModelEvicted") == ["alpha"]  # as the question said, and nothing else
+    assert p.settled("alpha", "unloaded") and p.settled("beta", "loaded")
+    assert p.settled("gamma", "loaded")
 
 
 def thrash(p: FakePanel) -> ThrashBar:
@@ -305,31 +331,21 @@ def test_cancelling_a_load_in_progress_leaves_it_unloaded_and_no_memory_held(
 
 
 def test_on_tiny_real_models_the_hovered_plan_is_what_the_load_does(panel: Panel) -> None:
-    def row(task: str) -> TaskRow:
-        panel.window.flush()
-        return next(r for r in panel.window.table_model.rows() if r.task == task)
-
-    def actions(task: str) -> RowActions:
-        found = panel.window.table.row_actions(task)
-        assert found is not None
-        return found
-
-    async def load(task: str) -> None:
-        click(actions(task).load_button)
-        await until(lambda: row(task).state == "loaded" and not row(task).busy, f"{task} loads")
+    seen = Seen(panel)
 
     async def two_loaded() -> None:
-        await load("alpha")  # tiny-a, ≈ 0.5 MiB
-        await load("beta")  # tiny-b, ≈ 1.8 MiB: the budget (2.6 MiB) holds both, not a third
+        await seen.load_by_click("alpha")  # tiny-a, ≈ 0.5 MiB
+        await seen.load_by_click("beta")  # tiny-b, ≈ 1.8 MiB: the budget (2.6 MiB) holds both
 
     panel.run(two_loaded())
-    alpha_bytes = row("alpha").measured_bytes
-    assert alpha_bytes and row("alpha").measured_is_live
-    tip = hover(actions("gamma").load_button)
-    assert f"• alpha (small, {fmt_bytes(alpha_bytes)}) evicted" in tip and "beta" not in tip
+    alpha = seen.row("alpha")
+    assert alpha.measured_bytes and alpha.measured_is_live
+    tip = hover(seen.actions("gamma").load_button)
+    assert f"• alpha (small, {fmt_bytes(alpha.measured_bytes)}) evicted" in tip
+    assert "beta" not in tip
 
-    panel.run(load("gamma"))
-    assert set(panel.manager.get_loaded_models()) == {"beta", "gamma"}
+    panel.run(seen.load_by_click("gamma"))
+    assert seen.loaded() == {"beta", "gamma"} and seen.log("ModelEvicted") == ["alpha"]
     panel.window.flush()
     evicted = [e for e in panel.window.log.model.entries() if e.kind == "ModelEvicted"]
-    assert [(e.task, e.bytes) for e in evicted] == [("alpha", alpha_bytes)]
+    assert [e.bytes for e in evicted] == [alpha.measured_bytes]  # the bytes the plan named
