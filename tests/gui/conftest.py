@@ -193,7 +193,9 @@ def make_panel(
     made: list[Panel] = []
 
     def make(config: Path | None = None, *, manager: Any = None, start: bool = True) -> Panel:
-        manager = manager or ModelManager(config, ledger=Ledger(None))  # type: ignore[arg-type]
+        if manager is None:
+            assert config is not None, "make_panel needs a config or a manager"
+            manager = ModelManager(config, ledger=Ledger(None))
         bridge = ManagerBridge(manager)
         window = MainWindow(bridge, settings=None, chart_fps=20)
         # qtbot closes its widgets before this fixture's teardown: a modal question about

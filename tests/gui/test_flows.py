@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QComboBox
 
@@ -75,7 +76,9 @@ def test_options_that_cannot_load_are_disabled_with_the_reason(panel: Panel) -> 
     labels = [box.itemText(i) for i in range(box.count())]
     assert labels[0] == "small · 0.5 MiB · fast"  # MiB below 1 GiB, not "0.00 GiB"
     served = labels.index(next(t for t in labels if t.startswith("served")))
-    item = box.model().item(served)  # type: ignore[attr-defined]
+    model = box.model()
+    assert isinstance(model, QStandardItemModel)  # the panel's combo boxes keep items
+    item = model.item(served)
     assert not item.isEnabled()
     assert "Cannot load here" in item.toolTip() and "vLLM" in item.toolTip()
 
