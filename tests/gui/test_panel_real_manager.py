@@ -297,6 +297,24 @@ def test_raising_the_budget_from_the_thrash_warning_lets_both_stay(
     assert p.loaded() == {"alpha", "beta"} and len(p.log("ModelEvicted")) == 4  # none since
 
 
+def test_switching_from_the_thrash_warning_lets_both_stay(
+    fake_panel: Callable[..., FakePanel],
+) -> None:
+    p = fake_panel(TWO)
+    bar = thrash(p)
+    click(next(b for b in bar.buttons if b.text() == "Switch alpha to small"))
+
+    async def both() -> None:
+        await until(lambda: p.row("alpha").selected == "small", "the row shows small")
+        await until(lambda: p.row("alpha").measured_bytes == GIB // 4, "small is in, big out")
+        await until(lambda: p.settled("alpha", "loaded"), "the switch ended")
+        await p.load_by_click("beta")
+
+    p.panel.run(both())
+    assert p.manager.get_loaded_models()["alpha"]["option"] == "small"
+    assert p.loaded() == {"alpha", "beta"} and len(p.log("ModelEvicted")) == 4  # none since
+
+
 def test_cancelling_a_load_in_progress_leaves_it_unloaded_and_no_memory_held(
     fake_panel: Callable[..., FakePanel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
