@@ -36,6 +36,7 @@ class _Bridge(Protocol):
 
     _manager: ModelManager
     notice: Any  # the bridge's Signal(str)
+    taskChanged: Any  # the bridge's Signal(str)
 
     async def _ready(self) -> None: ...
 
@@ -82,7 +83,10 @@ class ContractCommands:
             await self._ready()
             return list(await self._manager.warmup_what_fits())
 
-        return await self._run(WARMUP_FITS, "Warm-up of what fits failed", work) or []
+        loaded = await self._run(WARMUP_FITS, "Warm-up of what fits failed", work) or []
+        for task in loaded:  # held until all were in, now released: no event says "in use" ended
+            self.taskChanged.emit(task)
+        return loaded
 
     def thrash_fixes(self: _Bridge, tasks: tuple[str, ...]) -> tuple[ThrashFix, ...]:
         return tuple(fix_record(f) for f in self._manager.thrash_fixes(tasks))

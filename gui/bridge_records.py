@@ -153,7 +153,9 @@ def _back(restore_s: float | None) -> str:
 
 
 def fix_record(fix: Fix) -> ThrashFix:
-    kind = str(getattr(fix.kind, "value", fix.kind)).lower()
+    # The enum's name, not its value: FixKind.RAISE_BUDGET's value is "raise budget" (words),
+    # the panel's kind is "raise_budget".
+    kind = fix.kind.name.lower()
     return ThrashFix(kind, fix.task, fix.option, fix.budget_bytes, fix.summary)
 
 

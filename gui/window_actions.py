@@ -9,6 +9,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu, QStyle, QToolBar
 
 from .bridge import EVICT, RELOAD, UNLOAD_ALL, VALIDATE, WARMUP
+from .bridge_contract import WARMUP_FITS
 
 
 @dataclass
@@ -34,6 +35,7 @@ class WindowActions:
         return {
             RELOAD: [self.open_config, self.reload_config],
             WARMUP: [self.warm_up],
+            WARMUP_FITS: [self.warm_up],  # "Warm up what fits", asked for by Warm up all
             UNLOAD_ALL: [self.unload_all],
             EVICT: [self.evict],
             VALIDATE: [self.validate],

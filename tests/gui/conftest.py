@@ -109,7 +109,7 @@ def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
         run(loop, asyncio.gather(*pending, return_exceptions=True), timeout=10)
     # Not loop.stop(): it calls QApplication.exit(), which makes every later QEventLoop.exec()
     # (qtbot's waits in the next tests) return at once. Mark the loop stopped instead.
-    loop._QEventLoop__is_running = False  # type: ignore[attr-defined]
+    loop._QEventLoop__is_running = False
     asyncio.events._set_running_loop(None)
     with contextlib.suppress(RuntimeError, TypeError):
         qapp.aboutToQuit.disconnect(loop._after_run_forever)
@@ -180,7 +180,9 @@ def gui_config(tmp_path: Path, tiny_models: dict[str, Path]) -> Path:
 
 
 @pytest.fixture
-def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., Panel]]:
+def make_panel(
+    qapp: QApplication, qtbot: Any, qloop: qasync.QEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Panel]]:
     """Build a panel over a config (real loaders unless `manager` is given)."""
     from vramdeck.gui.bridge import ManagerBridge
     from vramdeck.gui.main_window import MainWindow
@@ -191,17 +193,19 @@ def make_panel(qtbot: Any, qloop: qasync.QEventLoop) -> Iterator[Callable[..., P
     made: list[Panel] = []
 
     def make(config: Path | None = None, *, manager: Any = None, start: bool = True) -> Panel:
-        manager = manager or ModelManager(config, ledger=Ledger(None))  # type: ignore[arg-type]
+        if manager is None:
+            assert config is not None, "make_panel needs a config or a manager"
+            manager = ModelManager(config, ledger=Ledger(None))
         bridge = ManagerBridge(manager)
         window = MainWindow(bridge, settings=None, chart_fps=20)
         # qtbot closes its widgets before this fixture's teardown: a modal question about
         # unsaved selections would wait forever there. Tests of the question replace this.
-        window.ask_unsaved = lambda: UnsavedChoice.DISCARD
+        monkeypatch.setattr(window, "ask_unsaved", lambda: UnsavedChoice.DISCARD)
         # No modal box in tests: "warm up only what fits?" answers No (warm up all, evicting),
         # unless a test sets its own answer.
         window.prompts.ask = lambda title, question: False
         qtbot.addWidget(window)
-        session = AppSession(QApplication.instance(), bridge, window)  # type: ignore[arg-type]
+        session = AppSession(qapp, bridge, window)
         window.show()
         panel = Panel(qloop, manager, bridge, window, session)
         made.append(panel)

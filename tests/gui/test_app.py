@@ -13,6 +13,7 @@ from PySide6.QtCore import QSettings
 from tests.gui.helpers import write_config
 from vramdeck.gui import app, paths
 from vramdeck.gui import settings as saved
+from vramdeck.gui.bridge import ManagerBridge
 
 VRAMDECK = Path(sys.executable).with_name("vramdeck")
 
@@ -65,6 +66,13 @@ def options(config: str | None = None) -> app.WindowOptions:
     return app.WindowOptions(config=config)
 
 
+def opened(settings: QSettings) -> tuple[ManagerBridge, app.StartupProblem | None]:
+    """The bridge `_open_bridge` opens, and what went wrong; it must not give up (an int)."""
+    found = app._open_bridge(options(), settings)
+    assert not isinstance(found, int), f"nothing opened: exit status {found}"
+    return found
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> QSettings:
     return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
@@ -73,10 +81,10 @@ def settings(tmp_path: Path) -> QSettings:
 def test_the_last_config_is_opened_again(settings: QSettings, gui_config: Path) -> None:
     demo = paths.shipped_config("demo.yaml")
     assert demo is not None and demo.name == "demo.yaml"
-    bridge, error = app._open_bridge(options(), settings)  # type: ignore[misc]
+    bridge, error = opened(settings)
     assert bridge.config_path.resolve() == demo.resolve() and error is None
     saved.remember_config(settings, gui_config)
-    bridge, error = app._open_bridge(options(), settings)  # type: ignore[misc]
+    bridge, error = opened(settings)
     assert bridge.config_path.resolve() == gui_config.resolve() and error is None
 
 
@@ -85,13 +93,12 @@ def test_a_broken_remembered_config_falls_back_to_the_demo(
 ) -> None:
     broken = write_config(tmp_path, "models: 3\n", "broken.yaml")
     saved.remember_config(settings, broken)
-    bridge, error = app._open_bridge(options(), settings)  # type: ignore[misc]
+    bridge, error = opened(settings)
     assert bridge.config_path.name == "demo.yaml"
     assert error is not None and "broken.yaml" in str(error)
 
 
 def test_window_layout_is_remembered(qtbot, qloop, settings: QSettings, gui_config: Path) -> None:
-    from vramdeck.gui.bridge import ManagerBridge
     from vramdeck.gui.main_window import MainWindow
     from vramdeck.manager import Ledger, ModelManager
 

@@ -44,6 +44,17 @@ models:
 """
 
 
+class RecordingBridge(ManagerBridge):
+    """The bridge, keeping the log lines it sent and the errors it raised."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        super().__init__(manager)
+        self.log: list[LogEntry] = []
+        self.errors: list[tuple[str, str]] = []
+        self.eventLogged.connect(self.log.append)
+        self.errorRaised.connect(lambda title, text: self.errors.append((title, text)))
+
+
 @pytest.fixture
 def bridge(qloop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("VRAMDECK_TEST_UNSET_VAR", raising=False)
@@ -52,11 +63,7 @@ def bridge(qloop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     loader = FakeLoader(probe, fail={"fake/broken"}, delay_s=0.05)
     manager = ModelManager(write_config(tmp_path, CONFIG), probe=probe,
                            loaders=[loader, ExternalAPILoader()], ledger=Ledger(None))  # fmt: skip
-    bridge = ManagerBridge(manager)
-    bridge.log: list[LogEntry] = []  # type: ignore[attr-defined]
-    bridge.errors: list[tuple[str, str]] = []  # type: ignore[attr-defined]
-    bridge.eventLogged.connect(bridge.log.append)
-    bridge.errorRaised.connect(lambda title, text: bridge.errors.append((title, text)))
+    bridge = RecordingBridge(manager)
     yield bridge
     run(qloop, bridge.shutdown())
     bridge.deleteLater()  # destroyed here, on the GUI thread

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QStandardItemModel
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QComboBox
 
@@ -75,7 +76,9 @@ def test_options_that_cannot_load_are_disabled_with_the_reason(panel: Panel) -> 
     labels = [box.itemText(i) for i in range(box.count())]
     assert labels[0] == "small · 0.5 MiB · fast"  # MiB below 1 GiB, not "0.00 GiB"
     served = labels.index(next(t for t in labels if t.startswith("served")))
-    item = box.model().item(served)  # type: ignore[attr-defined]
+    model = box.model()
+    assert isinstance(model, QStandardItemModel)  # the panel's combo boxes keep items
+    item = model.item(served)
     assert not item.isEnabled()
     assert "Cannot load here" in item.toolTip() and "vLLM" in item.toolTip()
 
@@ -183,7 +186,7 @@ def test_the_budget_view_shows_what_does_not_fit(panel: Panel) -> None:
 def test_a_bad_config_on_reload_keeps_the_last_good_one(panel: Panel, tmp_path: Path) -> None:
     window = panel.window
     bad = write_config(tmp_path, "models: [not, a, mapping]\n", "bad.yaml")
-    window.choose_config_path = lambda: str(bad)  # type: ignore[method-assign]
+    window.choose_config_path = lambda: str(bad)
 
     async def flow() -> None:
         window.actions_.open_config.trigger()
@@ -198,7 +201,9 @@ def test_a_bad_config_on_reload_keeps_the_last_good_one(panel: Panel, tmp_path: 
     assert ("Error", "") in log_kinds(panel)
 
 
-def test_closing_unloads_everything_and_runs_the_managers_shutdown(panel: Panel) -> None:
+def test_closing_unloads_everything_and_runs_the_managers_shutdown(
+    panel: Panel, qapp: QApplication
+) -> None:
     calls: list[str] = []
     original = panel.manager.shutdown
 
@@ -218,7 +223,7 @@ def test_closing_unloads_everything_and_runs_the_managers_shutdown(panel: Panel)
         assert panel.window.isVisible()
         await until(lambda: not panel.window.isVisible(), "the window closed")
         # Qt emits lastWindowClosed from exec() only; the app runs exec(), this test does not.
-        QApplication.instance().lastWindowClosed.emit()
+        qapp.lastWindowClosed.emit()
         return await panel.session.serve()
 
     assert panel.run(flow()) == 0

@@ -48,7 +48,8 @@ def test_no_collection_runs_while_paused(qtbot) -> None:
         collector.start()
         with collection_paused():
             assert not gc.isenabled()
-            young = [[] for _ in range(3000)]  # past the young generation's threshold
+            # past the young generation's threshold
+            young: list[list[object]] = [[] for _ in range(3000)]
             collector.check()
             assert collected == []
         collector.check()

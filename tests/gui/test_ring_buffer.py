@@ -34,7 +34,8 @@ def test_widen_keeps_rows_and_pads_new_columns_with_zero() -> None:
     ring.append([2, 6, 7, 8])
     assert ring.latest().tolist() == [[1, 5, 0, 0], [2, 6, 7, 8]]
     ring.append([3, 9])  # a short row is padded
-    assert ring.last().tolist() == [3, 9, 0, 0]
+    last = ring.last()
+    assert last is not None and last.tolist() == [3, 9, 0, 0]
 
 
 def test_rejects_empty_shapes() -> None:

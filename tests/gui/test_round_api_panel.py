@@ -1,78 +1,30 @@
 """The panel over this round's manager API (residency, previews, thrash fixes, warm-up, Cancel):
-a real ModelManager loading real tiny models, whose contract methods (manager/preview.py,
-thrash.py, residency, cancel and warm-up, built on other branches) answer as scripted here and
-record their calls; the values have the contract's fields and types.
+a real ModelManager loading real tiny models, whose contract methods answer as scripted here and
+record their calls. The scripted answers are the manager's own types (Preview, Fix, WarmUp,
+HostTierStatus), so they cannot drift from what the real methods return; the real methods
+themselves drive the panel in test_panel_real_manager.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QEvent, QPoint
-from PySide6.QtGui import QHelpEvent
 
-from tests.gui.helpers import Panel, until
+from tests.gui.helpers import Answers, Panel, hover, until
 from vramdeck.gui.task_table import Column
 from vramdeck.manager import Ledger, ModelManager
 from vramdeck.manager.events import Thrashing
-from vramdeck.manager.residency import Residency
+from vramdeck.manager.preview import PlannedEviction, Preview
+from vramdeck.manager.residency import HostTierStatus, Residency
 from vramdeck.manager.status import TaskState, TaskStatus
+from vramdeck.manager.thrash import Fix, FixKind
+from vramdeck.manager.warmup import WarmUp
 
 MIB = 2**20
-
-
-@dataclass(frozen=True)
-class Planned:
-    task: str
-    option: str
-    device: str
-    bytes: int
-    goes_to: Residency
-    restore_s: float | None
-
-
-@dataclass(frozen=True)
-class FakePreview:
-    fits: bool
-    evictions: tuple[Planned, ...] = ()
-    alternatives: tuple[Any, ...] = ()
-    summary: str = ""
-    what_fits: tuple[str, ...] = ()
-
-
-class FixKind(enum.Enum):
-    PIN = "pin"
-    RAISE_BUDGET = "raise_budget"
-    SWITCH = "switch"
-
-
-@dataclass(frozen=True)
-class Fix:
-    kind: FixKind
-    task: str
-    option: str | None
-    budget_bytes: int | None
-    summary: str
-
-
-@dataclass(frozen=True)
-class WarmUp:
-    load_s: float | None
-    first_inference_s: float | None
-
-
-@dataclass(frozen=True)
-class HostTierStatus:
-    enabled: bool
-    used_bytes: int
-    budget_bytes: int
-    reason: str
 
 
 class RoundManager(ModelManager):
@@ -81,20 +33,20 @@ class RoundManager(ModelManager):
     def __init__(self, config: Path) -> None:
         super().__init__(config, ledger=Ledger(None))
         self.calls: list[tuple[str, Any]] = []
-        self.plan = FakePreview(True, summary="fits as things are")
+        self.plan = Preview(True, summary="fits as things are")
         self.parked: dict[str, float] = {}  # task → restore_s, shown as "in RAM"
         self.loading_now: set[str] = set()
         self.first_inference: dict[str, float] = {}
 
-    def preview_load(self, task: str) -> FakePreview:
+    def preview_load(self, task: str) -> Preview:
         self.calls.append(("preview_load", task))
         return self.plan
 
-    def preview_switch(self, task: str, option: str) -> FakePreview:
+    def preview_switch(self, task: str, option: str) -> Preview:
         self.calls.append(("preview_switch", (task, option)))
         return self.plan
 
-    def preview_warmup(self) -> FakePreview:
+    def preview_warmup(self) -> Preview:
         self.calls.append(("preview_warmup", None))
         return self.plan
 
@@ -115,7 +67,7 @@ class RoundManager(ModelManager):
         self.loading_now.discard(task)
         return True
 
-    def thrash_fixes(self, tasks: tuple[str, ...]) -> tuple[Fix, ...]:
+    def thrash_fixes(self, tasks: Sequence[str]) -> tuple[Fix, ...]:
         return (
             Fix(FixKind.PIN, tasks[0], None, None, f"keep {tasks[0]} loaded"),
             Fix(FixKind.RAISE_BUDGET, tasks[0], None, 8 * MIB, "room for both"),
@@ -157,18 +109,10 @@ def cell(panel: Panel, task: str, column: Column) -> str:
     return str(model.index(model.row_of(task), column).data())
 
 
-def hover(widget: Any) -> str:
-    """The tooltip a hover would show: the event as the row's filter sees it (delivering it
-    would pop a real tooltip up, which the offscreen platform warns about)."""
-    event = QHelpEvent(QEvent.Type.ToolTip, QPoint(2, 2), widget.mapToGlobal(QPoint(2, 2)))
-    widget.parent().eventFilter(widget, event)
-    return str(widget.toolTip())
-
-
-EVICTING = FakePreview(
+EVICTING = Preview(
     False,
-    (Planned("beta", "large", "cpu", int(1.8 * MIB), Residency.HOST, 0.4),
-     Planned("gamma", "small", "cpu", MIB // 2, Residency.OFF, None)),
+    (PlannedEviction("beta", "large", "cpu", int(1.8 * MIB), Residency.HOST, 0.4),
+     PlannedEviction("gamma", "small", "cpu", MIB // 2, Residency.OFF, None)),
     summary="loading alpha would park beta and evict gamma",
     what_fits=("alpha",),
 )  # fmt: skip
@@ -196,14 +140,12 @@ def test_the_residency_column_says_where_and_how_long_to_bring_back(round_panel:
 def test_ask_before_evicting_confirms_and_can_refuse(round_panel: Panel) -> None:
     window, manager = round_panel.window, round_panel.manager
     manager.plan = EVICTING
-    asked: list[str] = []
-    answer = [False]
-    window.prompts.ask = lambda title, question: asked.append(question) or answer[0]
+    window.prompts.ask = answers = Answers(reply=False)
     window.prompts.ask_toggle.setChecked(True)
     assert not round_panel.run(window.prompts.load("alpha"))
-    assert asked and "beta (large, 1.8 MiB) parked in RAM" in asked[0]
+    assert answers.asked and "beta (large, 1.8 MiB) parked in RAM" in answers.asked[0][1]
     assert row(round_panel, "alpha").state == "unloaded"
-    answer[0] = True
+    answers.reply = True
     assert round_panel.run(window.prompts.load("alpha"))
     assert row(round_panel, "alpha").state == "loaded"
 
@@ -219,11 +161,10 @@ def test_evicting_loads_go_ahead_unasked_by_default(round_panel: Panel) -> None:
 def test_warm_up_all_that_does_not_fit_offers_what_fits(round_panel: Panel) -> None:
     window, manager = round_panel.window, round_panel.manager
     manager.plan = EVICTING
-    asked: list[tuple[str, str]] = []
-    window.prompts.ask = lambda title, question: asked.append((title, question)) or True
+    window.prompts.ask = answers = Answers(reply=True)
     round_panel.run(window.prompts.warm_up_all())
-    assert asked[0][0] == "The selected models do not fit together"
-    assert "Warm up only what fits (alpha)?" in asked[0][1]
+    assert answers.asked[0][0] == "The selected models do not fit together"
+    assert "Warm up only what fits (alpha)?" in answers.asked[0][1]
     assert ("warmup_what_fits", None) in manager.calls
     assert row(round_panel, "alpha").state == "loaded"
     assert row(round_panel, "beta").state == "unloaded"  # not warmed: it does not fit
@@ -292,8 +233,9 @@ def test_park_restore_sleep_and_wake_leave_their_own_markers() -> None:
     assert [m.kind for m in markers] == ["load", "load", "park", "restore", "sleep", "wake"]
     # drawn at what the device's models held: a park leaves, a restore comes back
     assert [m.bytes_then // MIB for m in markers] == [3, 4, 4, 4, 4, 4]
-    assert history.add_event(LogEntry(at=1010.0, kind="ModelUnloaded", task="a", device="cuda:0",
-                                      bytes=3 * MIB)).bytes_then == 4 * MIB  # fmt: skip
+    unloaded = history.add_event(LogEntry(at=1010.0, kind="ModelUnloaded", task="a",
+                                          device="cuda:0", bytes=3 * MIB))  # fmt: skip
+    assert unloaded is not None and unloaded.bytes_then == 4 * MIB
     for kind in ("park", "restore", "sleep", "wake"):
         assert kind in MARKER_STYLE and kind in MARKER_LEGEND  # every symbol explained
 

@@ -63,11 +63,16 @@ def test_the_window_asks_before_overwriting(make_panel, config: Path, qtbot):
     config.write_text(CONFIG + "# edited elsewhere\n")
     os.utime(config, (1, 1))
     asked: list[Path] = []
-    window.confirm_overwrite = lambda path: asked.append(path) or False  # type: ignore[method-assign]
+
+    def refuse(path: Path) -> bool:
+        asked.append(path)
+        return False
+
+    window.confirm_overwrite = refuse
     panel.run(window.save_config())
     qtbot.waitUntil(lambda: bool(asked), timeout=5000)
     assert asked == [config] and "selected: small" in config.read_text()
-    window.confirm_overwrite = lambda path: True  # type: ignore[method-assign]
+    window.confirm_overwrite = lambda path: True
     window._ask_overwrite()
     qtbot.waitUntil(lambda: "selected: big" in config.read_text(), timeout=5000)
     qtbot.waitUntil(lambda: not save.isEnabled(), timeout=5000)

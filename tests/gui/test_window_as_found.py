@@ -44,7 +44,12 @@ def test_b_then_a_again_leaves_nothing_to_save(make_panel, config: Path) -> None
     assert not window.isWindowModified()  # the same as the file again: clean
     assert not window.actions_.save_config.isEnabled()
     asked: list[bool] = []
-    window.ask_unsaved = lambda: asked.append(True) or UnsavedChoice.CANCEL
+
+    def ask() -> UnsavedChoice:
+        asked.append(True)
+        return UnsavedChoice.CANCEL
+
+    window.ask_unsaved = ask
     closing: list[bool] = []
     window.closeRequested.connect(lambda: closing.append(True))
     window.close()
