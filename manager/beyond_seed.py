@@ -17,6 +17,7 @@ from .preview import Preview, Previews, load_holding
 from .residency import HostTierStatus, Residency
 from .status import TaskState, TaskStatus, task_status
 from .thrash import Fix, ThrashWatch, set_memory_budget, thrash_fixes
+from .warmup import WarmingUp
 
 
 class BeyondSeed:
@@ -27,6 +28,7 @@ class BeyondSeed:
     _loading: Loading
     _previews: Previews
     _thrash: ThrashWatch
+    _warming: WarmingUp
     device_readings: Callable[[], dict[str, DeviceReading]]
     use: Callable[[str], AbstractAsyncContextManager[Any]]
 
@@ -83,8 +85,10 @@ class BeyondSeed:
         return self._previews.warmup(self.device_readings())
 
     async def warmup_what_fits(self) -> list[str]:
-        """Load the tasks `preview_warmup().what_fits` names; returns those that loaded."""
-        return await load_holding(self.use, self._previews.what_fits(self.device_readings()))
+        """Load and warm up (as `warm_up`) the tasks `preview_warmup().what_fits` names;
+        returns those that loaded."""
+        plan = self._previews.what_fits(self.device_readings())
+        return await load_holding(self._warming.holding, plan)
 
     def thrash_fixes(self, tasks: Sequence[str]) -> tuple[Fix, ...]:
         """Ways out of `tasks` pushing each other out (pin, raise the budget, switch)."""

@@ -9,9 +9,11 @@ classifier) is loaded only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .core import Core
 from .events import ModelWarmedUp
@@ -55,17 +57,28 @@ class WarmingUp:
         An inference that fails leaves the model loaded; the failure is logged and reported in
         the event, not raised: the load, which is what a warm-up promises, succeeded.
         """
+        async with self._manager.use(task) as model:
+            return await self._warm_held(task, model)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, task: str) -> AsyncIterator[Any]:
+        """Load `task`, warm it up as `warm_up` does, and hold it until the block ends (so a
+        plan of several warm-ups never evicts the ones already done)."""
+        async with self._manager.use(task) as model:
+            await self._warm_held(task, model)
+            yield model
+
+    async def _warm_held(self, task: str, model: Any) -> WarmUp:
         error: str | None = None
         seconds: float | None = None
-        async with self._manager.use(task) as model:
-            loaded = self._core.table.loaded(task)
-            if loaded is None:  # held, so never: the lease keeps it resident
-                raise RuntimeError(f"{task} is held but not loaded")
-            try:
-                seconds = await self.inference.warm_up_held(task, model)
-            except Exception as exc:  # noqa: BLE001 - any model's failure is reported, it stays loaded
-                error = describe_failure(exc)
-                logger.warning("the warm-up inference of %s failed: %s", task, error)
+        loaded = self._core.table.loaded(task)
+        if loaded is None:  # held, so never: the lease keeps it resident
+            raise RuntimeError(f"{task} is held but not loaded")
+        try:
+            seconds = await self.inference.warm_up_held(task, model)
+        except Exception as exc:  # noqa: BLE001 - any model's failure is reported, it stays loaded
+            error = describe_failure(exc)
+            logger.warning("the warm-up inference of %s failed: %s", task, error)
         if seconds is not None and loaded.holds_memory:
             self._core.ledger.record_first_inference(loaded.config, loaded.device, seconds)
             # Saved by the device's worker: file I/O stays off the loop.

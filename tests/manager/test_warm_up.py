@@ -143,3 +143,37 @@ async def test_warm_up_of_an_unknown_task_is_the_seeds_error(config) -> None:
             await m.warm_up("nope")
     finally:
         await m.shutdown()
+
+
+async def test_warm_up_what_fits_warms_each_model_it_loads(write_config, models, minilm_path):
+    """As Warm up all does: each model the plan picks runs its first inference (its latency
+    measured), not a load alone."""
+    config = write_config(
+        f"""
+        models:
+          chat:
+            priority: 3
+            options: {{gpt2: {{model_id: "{models["gpt2"]}", vram_gb: 0.01}}}}
+          embed:
+            options:
+              minilm: {{model_id: "{minilm_path}", vram_gb: 0.09, auto_class: AutoModel}}
+          classify:
+            options: {{bert: {{model_id: "{models["classifier"]}", vram_gb: 0.01}}}}
+        inference:
+          memory_budget_gb: 0.05
+        """
+    )
+    m = ModelManager(config, ledger=Ledger(None))
+    warmed: list[ModelWarmedUp] = []
+    m.events.subscribe(warmed.append, ModelWarmedUp)
+    try:
+        plan = m.preview_warmup().what_fits
+        assert "embed" not in plan and "chat" in plan  # the MiniLM alone is over the budget
+        assert await m.warmup_what_fits() == list(plan)
+        assert [e.task for e in warmed] == list(plan)
+        ran = {e.task: e.first_inference_s for e in warmed if e.error is None}
+        assert ran.keys() == set(plan)
+        assert ran["chat"] and m.task_status("chat").first_inference_s  # it ran, and is kept
+        assert ran.get("classify") is None  # as warm_up: saved without a tokenizer, nothing runs
+    finally:
+        await m.shutdown()
