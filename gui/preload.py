@@ -5,7 +5,9 @@ model's architecture (transformers' generation code, masking, layers, tokenizers
 GPT-2) and transformers' checkpoint-conversion table (built once per process, mostly
 ``re.compile``). Meanwhile the GUI thread queued for the GIL about 960 times, and the loop
 stalled ~40 ms at p99. Done here, while the person looks at the window, the first load's Python
-is a warm load's (20 ms instead of 150 ms for a tiny GPT-2).
+is a warm load's (20 ms instead of 150 ms for a tiny GPT-2). The rest, transformers' pattern per
+checkpoint key (~60 ms of ``re.compile`` for the demo's GPT-2), is done by a load of each model
+onto the meta device, which reads and holds no weights.
 """
 
 from __future__ import annotations
@@ -54,11 +56,29 @@ def import_architectures(sources: Iterable[str]) -> list[str]:
         except (OSError, ValueError) as exc:  # not cached, not a model folder, remote code
             logger.debug("not preloading %s: %s", source, exc)
             continue
-        for architecture in getattr(config, "architectures", None) or ():
-            getattr(transformers, architecture, None)  # imports its modeling module
+        # getattr imports each architecture's modeling module.
+        architectures = getattr(config, "architectures", None) or ()
+        classes = [getattr(transformers, a, None) for a in architectures]
         _build_conversion_table(config.model_type)
+        model_class = next((c for c in classes if c is not None), None)
+        if model_class is not None and getattr(config, "quantization_config", None) is None:
+            _load_on_meta(model_class, source, config)
         done.append(config.model_type)
     return done
+
+
+def _load_on_meta(model_class: type, source: str, config: object) -> None:
+    """A whole `from_pretrained` onto the meta device: no weight is read or held, but what a
+    first load does once per checkpoint is done (transformers compiles a pattern per key it
+    renames, ~1 ms each, and Python's `re` keeps them for the next load), so the first real load
+    costs what a warm one does."""
+    try:
+        model_class.from_pretrained(  # type: ignore[attr-defined]
+            source, config=config, device_map="meta", local_files_only=True,
+            use_safetensors=True,  # never unpickles: pickle weights only when a config opts in
+        )  # fmt: skip
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:  # the load will say why
+        logger.debug("not preloading %s on meta: %s", source, exc)
 
 
 def _build_conversion_table(model_type: str) -> None:

@@ -86,3 +86,28 @@ def test_the_panel_preloads_before_its_first_load(
     assert chart_built_at_import == [True]  # pyqtgraph first, then torch
     assert panel.run(panel.bridge.load("alpha"), timeout=60)  # waits for the architectures
     assert "transformers.models.gpt2.modeling_gpt2" in sys.modules
+
+
+def test_after_the_preload_a_first_load_compiles_no_pattern(
+    tiny_models: dict[str, Path], monkeypatch
+) -> None:
+    """The meta-device load did the per-checkpoint-key work (transformers' renaming patterns):
+    the first real load compiles none, and so runs a warm load's Python."""
+    import re._compiler
+
+    from transformers import AutoModelForCausalLM
+
+    source = str(tiny_models["tiny-b"])
+    re.purge()  # as in a fresh process: no pattern compiled yet
+    assert import_architectures([source]) == ["gpt2"]
+    compiled: list[object] = []
+    original = re._compiler.compile
+
+    def compile_counted(pattern: object, *args: object) -> object:
+        compiled.append(pattern)
+        return original(pattern, *args)
+
+    monkeypatch.setattr(re._compiler, "compile", compile_counted)
+    model = AutoModelForCausalLM.from_pretrained(source)
+    assert next(model.parameters()).device.type == "cpu"
+    assert compiled == []
