@@ -1,57 +1,196 @@
-"""The copy a preview plays on: the manager's Core seen through a copied task table.
+"""The copy a preview plays on, and the action's steps played on it (`Copy`).
 
-`Eviction.plan_room` and `loading.best_cuda_device` read the table through the Core they are
-given; handed a `WhatIf` whose table is a `CopiedTable`, they decide on the copy exactly as they
-would on the real one, and the real one never changes.
+`Eviction.plan_room`, `loading.best_cuda_device` and `spread.devices_for` read the state through
+the Core they are given; handed a `WhatIf`, they decide on the copy exactly as they would on the
+real state (the same code: a preview is what the action does), and the real state never
+changes. The view copies only what a played action changes (the task table's residents, the
+host tier) and reads the rest once per preview: the ledger's figures, the device pool's
+reservations, what each option takes. A warm-up preview asks them at every one of its steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from .config import ModelConfig, TaskConfig
-from .core import Core
+from . import spread
+from .config import InferenceConfig, ModelConfig, TaskConfig
+from .core import NO_DEVICE, Core
+from .devices import DevicePool
+from .errors import ModelLoadError
+from .eviction import Eviction, RoomPlan
+from .ledger import Ledger
+from .loaders.base import AsyncLoader
+from .loading import best_cuda_device
 from .lru import LoadedModel, TaskEntry, TaskTable
+from .memory import HOST, DeviceReading, is_cuda
+from .planning import cannot_load_reason
+from .residency import HostTier, Residency
+from .tiers import Tiers, Victim
 
 #: The copies' `released` event: nobody waits on a copy (set, as for a model nobody holds).
 UNUSED_EVENT = asyncio.Event()
 UNUSED_EVENT.set()
 
 
-class WhatIf:
-    """The manager's Core seen through a copied task table (everything else is the real one).
-    What an option takes is asked at every step of a warm-up: remembered for one preview."""
+class Reads:
+    """What one preview reads of the real manager, each once and shared by its plays (a warm-up
+    preview plays two): what each option takes, its loader, the ledger's restore figures, the
+    pool's reservations, the budget settings. None of them changes while a preview runs: it is
+    synchronous, on the loop, and only a load landing or a config reload changes them."""
 
     def __init__(self, core: Core) -> None:
-        self.core = core
-        self.table = core.table
+        self._core = core
+        self.inference = InferenceView(core.inference)
+        self.devices = PoolView(core.devices)
+        self.ledger = LedgerView(core.ledger)
         self._required: dict[tuple[int, str], int] = {}
-
-    def use(self, table: TaskTable) -> None:
-        self.table = table
-        self._required.clear()
-        # Asked at every step: plain attributes (read now, the config in force) skip __getattr__.
-        self.inference, self.devices = self.core.inference, self.core.devices
+        self._holds: dict[int, bool] = {}
+        self._loaders: dict[int, AsyncLoader] = {}
 
     def required_bytes(self, option: ModelConfig, device: str) -> int:
-        key = (id(option), device)
-        if key not in self._required:
-            self._required[key] = self.core.required_bytes(option, device)
-        return self._required[key]
+        key = (id(option), device)  # the config's options outlive the preview: ids stay theirs
+        found = self._required.get(key)
+        if found is None:
+            found = self._required[key] = self._core.required_bytes(option, device)
+        return found
+
+    def holds_device_memory(self, option: ModelConfig) -> bool:
+        found = self._holds.get(id(option))
+        if found is None:
+            found = self._holds[id(option)] = self._core.holds_device_memory(option)
+        return found
+
+    def loader(self, option: ModelConfig) -> AsyncLoader:
+        found = self._loaders.get(id(option))
+        if found is None:
+            found = self._loaders[id(option)] = self._core.loader(option)
+        return found
+
+
+class WhatIf:
+    """The manager's Core as one play of a preview sees it: `table` the copy, the host tier a
+    copy the played parks take room in, the rest read once (`Reads`) or the real Core."""
+
+    def __init__(self, core: Core, table: CopiedTable, reads: Reads) -> None:
+        self.core = core
+        self.table = table
+        self.host_tier = core.host_tier.copy()
+        # Plain attributes: asked at every step, they skip __getattr__.
+        self.inference, self.devices, self.ledger = reads.inference, reads.devices, reads.ledger
+        self.required_bytes = reads.required_bytes
+        self.holds_device_memory = reads.holds_device_memory
+        self.loader = reads.loader
+
+    def host_cache_budget(self) -> int:
+        """The real tier's budget (read from the probe on first use), kept on the copy too."""
+        self.host_tier.budget_bytes = budget = self.core.host_cache_budget()
+        return budget
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)
 
 
+class InferenceView:
+    """The two budget settings every plan reads, as plain attributes (`memory_budget_bytes` is
+    a property computed at each read); the others from the real settings."""
+
+    def __init__(self, inference: InferenceConfig) -> None:
+        self._inference = inference
+        self.offload_threshold = inference.offload_threshold
+        self.memory_budget_bytes = inference.memory_budget_bytes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inference, name)
+
+
+class LedgerView:
+    """The ledger's restore figures, each looked up once per preview (they change only when a
+    real load or restore lands, never during one)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._restore: dict[tuple[int, str, str], float | None] = {}
+
+    def restore_seconds(self, option: ModelConfig, device: str, tier: str) -> float | None:
+        key = (id(option), device, tier)
+        if key not in self._restore:
+            self._restore[key] = self._ledger.restore_seconds(option, device, tier)
+        return self._restore[key]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+
+class PoolView:
+    """The device pool's reservations, summed once per device per preview (a load in flight
+    changes them only on the loop, which a preview holds); the rest the real pool."""
+
+    def __init__(self, pool: DevicePool) -> None:
+        self._pool = pool
+        self._reserved: dict[str, int] = {}
+
+    def reserved(self, device: str) -> int:
+        found = self._reserved.get(device)
+        if found is None:
+            found = self._reserved[device] = self._pool.reserved(device)
+        return found
+
+    def outstanding(self, device: str, used_now: int) -> int:
+        # No reservation on the device (nearly always): nothing outstanding, nothing to sum.
+        return self._pool.outstanding(device, used_now) if self.reserved(device) else 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+class CostKeys(Tiers):
+    """The tiers' choice of victims (`Tiers.victims`, unchanged: the action's own ordering)
+    with each model's cost key, the expected seconds to bring it back from a tier, looked up
+    once per preview instead of at every plan. A preview's victims carry no reason in words
+    (it shows where they go and what they cost); the action's do. A model the preview itself
+    loaded is sent off unloaded: only a real model object can tell whether it could be parked
+    or put to sleep (for transformers, the answer without one is the same; a server's loader
+    cannot answer without one)."""
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core, _never_awaited)
+        self._restore: dict[tuple[LoadedModel, Residency], float] = {}
+
+    def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
+        if loaded.model is None:  # one this preview loaded: no object to ask whether it can be
+            return Residency.OFF  # parked or put to sleep, so it counts as unloaded
+        return super().destination(loaded, tier)
+
+    def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
+        key = (loaded, where)  # the model itself (compared by identity), never a reused id
+        found = self._restore.get(key)
+        if found is None:
+            found = self._restore[key] = super().restore_estimate(loaded, where)
+        return found
+
+    def victim(
+        self, loaded: LoadedModel, tier: HostTier | None = None, where: Residency | None = None
+    ) -> Victim:
+        where = self.destination(loaded, tier) if where is None else where
+        return Victim(loaded, loaded.bytes, where, self.restore_estimate(loaded, where))
+
+
+async def _never_awaited(device: str, before: int, expected: int) -> int:
+    raise RuntimeError("a preview sends no model off: it has nothing to wait for")
+
+
 class CopiedTable(TaskTable):
     """The copy's table: a TaskTable whose entries are made when first asked for, and whose
-    residents and bytes per device are counted once per change, not at every question (a
-    warm-up preview asks them at every step). Only residents have an order that matters."""
+    residents, models per device and bytes per device are kept up to date at each change, not
+    counted at every question (a warm-up preview asks them at every step). Only residents have
+    an order that matters: least recently used first, as in the real table."""
 
     def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
-        self._residents: list[LoadedModel] | None = None
+        self._residents: list[LoadedModel] = []
+        self._on: dict[str, list[LoadedModel]] = {}
         self._bytes: dict[str, int] = {}
         super().__init__(tasks)
 
@@ -64,41 +203,193 @@ class CopiedTable(TaskTable):
             entry = self._entries[task] = TaskEntry(task, self._tasks[task])
         return entry
 
-    def _changed(self) -> None:
-        self._residents = None
+    # The lists below are the table's own: callers read them at once, never keep or change them.
 
     def residents(self) -> list[LoadedModel]:
-        """Shared between changes: callers read it, never change it."""
-        if self._residents is None:
-            self._residents = super().residents()
-            self._bytes = {}
-            for m in self._residents:
-                self._bytes[m.device] = self._bytes.get(m.device, 0) + m.bytes
         return self._residents
 
+    def on_device(self, device: str) -> list[LoadedModel]:
+        return self._on.get(device, [])
+
     def bytes_on(self, device: str) -> int:
-        self.residents()
         return self._bytes.get(device, 0)
 
     def add(self, loaded: LoadedModel) -> None:
+        if loaded.owner.loaded is not None:
+            self.remove(loaded.owner.loaded)
         super().add(loaded)
-        self._changed()
+        self._residents.append(loaded)
+        for device in loaded.devices:
+            self._on.setdefault(device, []).append(loaded)
+            self._bytes[device] = self._bytes.get(device, 0) + loaded.bytes_on(device)
 
     def remove(self, loaded: LoadedModel) -> None:
+        if loaded.owner.loaded is not loaded:
+            return
         super().remove(loaded)
-        self._changed()
+        self._residents.remove(loaded)
+        for device in loaded.devices:
+            self._on[device].remove(loaded)
+            self._bytes[device] -= loaded.bytes_on(device)
 
     def touch(self, task: str) -> None:
+        loaded = self.loaded(task)
         super().touch(task)
-        self._changed()
+        if loaded is not None:  # now the most recently used, everywhere it is listed
+            for models in (self._residents, *(self._on[d] for d in loaded.devices)):
+                models.remove(loaded)
+                models.append(loaded)
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and this one is made
+class Step:  # at every step of a warm-up preview (never changed once made)
+    """One load as the action would run it: its devices and its share of each (a server on
+    several GPUs: one per rank), and the room plan on each, checked all before any is made."""
+
+    device: str  # the first of its devices; NO_DEVICE when it takes no device memory
+    required: int
+    shares: Mapping[str, int] = field(default_factory=dict)  # device → bytes, in load order
+    plans: tuple[RoomPlan, ...] = ()
+    refused: str = ""  # why it cannot load at all here
+
+    @property
+    def fits(self) -> bool:
+        return not self.refused and all(p.fits for p in self.plans)
+
+    @property
+    def evictions(self) -> int:
+        """How many models making its room would send off (a server on two devices once)."""
+        if len(self.plans) == 1:
+            return len(self.plans[0].victims)
+        return len({id(v.model) for p in self.plans for v in p.victims})
+
+
+class Copy:
+    """One preview's copy of the state (`WhatIf`) and of the readings, with the action's steps
+    played on it by the action's own decisions: placement, devices, room."""
+
+    def __init__(
+        self, core: Core, readings: Mapping[str, DeviceReading], reads: Reads | None = None
+    ) -> None:
+        self.core = core
+        self.readings = dict(readings)
+        self.present = [d for d in core.devices.names() if d in self.readings]
+        self.cuda = [d for d in self.present if is_cuda(d)]
+        self.table = CopiedTable(core.tasks)
+        for real in core.table.residents():  # least recently used first, as in the table
+            if real.task in core.tasks:
+                self.table.add(copy_of(real, self.table))
+        self.what_if = WhatIf(core, self.table, reads or Reads(core))
+        self.eviction = Eviction(cast(Core, self.what_if))
+        self.eviction.tiers = CostKeys(cast(Core, self.what_if))
+
+    # ------------------------------------------------------------------ steps
+
+    def step(self, name: str, option: ModelConfig) -> Step:
+        """Where the load would go and what room it would make, as `Loading._load` decides:
+        its device (`best_cuda_device`), the devices it spans (`spread.devices_for`), and room
+        on each (`Eviction.plan_room`), all or nothing (`spread.make_room_on_each`)."""
+        cannot = cannot_load_reason(option)  # a missing package, loader or API key
+        if cannot:
+            return Step(NO_DEVICE, 0, refused=f"{option.name} cannot load here: {cannot}")
+        what_if = self.what_if
+        if not what_if.holds_device_memory(option):
+            return Step(NO_DEVICE, 0)
+        if option.device != "auto":
+            if option.device not in self.readings:
+                return Step(option.device, 0, refused=f"device {option.device} is not present")
+            device = option.device
+        elif self.cuda:
+            cuda = {d: self.readings[d] for d in self.cuda}
+            device = best_cuda_device(cast(Core, what_if), self.eviction, option, cuda)
+        else:
+            device = HOST
+        try:
+            spans = spread.devices_for(name, option, what_if.loader(option), device, self.present)
+        except ModelLoadError as exc:
+            return Step(device, 0, refused=exc.reason)
+        required = what_if.required_bytes(option, spans[0])
+        shares = spread.shares(required, spans)
+        plans = tuple(self.eviction.plan_room(d, self.readings[d], n) for d, n in shares.items())
+        return Step(spans[0], required, shares, plans)
+
+    def play(self, name: str, option: ModelConfig, step: Step, load_s: float) -> list[Victim]:
+        """Play a fitting step: its victims leave, device by device as `make_room` sends them
+        (each device after the first planned again, as the action reads it again), and the
+        model arrives (most recently used) holding its share of each. Returns the victims."""
+        gone: list[Victim] = []
+        for device, plan in zip(step.shares, step.plans, strict=True):
+            if gone:  # the victims so far may have freed this device too (a server on both)
+                plan = self.eviction.plan_room(device, self.readings[device], step.shares[device])
+            for victim in plan.victims:
+                self._send_off(victim)
+                gone.append(victim)
+        entry = self.table.entry(name)
+        loader = self.what_if.loader(option)
+        arrived = LoadedModel(entry, None, option, loader, step.device, step.required, load_s,
+                              released=UNUSED_EVENT)  # fmt: skip
+        if len(step.shares) > 1:
+            arrived.bytes_by_device = dict(step.shares)
+        self.table.add(arrived)
+        for device, nbytes in step.shares.items():
+            self._take(device, nbytes)
+        return gone
+
+    def unload(self, name: str) -> None:
+        loaded = self.table.loaded(name)
+        if loaded is not None:
+            self._free(loaded)
+
+    def _send_off(self, victim: Victim) -> None:
+        """`victim` leaves its devices; a park takes its room in the copy's host tier, as
+        `Tiers.suspend` takes it in the real one, so the next plan sees it."""
+        model = victim.model
+        if model.owner.suspended is model:  # a sleeping server stopped: what it kept comes back
+            model.owner.suspended = None
+            self._take(model.device, -model.asleep_bytes)
+            return
+        self._free(model)
+        if victim.goes_to is Residency.HOST:
+            tier = self.what_if.host_tier
+            admission = tier.admit(model.task, model.bytes)
+            if admission.admitted:
+                for dropped in admission.dropped:
+                    tier.remove(dropped)
+                tier.add(model.task, model.bytes)
+
+    def _free(self, loaded: LoadedModel) -> None:
+        self.table.remove(loaded)
+        for device in loaded.devices:
+            self._take(device, -loaded.bytes_on(device))
+
+    def _take(self, device: str, nbytes: int) -> None:
+        r = self.readings.get(device)
+        if r is not None and nbytes:  # (a plain constructor: `replace` costs 10 µs a call)
+            used = max(0, r.used + nbytes)
+            self.readings[device] = DeviceReading(r.device, r.name, r.total, used, r.probe)
 
 
 def copy_of(real: LoadedModel, table: TaskTable) -> LoadedModel:
-    """`real` in the copied table; its leases counted, its own event untouched."""
-    copy = LoadedModel(table.entry(real.task), None, real.config, real.loader, real.device,
+    """`real` in the copied table: where it is, its parts on each device, its leases and where it
+    was sent (parked, asleep); its own event untouched. The model object is the real one, only
+    read (a loader's `can_suspend` asks it), and let go with the copy."""
+    copy = LoadedModel(table.entry(real.task), real.model, real.config, real.loader, real.device,
                        real.bytes, real.load_duration_s, real.loaded_at, real.last_used,
-                       real.leases, UNUSED_EVENT)  # fmt: skip
+                       real.leases, UNUSED_EVENT, real.residency, real.asleep_bytes,
+                       real.bytes_by_device)  # fmt: skip
     return copy
 
 
-__all__ = ["UNUSED_EVENT", "CopiedTable", "WhatIf", "copy_of"]
+__all__ = [
+    "UNUSED_EVENT",
+    "CopiedTable",
+    "Copy",
+    "CostKeys",
+    "InferenceView",
+    "LedgerView",
+    "PoolView",
+    "Reads",
+    "Step",
+    "WhatIf",
+    "copy_of",
+]
