@@ -230,7 +230,7 @@ class _Simulation(Copy):
                 step = self.step(name, option)
                 if not step.fits:
                     continue
-                self.apply(name, option, step)
+                self.play(name, option, step, self._load_s(name, option.name) or 0.0)
             held = self.table.loaded(name)
             if held is not None:
                 held.leases += 1  # the copy's lease: the real model is never touched

@@ -27,7 +27,7 @@ from .loading import best_cuda_device
 from .lru import LoadedModel, TaskEntry, TaskTable
 from .memory import HOST, DeviceReading, is_cuda
 from .planning import cannot_load_reason
-from .residency import HostTier, Residency
+from .residency import Candidate, HostTier, Residency
 from .tiers import Tiers, Victim
 
 #: The copies' `released` event: nobody waits on a copy (set, as for a model nobody holds).
@@ -158,11 +158,21 @@ class CostKeys(Tiers):
     def __init__(self, core: Core) -> None:
         super().__init__(core, _never_awaited)
         self._restore: dict[tuple[LoadedModel, Residency], float] = {}
+        self._candidates: dict[tuple[LoadedModel, Residency], Candidate] = {}
 
     def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
         if loaded.model is None:  # one this preview loaded: no object to ask whether it can be
             return Residency.OFF  # parked or put to sleep, so it counts as unloaded
         return super().destination(loaded, tier)
+
+    def _candidate(self, loaded: LoadedModel, where: Residency, restore: float) -> Candidate:
+        # (Tiers' own seam.) A model is a candidate at nearly every plan of a warm-up preview:
+        # made again only when what it is made of changed (a touch moves its last use).
+        key = (loaded, where)
+        found = self._candidates.get(key)
+        if found is None or found.last_used != loaded.last_used or found.restore_s != restore:
+            found = self._candidates[key] = super()._candidate(loaded, where, restore)
+        return found
 
     def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
         key = (loaded, where)  # the model itself (compared by identity), never a reused id
@@ -214,6 +224,11 @@ class CopiedTable(TaskTable):
     def bytes_on(self, device: str) -> int:
         return self._bytes.get(device, 0)
 
+    def suspended(self) -> list[LoadedModel]:
+        """None: the copy holds the residents only (so a preview plans no sleeping server's
+        stop; the action stops one only when evicting every resident would not make room)."""
+        return []
+
     def add(self, loaded: LoadedModel) -> None:
         if loaded.owner.loaded is not None:
             self.remove(loaded.owner.loaded)
@@ -241,7 +256,7 @@ class CopiedTable(TaskTable):
                 models.append(loaded)
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and this one is made
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and one is made
 class Step:  # at every step of a warm-up preview (never changed once made)
     """One load as the action would run it: its devices and its share of each (a server on
     several GPUs: one per rank), and the room plan on each, checked all before any is made."""
@@ -251,10 +266,7 @@ class Step:  # at every step of a warm-up preview (never changed once made)
     shares: Mapping[str, int] = field(default_factory=dict)  # device → bytes, in load order
     plans: tuple[RoomPlan, ...] = ()
     refused: str = ""  # why it cannot load at all here
-
-    @property
-    def fits(self) -> bool:
-        return not self.refused and all(p.fits for p in self.plans)
+    fits: bool = False  # it loads: not refused, and room can be made on each of its devices
 
     @property
     def evictions(self) -> int:
@@ -274,7 +286,7 @@ class Copy:
         self.core = core
         self.readings = dict(readings)
         self.present = [d for d in core.devices.names() if d in self.readings]
-        self.cuda = [d for d in self.present if is_cuda(d)]
+        self.cuda = {d: self.readings[d] for d in self.present if is_cuda(d)}  # kept with them
         self.table = CopiedTable(core.tasks)
         for real in core.table.residents():  # least recently used first, as in the table
             if real.task in core.tasks:
@@ -294,14 +306,13 @@ class Copy:
             return Step(NO_DEVICE, 0, refused=f"{option.name} cannot load here: {cannot}")
         what_if = self.what_if
         if not what_if.holds_device_memory(option):
-            return Step(NO_DEVICE, 0)
+            return Step(NO_DEVICE, 0, fits=True)
         if option.device != "auto":
             if option.device not in self.readings:
                 return Step(option.device, 0, refused=f"device {option.device} is not present")
             device = option.device
         elif self.cuda:
-            cuda = {d: self.readings[d] for d in self.cuda}
-            device = best_cuda_device(cast(Core, what_if), self.eviction, option, cuda)
+            device = best_cuda_device(cast(Core, what_if), self.eviction, option, self.cuda)
         else:
             device = HOST
         try:
@@ -309,9 +320,12 @@ class Copy:
         except ModelLoadError as exc:
             return Step(device, 0, refused=exc.reason)
         required = what_if.required_bytes(option, spans[0])
+        if len(spans) == 1:  # nearly always: one device, one plan
+            plan = self.eviction.plan_room(device, self.readings[device], required)
+            return Step(device, required, {device: required}, (plan,), fits=plan.fits)
         shares = spread.shares(required, spans)
         plans = tuple(self.eviction.plan_room(d, self.readings[d], n) for d, n in shares.items())
-        return Step(spans[0], required, shares, plans)
+        return Step(spans[0], required, shares, plans, fits=all(p.fits for p in plans))
 
     def play(self, name: str, option: ModelConfig, step: Step, load_s: float) -> list[Victim]:
         """Play a fitting step: its victims leave, device by device as `make_room` sends them
@@ -324,9 +338,8 @@ class Copy:
             for victim in plan.victims:
                 self._send_off(victim)
                 gone.append(victim)
-        entry = self.table.entry(name)
-        loader = self.what_if.loader(option)
-        arrived = LoadedModel(entry, None, option, loader, step.device, step.required, load_s,
+        arrived = LoadedModel(self.table.entry(name), None, option, self.what_if.loader(option),
+                              step.device, step.required, load_s,
                               released=UNUSED_EVENT)  # fmt: skip
         if len(step.shares) > 1:
             arrived.bytes_by_device = dict(step.shares)
@@ -344,10 +357,6 @@ class Copy:
         """`victim` leaves its devices; a park takes its room in the copy's host tier, as
         `Tiers.suspend` takes it in the real one, so the next plan sees it."""
         model = victim.model
-        if model.owner.suspended is model:  # a sleeping server stopped: what it kept comes back
-            model.owner.suspended = None
-            self._take(model.device, -model.asleep_bytes)
-            return
         self._free(model)
         if victim.goes_to is Residency.HOST:
             tier = self.what_if.host_tier
@@ -366,17 +375,19 @@ class Copy:
         r = self.readings.get(device)
         if r is not None and nbytes:  # (a plain constructor: `replace` costs 10 µs a call)
             used = max(0, r.used + nbytes)
-            self.readings[device] = DeviceReading(r.device, r.name, r.total, used, r.probe)
+            self.readings[device] = new = DeviceReading(r.device, r.name, r.total, used, r.probe)
+            if device in self.cuda:
+                self.cuda[device] = new
 
 
 def copy_of(real: LoadedModel, table: TaskTable) -> LoadedModel:
-    """`real` in the copied table: where it is, its parts on each device, its leases and where it
-    was sent (parked, asleep); its own event untouched. The model object is the real one, only
-    read (a loader's `can_suspend` asks it), and let go with the copy."""
-    copy = LoadedModel(table.entry(real.task), real.model, real.config, real.loader, real.device,
-                       real.bytes, real.load_duration_s, real.loaded_at, real.last_used,
-                       real.leases, UNUSED_EVENT, real.residency, real.asleep_bytes,
-                       real.bytes_by_device)  # fmt: skip
+    """`real` in the copied table: every field the real one's (where it is, its parts on each
+    device, its last use, its leases), but its own entry and an event nobody waits on. The model
+    object is the real one, only read (a loader's `can_suspend` asks it), let go with the copy;
+    the plays replace fields, never change a shared one in place."""
+    copy = object.__new__(LoadedModel)  # a field copy: a preview makes one per resident
+    copy.__dict__.update(real.__dict__)
+    copy.owner, copy.released = table.entry(real.task), UNUSED_EVENT
     return copy
 
 
