@@ -11,7 +11,7 @@ reservations, what each option takes. A warm-up preview asks them at every one o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -140,7 +140,10 @@ class PoolView:
 
     def outstanding(self, device: str, used_now: int) -> int:
         # No reservation on the device (nearly always): nothing outstanding, nothing to sum.
-        return self._pool.outstanding(device, used_now) if self.reserved(device) else 0
+        reserved = self._reserved.get(device)
+        if reserved is None:
+            reserved = self.reserved(device)
+        return self._pool.outstanding(device, used_now) if reserved else 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
@@ -157,8 +160,10 @@ class CostKeys(Tiers):
 
     def __init__(self, core: Core) -> None:
         super().__init__(core, _never_awaited)
-        self._restore: dict[tuple[LoadedModel, Residency], float] = {}
-        self._candidates: dict[tuple[LoadedModel, Residency], Candidate] = {}
+        # Keyed by the model itself (compared by identity, never a reused id) and the tier's
+        # id: an Enum hashes in Python, at each lookup.
+        self._restore: dict[tuple[LoadedModel, int], float] = {}
+        self._candidates: dict[tuple[LoadedModel, int], Candidate] = {}
 
     def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
         if loaded.model is None:  # one this preview loaded: no object to ask whether it can be
@@ -168,14 +173,14 @@ class CostKeys(Tiers):
     def _candidate(self, loaded: LoadedModel, where: Residency, restore: float) -> Candidate:
         # (Tiers' own seam.) A model is a candidate at nearly every plan of a warm-up preview:
         # made again only when what it is made of changed (a touch moves its last use).
-        key = (loaded, where)
+        key = (loaded, id(where))
         found = self._candidates.get(key)
         if found is None or found.last_used != loaded.last_used or found.restore_s != restore:
             found = self._candidates[key] = super()._candidate(loaded, where, restore)
         return found
 
     def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
-        key = (loaded, where)  # the model itself (compared by identity), never a reused id
+        key = (loaded, id(where))
         found = self._restore.get(key)
         if found is None:
             found = self._restore[key] = super().restore_estimate(loaded, where)
@@ -198,11 +203,18 @@ class CopiedTable(TaskTable):
     counted at every question (a warm-up preview asks them at every step). Only residents have
     an order that matters: least recently used first, as in the real table."""
 
-    def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
+    def __init__(
+        self, tasks: Mapping[str, TaskConfig], residents: Iterable[LoadedModel] = ()
+    ) -> None:
         self._residents: list[LoadedModel] = []
         self._on: dict[str, list[LoadedModel]] = {}
         self._bytes: dict[str, int] = {}
         super().__init__(tasks)
+        for real in residents:  # least recently used first: each new entry goes last
+            if real.task in tasks:
+                copy = copy_of(real, self)
+                copy.owner.loaded = copy
+                self._track(copy)
 
     def reconfigure(self, tasks: Mapping[str, TaskConfig]) -> None:
         self._tasks = tasks
@@ -233,6 +245,10 @@ class CopiedTable(TaskTable):
         if loaded.owner.loaded is not None:
             self.remove(loaded.owner.loaded)
         super().add(loaded)
+        self._track(loaded)
+
+    def _track(self, loaded: LoadedModel) -> None:
+        """`loaded` is a resident now, the most recently used."""
         self._residents.append(loaded)
         for device in loaded.devices:
             self._on.setdefault(device, []).append(loaded)
@@ -287,10 +303,7 @@ class Copy:
         self.readings = dict(readings)
         self.present = [d for d in core.devices.names() if d in self.readings]
         self.cuda = {d: self.readings[d] for d in self.present if is_cuda(d)}  # kept with them
-        self.table = CopiedTable(core.tasks)
-        for real in core.table.residents():  # least recently used first, as in the table
-            if real.task in core.tasks:
-                self.table.add(copy_of(real, self.table))
+        self.table = CopiedTable(core.tasks, core.table.residents())
         self.what_if = WhatIf(core, self.table, reads or Reads(core))
         self.eviction = Eviction(cast(Core, self.what_if))
         self.eviction.tiers = CostKeys(cast(Core, self.what_if))

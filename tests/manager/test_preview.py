@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes import FakeLoader, FakeProbe
-from vramdeck.manager import Ledger, ModelEvicted, ModelLoading, ModelManager
+from tests.fakes import FakeLoader, FakeProbe, ParkingFakeLoader
+from vramdeck.manager import Ledger, ModelEvicted, ModelLoading, ModelManager, ModelParked
 from vramdeck.manager.config import GIB
 from vramdeck.manager.preview import Preview
 from vramdeck.manager.residency import Residency
@@ -266,3 +266,58 @@ async def test_warm_up_previews_skip_what_cannot_load_and_say_why(make_manager):
         "VRAMDECK_TEST_UNSET_KEY is not set)"
     )
     assert await m.warmup_what_fits() == list(preview.what_fits)
+
+
+async def test_previews_change_nothing_of_the_real_state(make_manager):
+    m, probe, _ = make_manager(CONFIG)
+    await m.load_model("gpt2-medium")
+    await m.load_model("minilm")
+    table = m._core.table
+
+    def state() -> list[tuple]:
+        return [
+            (r.task, r.owner is table.entry(r.task), r.leases, r.last_used, r.device, r.bytes,
+             dict(r.bytes_by_device), r.model)
+            for r in table.residents()
+        ]  # fmt: skip
+
+    before, used, parked = state(), dict(probe.used), m._core.host_tier.tasks()
+    async with m.use("minilm"):  # a lease the what-fits play adds to its copies, never here
+        held = state()
+        assert m.preview_warmup().evictions  # it plays loads, evictions and leases on its copy
+        m.preview_load("chat")
+        m.preview_switch("gpt2-medium", "small")
+        assert state() == held and dict(probe.used) == used
+    assert state()[0] == before[0] and m._core.host_tier.tasks() == parked
+
+
+async def test_a_warm_up_preview_parks_as_the_host_s_free_ram_allows(tmp_path: Path) -> None:
+    # 7.5 GiB may be used of cuda:0; the host has 8 GiB, of which parking leaves 2 free. With a
+    # and b loaded, c pushes a out (parked: 4 GiB), then d pushes b out, and b's 3 GiB no longer
+    # fit in RAM: it is unloaded. A plan that read the host afresh each time would park b too.
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        + "".join(
+            f"  {t}: {{options: {{m: {{model_id: {t}, vram_gb: {gb}, device: 'cuda:0'}}}}}}\n"
+            for t, gb in (("a", 4), ("b", 3), ("c", 4), ("d", 3))
+        )
+        + "inference: {offload_threshold: 0.75, host_cache_gb: 8}\n",
+        encoding="utf-8",
+    )
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 8.0})
+    m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
+    parked: list[str] = []
+    evicted: list[str] = []
+    m.events.subscribe(lambda e: parked.append(e.task), ModelParked)
+    m.events.subscribe(lambda e: evicted.append(e.task), ModelEvicted)
+    try:
+        await m.load_model("a")
+        await m.load_model("b")
+        preview = m.preview_warmup()
+        planned = [(e.task, e.goes_to) for e in preview.evictions]
+        assert planned == [("a", Residency.HOST), ("b", Residency.OFF)], preview.summary
+        await m.warmup_models(force=True)
+        assert (evicted, parked) == (["a", "b"], ["a"])  # as previewed
+    finally:
+        await m.shutdown()
