@@ -19,7 +19,8 @@ from .config import ModelConfig, TaskConfig
 from .core import Core
 from .errors import unknown_option
 from .memory import DeviceReading
-from .preview_copy import Copy, Reads, Step
+from .preview_copy import Copy, Step
+from .preview_reads import Reads
 from .residency import Residency
 from .units import format_bytes
 
