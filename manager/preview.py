@@ -97,14 +97,14 @@ class Previews:
         if option_name == task.selected:
             return Preview(True, summary=f"{name} uses {option_name} already")
         loaded = self._core.table.loaded(name)
+        if loaded is not None and loaded.leases:
+            held = f"{name} is in use by {loaded.leases} caller(s): the switch would fail"
+            return Preview(False, summary=held)
         sim = self._copy(readings)
         if loaded is None:  # a switch only selects (it succeeds); the next use loads it
             later = sim.load_preview(task, option, f"loading {option_name} then")
             words = f"switching {name} to {option_name} loads nothing now; {later.summary}"
             return replace(later, fits=True, evictions=(), summary=words)
-        if loaded.leases:
-            held = f"{name} is in use by {loaded.leases} caller(s): the switch would fail"
-            return Preview(False, summary=held)
         sim.unload(name)
         return sim.load_preview(task, option, f"switching {name} to {option_name}")
 
