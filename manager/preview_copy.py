@@ -3,33 +3,30 @@
 `Eviction.plan_room`, `loading.best_cuda_device` and `spread.devices_for` read the state through
 the Core they are given; handed a `WhatIf`, they decide on the copy exactly as they would on the
 real state (the same code: a preview is what the action does), and the real state never
-changes. The view copies only what a played action changes (the task table's residents, the
-host tier) and reads the rest once per preview (`preview_reads.Reads`).
+changes. The view copies only what a played action changes (the task table, `preview_table`;
+the host tier) and reads the rest once per preview (`preview_reads.Reads`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from . import spread
-from .config import ModelConfig, TaskConfig
+from .config import ModelConfig
 from .core import NO_DEVICE, Core
 from .errors import ModelLoadError
 from .eviction import Eviction, RoomPlan
 from .loading import best_cuda_device
-from .lru import LoadedModel, TaskEntry, TaskTable
+from .lru import LoadedModel
 from .memory import HOST, DeviceReading, is_cuda
 from .planning import cannot_load_reason
 from .preview_reads import Reads
+from .preview_table import UNUSED_EVENT, CopiedTable
 from .residency import Candidate, HostTier, Residency
 from .tiers import Tiers, Victim
-
-#: The copies' `released` event: nobody waits on a copy (set, as for a model nobody holds).
-UNUSED_EVENT = asyncio.Event()
-UNUSED_EVENT.set()
 
 
 class WhatIf:
@@ -103,81 +100,6 @@ async def _never_awaited(device: str, before: int, expected: int) -> int:
     raise RuntimeError("a preview sends no model off: it has nothing to wait for")
 
 
-class CopiedTable(TaskTable):
-    """The copy's table: a TaskTable whose entries are made when first asked for, and whose
-    residents, models per device and bytes per device are kept up to date at each change, not
-    counted at every question (a warm-up preview asks them at every step). Only residents have
-    an order that matters: least recently used first, as in the real table."""
-
-    def __init__(
-        self, tasks: Mapping[str, TaskConfig], residents: Iterable[LoadedModel] = ()
-    ) -> None:
-        self._residents: list[LoadedModel] = []
-        self._on: dict[str, list[LoadedModel]] = {}
-        self._bytes: dict[str, int] = {}
-        super().__init__(tasks)
-        for real in residents:  # least recently used first: each new entry goes last
-            if real.task in tasks:
-                copy = copy_of(real, self)
-                copy.owner.loaded = copy
-                self._track(copy)
-
-    def reconfigure(self, tasks: Mapping[str, TaskConfig]) -> None:
-        self._tasks = tasks
-
-    def entry(self, task: str) -> TaskEntry:
-        entry = self._entries.get(task)
-        if entry is None:
-            entry = self._entries[task] = TaskEntry(task, self._tasks[task])
-        return entry
-
-    # The lists below are the table's own: callers read them at once, never keep or change them.
-
-    def residents(self) -> list[LoadedModel]:
-        return self._residents
-
-    def on_device(self, device: str) -> list[LoadedModel]:
-        return self._on.get(device, [])
-
-    def bytes_on(self, device: str) -> int:
-        return self._bytes.get(device, 0)
-
-    def suspended(self) -> list[LoadedModel]:
-        """None: the copy holds the residents only (so a preview plans no sleeping server's
-        stop; the action stops one only when evicting every resident would not make room)."""
-        return []
-
-    def add(self, loaded: LoadedModel) -> None:
-        if loaded.owner.loaded is not None:
-            self.remove(loaded.owner.loaded)
-        super().add(loaded)
-        self._track(loaded)
-
-    def _track(self, loaded: LoadedModel) -> None:
-        """`loaded` is a resident now, the most recently used."""
-        self._residents.append(loaded)
-        for device in loaded.devices:
-            self._on.setdefault(device, []).append(loaded)
-            self._bytes[device] = self._bytes.get(device, 0) + loaded.bytes_on(device)
-
-    def remove(self, loaded: LoadedModel) -> None:
-        if loaded.owner.loaded is not loaded:
-            return
-        super().remove(loaded)
-        self._residents.remove(loaded)
-        for device in loaded.devices:
-            self._on[device].remove(loaded)
-            self._bytes[device] -= loaded.bytes_on(device)
-
-    def touch(self, task: str) -> None:
-        loaded = self.loaded(task)
-        super().touch(task)
-        if loaded is not None:  # now the most recently used, everywhere it is listed
-            for models in (self._residents, *(self._on[d] for d in loaded.devices)):
-                models.remove(loaded)
-                models.append(loaded)
-
-
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and one is made
 class Step:  # at every step of a warm-up preview (never changed once made)
     """One load as the action would run it: its devices and its share of each (a server on
@@ -189,6 +111,7 @@ class Step:  # at every step of a warm-up preview (never changed once made)
     plans: tuple[RoomPlan, ...] = ()
     refused: str = ""  # why it cannot load at all here
     fits: bool = False  # it loads: not refused, and room can be made on each of its devices
+    comeback: bool = False  # it brings the task's parked or sleeping model back
 
     @property
     def evictions(self) -> int:
@@ -209,7 +132,7 @@ class Copy:
         self.readings = dict(readings)
         self.present = [d for d in core.devices.names() if d in self.readings]
         self.cuda = {d: self.readings[d] for d in self.present if is_cuda(d)}  # kept with them
-        self.table = CopiedTable(core.tasks, core.table.residents())
+        self.table = CopiedTable(core.tasks, core.table.entries())
         self.what_if = WhatIf(core, self.table, reads or Reads(core))
         self.eviction = Eviction(cast(Core, self.what_if))
         self.eviction.tiers = CostKeys(cast(Core, self.what_if))
@@ -219,7 +142,24 @@ class Copy:
     def step(self, name: str, option: ModelConfig) -> Step:
         """Where the load would go and what room it would make, as `Loading._load` decides:
         its device (`best_cuda_device`), the devices it spans (`spread.devices_for`), and room
-        on each (`Eviction.plan_room`), all or nothing (`spread.make_room_on_each`)."""
+        on each (`Eviction.plan_room`), all or nothing (`spread.make_room_on_each`). A task
+        whose model is parked or asleep is brought back on its device (`Comeback.bring_back`),
+        or, for another option, dropped first."""
+        kept = self.table.kept(name)
+        if kept is None:
+            return self._cold(name, option)
+        if kept.config.load_signature() == option.load_signature():
+            device, required = kept.device, max(0, kept.bytes - kept.asleep_bytes)
+            if device not in self.readings:
+                return Step(device, 0, refused=f"device {device} is not present")
+            with self._as_if_gone(kept, freed=False):  # out of the tier before room is made
+                plan = self.eviction.plan_room(device, self.readings[device], required)
+            return Step(device, required, {device: required}, (plan,), fits=plan.fits,
+                        comeback=True)  # fmt: skip
+        with self._as_if_gone(kept, freed=True):
+            return self._cold(name, option)
+
+    def _cold(self, name: str, option: ModelConfig) -> Step:
         cannot = cannot_load_reason(option)  # a missing package, loader or API key
         if cannot:
             return Step(NO_DEVICE, 0, refused=f"{option.name} cannot load here: {cannot}")
@@ -250,6 +190,9 @@ class Copy:
         """Play a fitting step: its victims leave, device by device as `make_room` sends them
         (each device after the first planned again, as the action reads it again), and the
         model arrives (most recently used) holding its share of each. Returns the victims."""
+        kept = self.table.kept(name)
+        if kept is not None:  # brought back, or dropped for another option
+            self._let_go(kept, freed=not step.comeback)
         gone: list[Victim] = []
         for device, plan in zip(step.shares, step.plans, strict=True):
             if gone:  # the victims so far may have freed this device too (a server on both)
@@ -257,9 +200,14 @@ class Copy:
             for victim in plan.victims:
                 self._send_off(victim)
                 gone.append(victim)
-        arrived = LoadedModel(self.table.entry(name), None, option, self.what_if.loader(option),
-                              step.device, step.required, load_s,
-                              released=UNUSED_EVENT)  # fmt: skip
+        if step.comeback and kept is not None:  # the same model, back on its device
+            arrived = LoadedModel(kept.owner, kept.model, kept.config, kept.loader, kept.device,
+                                  kept.bytes, kept.load_duration_s,
+                                  released=UNUSED_EVENT)  # fmt: skip
+        else:
+            arrived = LoadedModel(self.table.entry(name), None, option,
+                                  self.what_if.loader(option), step.device, step.required,
+                                  load_s, released=UNUSED_EVENT)  # fmt: skip
         if len(step.shares) > 1:
             arrived.bytes_by_device = dict(step.shares)
         self.table.add(arrived)
@@ -276,14 +224,49 @@ class Copy:
         """`victim` leaves its devices; a park takes its room in the copy's host tier, as
         `Tiers.suspend` takes it in the real one, so the next plan sees it."""
         model = victim.model
+        if model.owner.suspended is model:  # a sleeping server stopped: what it kept comes back
+            self._let_go(model, freed=True)
+            return
         self._free(model)
-        if victim.goes_to is Residency.HOST:
+        if victim.goes_to is Residency.SLEEPING:
+            self.table.keep(model, Residency.SLEEPING)
+        elif victim.goes_to is Residency.HOST:
             tier = self.what_if.host_tier
             admission = tier.admit(model.task, model.bytes)
-            if admission.admitted:
-                for dropped in admission.dropped:
-                    tier.remove(dropped)
-                tier.add(model.task, model.bytes)
+            if not admission.admitted:  # (as `Tiers.suspend`: then it is unloaded)
+                return
+            for task in admission.dropped:  # parked models hold no device memory
+                tier.remove(task)
+                dropped = self.table.kept(task)
+                if dropped is not None:
+                    self.table.forget(dropped)
+            tier.add(model.task, model.bytes)
+            self.table.keep(model, Residency.HOST)
+
+    def _let_go(self, kept: LoadedModel, *, freed: bool) -> None:
+        """The suspended `kept` leaves the copy's tier and table: brought back, or dropped
+        (`freed`: then what it kept on its device is free again)."""
+        self.table.forget(kept)
+        self.what_if.host_tier.remove(kept.task)
+        if freed:
+            self._take(kept.device, -kept.asleep_bytes)
+
+    @contextlib.contextmanager
+    def _as_if_gone(self, kept: LoadedModel, *, freed: bool) -> Iterator[None]:
+        """Plan as the action does once `kept` left (`_let_go`), then put everything back."""
+        tier, reading, at = self.what_if.host_tier, self.readings.get(kept.device), -1
+        self.what_if.host_tier = tier.copy()
+        try:
+            at = self.table.forget(kept)
+            self.what_if.host_tier.remove(kept.task)
+            if freed:
+                self._take(kept.device, -kept.asleep_bytes)
+            yield
+        finally:
+            self.what_if.host_tier = tier
+            self.table.keep(kept, at=at)
+            if reading is not None:
+                self._set(kept.device, reading)
 
     def _free(self, loaded: LoadedModel) -> None:
         self.table.remove(loaded)
@@ -294,28 +277,12 @@ class Copy:
         r = self.readings.get(device)
         if r is not None and nbytes:  # (a plain constructor: `replace` costs 10 µs a call)
             used = max(0, r.used + nbytes)
-            self.readings[device] = new = DeviceReading(r.device, r.name, r.total, used, r.probe)
-            if device in self.cuda:
-                self.cuda[device] = new
+            self._set(device, DeviceReading(r.device, r.name, r.total, used, r.probe))
+
+    def _set(self, device: str, reading: DeviceReading) -> None:
+        self.readings[device] = reading
+        if device in self.cuda:
+            self.cuda[device] = reading
 
 
-def copy_of(real: LoadedModel, table: TaskTable) -> LoadedModel:
-    """`real` in the copied table: every field the real one's (where it is, its parts on each
-    device, its last use, its leases), but its own entry and an event nobody waits on. The model
-    object is the real one, only read (a loader's `can_suspend` asks it), let go with the copy;
-    the plays replace fields, never change a shared one in place."""
-    copy = object.__new__(LoadedModel)  # a field copy: a preview makes one per resident
-    copy.__dict__.update(real.__dict__)
-    copy.owner, copy.released = table.entry(real.task), UNUSED_EVENT
-    return copy
-
-
-__all__ = [
-    "UNUSED_EVENT",
-    "CopiedTable",
-    "Copy",
-    "CostKeys",
-    "Step",
-    "WhatIf",
-    "copy_of",
-]
+__all__ = ["Copy", "CostKeys", "Step", "WhatIf"]

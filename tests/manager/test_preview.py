@@ -321,3 +321,35 @@ async def test_a_warm_up_preview_parks_as_the_host_s_free_ram_allows(tmp_path: P
         assert (evicted, parked) == (["a", "b"], ["a"])  # as previewed
     finally:
         await m.shutdown()
+
+
+async def test_a_parked_model_is_previewed_back_on_its_own_device(tmp_path: Path) -> None:
+    # p (auto) went to cuda:0 and was parked for q. Loaded cold it would go to the empty cuda:1;
+    # the load brings it back where it was instead, and that evicts q (parked in turn).
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  p: {options: {m: {model_id: p, vram_gb: 4}}}\n"
+        "  q: {options: {m: {model_id: q, vram_gb: 4, device: 'cuda:0'}}}\n"
+        "inference: {offload_threshold: 0.75, host_cache_gb: 16}\n",
+        encoding="utf-8",
+    )
+    probe = FakeProbe({"cuda:0": 10.0, "cuda:1": 10.0, "cpu": 64.0})
+    m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
+    evicted: list[tuple[str, str, int]] = []
+    m.events.subscribe(lambda e: evicted.append((e.task, e.device, e.freed_bytes)), ModelEvicted)
+    try:
+        await m.load_model("p")
+        await m.load_model("q")
+        assert m.task_status("p").residency is Residency.HOST and evicted[0][0] == "p"
+        preview = m.preview_load("p")
+        assert [(e.task, e.device, e.bytes, e.goes_to) for e in preview.evictions] == [
+            ("q", "cuda:0", 4 * GIB, Residency.HOST)
+        ], preview.summary
+        warm = m.preview_warmup()  # p comes back, evicting q; then q comes back, evicting p
+        planned = [(e.task, e.device, e.bytes) for e in warm.evictions]
+        assert [e.goes_to for e in warm.evictions] == [Residency.HOST, Residency.HOST]
+        await m.warmup_models(force=True)
+        assert evicted[1:] == planned == [("q", "cuda:0", 4 * GIB), ("p", "cuda:0", 4 * GIB)]
+    finally:
+        await m.shutdown()
