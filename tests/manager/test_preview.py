@@ -1,5 +1,6 @@
-"""Previews against the real actions: over random states (fake loaders and a fake probe), what a
-preview says a load, a switch or a warm-up evicts is what the action then evicts."""
+"""Previews against the real actions: over random states (fake loaders, one whose evicted models
+are unloaded and one whose are parked in host RAM, and a fake probe), what a preview says a load,
+a switch or a warm-up evicts is what the action then evicts."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def states(draw: st.DrawFn) -> dict:
     }
 
 
-def _yaml(state: dict) -> str:
+def _yaml(state: dict, parks: bool) -> str:
     lines = ["models:"]
     for name, options in state["tasks"].items():
         lines.append(f"  {name}:")
@@ -61,19 +62,22 @@ def _yaml(state: dict) -> str:
                          f"device: '{device}'}}")  # fmt: skip
     lines.append("inference:")
     lines.append("  offload_threshold: 0.8")
+    if parks:  # a tier that fills: parks drop older ones, and some are refused
+        lines.append("  host_cache_gb: 6")
     if state["budget"] is not None:
         lines.append(f"  memory_budget_gb: {state['budget']}")
     return "\n".join(lines) + "\n"
 
 
-def _manager(state: dict, folder: Path) -> tuple[ModelManager, FakeProbe]:
+def _manager(state: dict, folder: Path, parks: bool) -> tuple[ModelManager, FakeProbe]:
     devices = {"cuda:0": 10.0, "cpu": 32.0}
     if state["two_gpus"]:
         devices["cuda:1"] = 8.0
     probe = FakeProbe(devices, other_gb={"cuda:0": state["other"]})
     path = folder / "models.yaml"
-    path.write_text(_yaml(state), encoding="utf-8")
-    manager = ModelManager(path, probe=probe, loaders=[FakeLoader(probe)], ledger=Ledger(None))
+    path.write_text(_yaml(state, parks), encoding="utf-8")
+    loader = ParkingFakeLoader(probe) if parks else FakeLoader(probe)
+    manager = ModelManager(path, probe=probe, loaders=[loader], ledger=Ledger(None))
     return manager, probe
 
 
@@ -124,11 +128,15 @@ async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list, obj
     return preview, True, evicted, result
 
 
+@pytest.mark.parametrize("parks", [False, True], ids=["unloads", "parks"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(states())
-def test_a_preview_is_what_the_action_does(state: dict) -> None:
+@given(state=states())
+def test_a_preview_is_what_the_action_does(parks: bool, state: dict) -> None:
+    """`parks`: evicted models on a GPU are parked in host RAM (the residency tiers), and a
+    load of a parked task brings it back."""
+
     async def run(folder: Path) -> None:
-        m, _probe = _manager(state, folder)
+        m, _probe = _manager(state, folder, parks)
         try:
             async with contextlib.AsyncExitStack() as held:
                 await _bring_to_state(m, state["steps"], held)
