@@ -10,6 +10,7 @@ the host tier) and reads the rest once per preview (`preview_reads.Reads`).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -36,12 +37,16 @@ class WhatIf:
     def __init__(self, core: Core, table: CopiedTable, reads: Reads) -> None:
         self.core = core
         self.table = table
-        self.host_tier = core.host_tier.copy()
         # Plain attributes: asked at every step, they skip __getattr__.
         self.inference, self.devices, self.ledger = reads.inference, reads.devices, reads.ledger
         self.required_bytes = reads.required_bytes
         self.holds_device_memory = reads.holds_device_memory
         self.loader = reads.loader
+
+    @functools.cached_property
+    def host_tier(self) -> HostTier:
+        """A copy of the real tier, made when a plan first asks (most load previews never do)."""
+        return self.core.host_tier.copy()
 
     def host_cache_budget(self) -> int:
         """The real tier's budget (read from the probe on first use), kept on the copy too."""
