@@ -6,11 +6,8 @@ manager's own models may hold at most ``memory_budget_gb`` per device when that 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-from .config import GIB, InferenceConfig
-from .memory import HOST, DeviceReading, is_cuda
+from .config import InferenceConfig
+from .memory import DeviceReading
 
 
 def device_limit(total: int, inference: InferenceConfig) -> int:
@@ -48,64 +45,4 @@ def shortfall(
     return max(over_device, own + pending_in_budget + required - cap)
 
 
-@dataclass
-class DevicePlan:
-    """The selected models placed on one device, against its budget."""
-
-    device: str
-    name: str
-    total: int
-    budget: int
-    tasks: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def required(self) -> int:
-        return sum(self.tasks.values())
-
-    @property
-    def fits(self) -> bool:
-        return self.required <= self.budget
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "total_gb": self.total / GIB,
-            "budget_gb": self.budget / GIB,
-            "required_gb": self.required / GIB,
-            "fits": self.fits,
-            "tasks": {t: b / GIB for t, b in self.tasks.items()},
-        }
-
-
-def plan_placement(
-    requirements: Mapping[str, tuple[str, int]],
-    readings: Mapping[str, DeviceReading],
-    inference: InferenceConfig,
-) -> dict[str, DevicePlan]:
-    """Place each task's model (task → (wanted device, bytes)) as the manager would.
-
-    Fixed devices are honoured; ``auto`` goes, largest first, to the CUDA device with the most
-    budget left, or to ``cpu`` when there is no CUDA device.
-    """
-    plans = {
-        d: DevicePlan(d, r.name, r.total, manager_limit(r.total, inference))
-        for d, r in readings.items()
-    }
-    cuda = [d for d in plans if is_cuda(d)]
-    fixed = {t: v for t, v in requirements.items() if v[0] != "auto"}
-    auto = sorted(
-        ((t, v) for t, v in requirements.items() if v[0] == "auto"), key=lambda item: -item[1][1]
-    )
-    for task, (device, need) in fixed.items():
-        plan = plans.get(device)
-        if plan is None:
-            plan = plans.setdefault(device, DevicePlan(device, "not present", 0, 0))
-        plan.tasks[task] = need
-    for task, (_, need) in auto:
-        pool = cuda or [HOST]
-        best = max(pool, key=lambda d: plans[d].budget - plans[d].required)
-        plans[best].tasks[task] = need
-    return plans
-
-
-__all__ = ["DevicePlan", "device_limit", "manager_limit", "plan_placement", "shortfall"]
+__all__ = ["device_limit", "manager_limit", "shortfall"]

@@ -1,30 +1,26 @@
 """Previews: what a load, a switch or a warm-up would do, before it runs; they change nothing.
 
-A preview runs the action's own decisions, placement (`loading.best_cuda_device`) and room
-(`Eviction.plan_room`), on a copy of the task table and on one reading of each device, and
-plays the action's steps on that copy: so a preview is what the action does (tests compare the
-two over random states). Victims say where they would go and what bringing them back costs, as
-the residency tiers fill `Victim.goes_to` / `restore_s`.
+A preview plays the action's steps on a light copy of the state and on one reading of each
+device (`preview_copy.Copy`), decided by the action's own code: placement, the devices a server
+spans, room on each. So a preview is what the action does (tests compare the two over random
+states). Victims say where they would go and what bringing them back costs, as the residency
+tiers fill `Victim.goes_to` / `restore_s`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 from .config import ModelConfig, TaskConfig
-from .core import NO_DEVICE, Core
+from .core import Core
 from .errors import unknown_option
-from .eviction import Eviction, RoomPlan
-from .loading import best_cuda_device
-from .lru import LoadedModel
-from .memory import HOST, DeviceReading, is_cuda
-from .planning import cannot_load_reason
-from .preview_copy import UNUSED_EVENT, CopiedTable, WhatIf, copy_of
+from .memory import DeviceReading
+from .preview_copy import Copy, Step
+from .preview_reads import Reads
 from .residency import Residency
 from .units import format_bytes
 
@@ -74,29 +70,12 @@ class Preview:
     what_fits: tuple[str, ...] = field(default=())
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One load as the action would run it: its device and bytes, and the room plan."""
-
-    device: str
-    required: int
-    plan: RoomPlan | None  # None: it takes no device memory (an external API)
-    refused: str = ""  # why it cannot load at all here
-
-    @property
-    def fits(self) -> bool:
-        return not self.refused and (self.plan is None or self.plan.fits)
-
-
 class Previews:
     """Previews for one manager. Sync and cheap; call them on the manager's loop thread."""
 
     def __init__(self, core: Core, load_s: LoadSeconds) -> None:
         self._core = core
-        self._what_if = WhatIf(core)
-        self._eviction = Eviction(cast(Core, self._what_if))
         self._load_s = load_s
-        self._lock = threading.Lock()  # one copy in use at a time
 
     # ------------------------------------------------------------------ the three previews
 
@@ -108,8 +87,7 @@ class Previews:
             return Preview(True, summary=f"{name} is loaded already ({loaded.option})")
         if self._core.table.entry(name).flight is not None:  # a load joins it: nothing new goes
             return Preview(True, summary=f"{name} is loading already")
-        with self._copy(readings) as sim:
-            return sim.load_preview(task, option, f"loading {name}")
+        return self._copy(readings).load_preview(task, option, f"loading {name}")
 
     def switch(self, name: str, option_name: str, readings: Mapping[str, DeviceReading]) -> Preview:
         task = self._core.task(name)
@@ -119,109 +97,56 @@ class Previews:
         if option_name == task.selected:
             return Preview(True, summary=f"{name} uses {option_name} already")
         loaded = self._core.table.loaded(name)
-        with self._copy(readings) as sim:
-            if loaded is None:  # a switch only selects (it succeeds); the next use loads it
-                later = sim.load_preview(task, option, f"loading {option_name} then")
-                words = f"switching {name} to {option_name} loads nothing now; {later.summary}"
-                return replace(later, fits=True, evictions=(), summary=words)
-            if loaded.leases:
-                held = f"{name} is in use by {loaded.leases} caller(s): the switch would fail"
-                return Preview(False, summary=held)
-            sim.unload(name)
-            return sim.load_preview(task, option, f"switching {name} to {option_name}")
+        if loaded is not None and loaded.leases:
+            held = f"{name} is in use by {loaded.leases} caller(s): the switch would fail"
+            return Preview(False, summary=held)
+        sim = self._copy(readings)
+        if loaded is None:  # a switch only selects (it succeeds); the next use loads it
+            later = sim.load_preview(task, option, f"loading {option_name} then")
+            words = f"switching {name} to {option_name} loads nothing now; {later.summary}"
+            return replace(later, fits=True, evictions=(), summary=words)
+        sim.unload(name)
+        return sim.load_preview(task, option, f"switching {name} to {option_name}")
 
     def warmup(self, readings: Mapping[str, DeviceReading]) -> Preview:
         """`warmup_models(force=True)`: every selected model, in config order."""
-        with self._copy(readings) as sim:
-            played = sim.warm_all()
-        with self._copy(readings) as sim:
-            picked = sim.what_fits()
-        return replace(played, what_fits=picked)
+        reads = Reads(self._core)  # both plays read the state once
+        played = self._copy(readings, reads).warm_all()
+        return replace(played, what_fits=self._copy(readings, reads).what_fits())
 
     def what_fits(self, readings: Mapping[str, DeviceReading]) -> tuple[str, ...]:
-        with self._copy(readings) as sim:
-            return sim.what_fits()
+        return self._copy(readings).what_fits()
 
     # ------------------------------------------------------------------ the copy
 
-    def _copy(self, readings: Mapping[str, DeviceReading]) -> _Simulation:
-        return _Simulation(self, readings)
+    def _copy(
+        self, readings: Mapping[str, DeviceReading], reads: Reads | None = None
+    ) -> _Simulation:
+        return _Simulation(self._core, self._load_s, readings, reads)
 
 
-class _Simulation:
-    """One preview's copy of the residents and the readings, with the action's steps on it."""
+class _Simulation(Copy):
+    """One preview: the action's steps played on a copy of the state, told in words."""
 
-    def __init__(self, previews: Previews, readings: Mapping[str, DeviceReading]) -> None:
-        self._p = previews
-        self.core = previews._core
-        self.readings = dict(readings)
-        self.device_names = [d for d in self.core.devices.names() if d in self.readings]
-        self.table = CopiedTable(self.core.tasks)
-        for real in self.core.table.residents():  # least recently used first, as in the table
-            if real.task in self.core.tasks:
-                self.table.add(copy_of(real, self.table))
+    def __init__(
+        self,
+        core: Core,
+        load_s: LoadSeconds,
+        readings: Mapping[str, DeviceReading],
+        reads: Reads | None,
+    ) -> None:
+        super().__init__(core, readings, reads)
+        self._load_s = load_s
 
-    def __enter__(self) -> _Simulation:
-        self._p._lock.acquire()
-        self._p._what_if.use(self.table)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._p._what_if.use(self.core.table)
-        self._p._lock.release()
-
-    # ------------------------------------------------------------------ steps
-
-    def step(self, name: str, option: ModelConfig) -> _Step:
-        """Where the load would go and what room it would make, as `Loading._load` decides."""
-        cannot = cannot_load_reason(option)  # a missing package, loader or API key
-        if cannot:
-            return _Step(NO_DEVICE, 0, None, f"{option.name} cannot load here: {cannot}")
-        if not self.core.holds_device_memory(option):
-            return _Step(NO_DEVICE, 0, None)
-        names = self.device_names
-        if option.device != "auto":
-            if option.device not in names:
-                return _Step(option.device, 0, None, f"device {option.device} is not present")
-            device = option.device
-        else:
-            cuda = {d: self.readings[d] for d in names if is_cuda(d)}
-            what_if = cast(Core, self._p._what_if)
-            device = best_cuda_device(what_if, self._p._eviction, option, cuda) if cuda else HOST
-        required = self._p._what_if.required_bytes(option, device)
-        plan = self._p._eviction.plan_room(device, self.readings[device], required)
-        return _Step(device, required, plan)
-
-    def apply(self, name: str, option: ModelConfig, step: _Step) -> tuple[PlannedEviction, ...]:
-        """Play a fitting step: its victims leave, the model arrives (most recently used)."""
-        gone = []
-        for victim in step.plan.victims if step.plan else ():
-            self._free(victim.model, victim.bytes)
-            restore = victim.restore_s or None  # 0 (or None from a tier): never measured
-            gone.append(PlannedEviction(victim.model.task, victim.model.option, step.device,
-                                        victim.bytes, victim.goes_to, restore))  # fmt: skip
-        entry = self.table.entry(name)
-        loader = self.core.loader(option)
-        load_s = self._p._load_s(name, option.name) or 0.0
-        self.table.add(LoadedModel(entry, None, option, loader, step.device, step.required,
-                                   load_s, released=UNUSED_EVENT))  # fmt: skip
-        self._take(step.device, step.required)
-        return tuple(gone)
-
-    def unload(self, name: str) -> None:
-        loaded = self.table.loaded(name)
-        if loaded is not None:
-            self._free(loaded, loaded.bytes)
-
-    def _free(self, loaded: LoadedModel, nbytes: int) -> None:
-        self.table.remove(loaded)
-        self._take(loaded.device, -nbytes)
-
-    def _take(self, device: str, nbytes: int) -> None:
-        r = self.readings.get(device)
-        if r is not None and nbytes:  # (a plain constructor: `replace` costs 10 µs a call)
-            used = max(0, r.used + nbytes)
-            self.readings[device] = DeviceReading(r.device, r.name, r.total, used, r.probe)
+    def apply(self, name: str, option: ModelConfig, step: Step) -> tuple[PlannedEviction, ...]:
+        """Play a fitting step (`Copy.play`, its measured load time); what it evicts, as the
+        action's ModelEvicted events will say it (a server on two GPUs named by its first)."""
+        victims = self.play(name, option, step, self._load_s(name, option.name) or 0.0)
+        return tuple(
+            PlannedEviction(v.model.task, v.model.option, v.model.device, v.bytes, v.goes_to,
+                            v.restore_s or None)  # 0 (or None from a tier): never measured
+            for v in victims
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ previews
 
@@ -229,32 +154,29 @@ class _Simulation:
         step = self.step(task.task_name, option)
         alternatives = self._alternatives(task, option, step)
         if not step.fits:
-            why = step.refused or (
-                f"does not fit on {step.device} even after evicting every model that may go"
-            )
+            why = step.refused or _no_room(step)
             return Preview(False, (), alternatives, _with_alternatives(f"{doing}: {why}",
                                                                        alternatives))  # fmt: skip
         victims = self.apply(task.task_name, option, step)
         if not victims:
-            where = f" on {step.device}" if step.device != NO_DEVICE else ""
+            where = f" on {_and(step.shares)}" if step.shares else ""
             words = f"{doing} fits{where} without evicting anything"
         else:
             words = f"{doing} would evict {_and(_victim_words(v) for v in victims)}"
         return Preview(True, victims, alternatives, _with_alternatives(words, alternatives))
 
     def _alternatives(
-        self, task: TaskConfig, chosen: ModelConfig, step: _Step
+        self, task: TaskConfig, chosen: ModelConfig, step: Step
     ) -> tuple[Alternative, ...]:
         """The task's other options that fit with fewer evictions (any that fit, if it does not)."""
-        mine = len(step.plan.victims) if step.fits and step.plan else 0
+        mine = step.evictions if step.fits else 0
         found = []
         for other in task.options.values():
             if other.name == chosen.name:
                 continue
             s = self.step(task.task_name, other)
-            n = len(s.plan.victims) if s.plan else 0
-            if s.fits and (not step.fits or n < mine):
-                found.append(Alternative(other.name, n, True, s.required))
+            if s.fits and (not step.fits or s.evictions < mine):
+                found.append(Alternative(other.name, s.evictions, True, s.required))
         return tuple(sorted(found, key=lambda a: (a.evictions, -a.bytes)))
 
     def warm_all(self) -> Preview:
@@ -282,7 +204,7 @@ class _Simulation:
                 since = loaded_at.get(victim.task)
                 after = clock - since if clock is not None and since is not None else None
                 pushes.append(_pushed(victim.task, name, after))
-            took = self._p._load_s(name, option.name)
+            took = self._load_s(name, option.name)
             clock = clock + took if clock is not None and took is not None else None
             if clock is not None:
                 loaded_at[name] = clock
@@ -309,7 +231,7 @@ class _Simulation:
                 step = self.step(name, option)
                 if not step.fits:
                     continue
-                self.apply(name, option, step)
+                self.play(name, option, step, self._load_s(name, option.name) or 0.0)
             held = self.table.loaded(name)
             if held is not None:
                 held.leases += 1  # the copy's lease: the real model is never touched
@@ -342,6 +264,12 @@ def _priority(task: TaskConfig) -> float:
 def _last_used(core: Core, name: str) -> float:
     loaded = core.table.loaded(name)
     return loaded.last_used if loaded is not None else float("-inf")
+
+
+def _no_room(step: Step) -> str:
+    full = [p.device for p in step.plans if not p.fits]
+    on = full[0] if len(step.plans) == 1 else f"{_and(full)} (a server on {_and(step.shares)})"
+    return f"does not fit on {on} even after evicting every model that may go"
 
 
 def _victim_words(v: PlannedEviction) -> str:

@@ -1,104 +1,293 @@
-"""The copy a preview plays on: the manager's Core seen through a copied task table.
+"""The copy a preview plays on, and the action's steps played on it (`Copy`).
 
-`Eviction.plan_room` and `loading.best_cuda_device` read the table through the Core they are
-given; handed a `WhatIf` whose table is a `CopiedTable`, they decide on the copy exactly as they
-would on the real one, and the real one never changes.
+`Eviction.plan_room`, `loading.best_cuda_device` and `spread.devices_for` read the state through
+the Core they are given; handed a `WhatIf`, they decide on the copy exactly as they would on the
+real state (the same code: a preview is what the action does), and the real state never
+changes. The view copies only what a played action changes (the task table, `preview_table`;
+the host tier) and reads the rest once per preview (`preview_reads.Reads`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-from typing import Any
+import contextlib
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from .config import ModelConfig, TaskConfig
-from .core import Core
-from .lru import LoadedModel, TaskEntry, TaskTable
-
-#: The copies' `released` event: nobody waits on a copy (set, as for a model nobody holds).
-UNUSED_EVENT = asyncio.Event()
-UNUSED_EVENT.set()
+from . import spread
+from .config import ModelConfig
+from .core import NO_DEVICE, Core
+from .errors import ModelLoadError
+from .eviction import Eviction, RoomPlan
+from .loading import best_cuda_device
+from .lru import LoadedModel
+from .memory import HOST, DeviceReading, is_cuda
+from .planning import cannot_load_reason
+from .preview_reads import Reads
+from .preview_table import UNUSED_EVENT, CopiedTable
+from .residency import Candidate, HostTier, Residency
+from .tiers import Tiers, Victim
 
 
 class WhatIf:
-    """The manager's Core seen through a copied task table (everything else is the real one).
-    What an option takes is asked at every step of a warm-up: remembered for one preview."""
+    """The manager's Core as one play of a preview sees it: `table` the copy, the host tier a
+    copy the played parks take room in, the rest read once (`Reads`) or the real Core."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, table: CopiedTable, reads: Reads) -> None:
         self.core = core
-        self.table = core.table
-        self._required: dict[tuple[int, str], int] = {}
-
-    def use(self, table: TaskTable) -> None:
         self.table = table
-        self._required.clear()
-        # Asked at every step: plain attributes (read now, the config in force) skip __getattr__.
-        self.inference, self.devices = self.core.inference, self.core.devices
+        # Plain attributes: asked at every step, they skip __getattr__.
+        self.inference, self.devices, self.ledger = reads.inference, reads.devices, reads.ledger
+        self.required_bytes = reads.required_bytes
+        self.holds_device_memory = reads.holds_device_memory
+        self.loader = reads.loader
 
-    def required_bytes(self, option: ModelConfig, device: str) -> int:
-        key = (id(option), device)
-        if key not in self._required:
-            self._required[key] = self.core.required_bytes(option, device)
-        return self._required[key]
+    @functools.cached_property
+    def host_tier(self) -> HostTier:
+        """A copy of the real tier, made when a plan first asks (most load previews never do)."""
+        return self.core.host_tier.copy()
+
+    def host_cache_budget(self) -> int:
+        """The real tier's budget (read from the probe on first use), kept on the copy too."""
+        self.host_tier.budget_bytes = budget = self.core.host_cache_budget()
+        return budget
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)
 
 
-class CopiedTable(TaskTable):
-    """The copy's table: a TaskTable whose entries are made when first asked for, and whose
-    residents and bytes per device are counted once per change, not at every question (a
-    warm-up preview asks them at every step). Only residents have an order that matters."""
+class CostKeys(Tiers):
+    """The tiers' choice of victims (`Tiers.victims`, unchanged: the action's own ordering)
+    with each model's cost key, the expected seconds to bring it back from a tier, looked up
+    once per preview instead of at every plan. A preview's victims carry no reason in words
+    (it shows where they go and what they cost); the action's do. A model the preview itself
+    loaded is sent off unloaded: only a real model object can tell whether it could be parked
+    or put to sleep (for transformers, the answer without one is the same; a server's loader
+    cannot answer without one)."""
 
-    def __init__(self, tasks: Mapping[str, TaskConfig]) -> None:
-        self._residents: list[LoadedModel] | None = None
-        self._bytes: dict[str, int] = {}
-        super().__init__(tasks)
+    def __init__(self, core: Core) -> None:
+        super().__init__(core, _never_awaited)
+        # Keyed by the model itself (compared by identity, never a reused id) and the tier's
+        # id: an Enum hashes in Python, at each lookup.
+        self._restore: dict[tuple[LoadedModel, int], float] = {}
+        self._candidates: dict[tuple[LoadedModel, int], Candidate] = {}
 
-    def reconfigure(self, tasks: Mapping[str, TaskConfig]) -> None:
-        self._tasks = tasks
+    def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
+        if loaded.model is None:  # one this preview loaded: no object to ask whether it can be
+            return Residency.OFF  # parked or put to sleep, so it counts as unloaded
+        return super().destination(loaded, tier)
 
-    def entry(self, task: str) -> TaskEntry:
-        entry = self._entries.get(task)
-        if entry is None:
-            entry = self._entries[task] = TaskEntry(task, self._tasks[task])
-        return entry
+    def _candidate(self, loaded: LoadedModel, where: Residency, restore: float) -> Candidate:
+        # (Tiers' own seam.) A model is a candidate at nearly every plan of a warm-up preview:
+        # made again only when what it is made of changed (a touch moves its last use).
+        key = (loaded, id(where))
+        found = self._candidates.get(key)
+        if found is None or found.last_used != loaded.last_used or found.restore_s != restore:
+            found = self._candidates[key] = super()._candidate(loaded, where, restore)
+        return found
 
-    def _changed(self) -> None:
-        self._residents = None
+    def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
+        key = (loaded, id(where))
+        found = self._restore.get(key)
+        if found is None:
+            found = self._restore[key] = super().restore_estimate(loaded, where)
+        return found
 
-    def residents(self) -> list[LoadedModel]:
-        """Shared between changes: callers read it, never change it."""
-        if self._residents is None:
-            self._residents = super().residents()
-            self._bytes = {}
-            for m in self._residents:
-                self._bytes[m.device] = self._bytes.get(m.device, 0) + m.bytes
-        return self._residents
-
-    def bytes_on(self, device: str) -> int:
-        self.residents()
-        return self._bytes.get(device, 0)
-
-    def add(self, loaded: LoadedModel) -> None:
-        super().add(loaded)
-        self._changed()
-
-    def remove(self, loaded: LoadedModel) -> None:
-        super().remove(loaded)
-        self._changed()
-
-    def touch(self, task: str) -> None:
-        super().touch(task)
-        self._changed()
+    def victim(
+        self, loaded: LoadedModel, tier: HostTier | None = None, where: Residency | None = None
+    ) -> Victim:
+        where = self.destination(loaded, tier) if where is None else where
+        return Victim(loaded, loaded.bytes, where, self.restore_estimate(loaded, where))
 
 
-def copy_of(real: LoadedModel, table: TaskTable) -> LoadedModel:
-    """`real` in the copied table; its leases counted, its own event untouched."""
-    copy = LoadedModel(table.entry(real.task), None, real.config, real.loader, real.device,
-                       real.bytes, real.load_duration_s, real.loaded_at, real.last_used,
-                       real.leases, UNUSED_EVENT)  # fmt: skip
-    return copy
+async def _never_awaited(device: str, before: int, expected: int) -> int:
+    raise RuntimeError("a preview sends no model off: it has nothing to wait for")
 
 
-__all__ = ["UNUSED_EVENT", "CopiedTable", "WhatIf", "copy_of"]
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and one is made
+class Step:  # at every step of a warm-up preview (never changed once made)
+    """One load as the action would run it: its devices and its share of each (a server on
+    several GPUs: one per rank), and the room plan on each, checked all before any is made."""
+
+    device: str  # the first of its devices; NO_DEVICE when it takes no device memory
+    required: int
+    shares: Mapping[str, int] = field(default_factory=dict)  # device → bytes, in load order
+    plans: tuple[RoomPlan, ...] = ()
+    refused: str = ""  # why it cannot load at all here
+    fits: bool = False  # it loads: not refused, and room can be made on each of its devices
+    comeback: bool = False  # it brings the task's parked or sleeping model back
+
+    @property
+    def evictions(self) -> int:
+        """How many models making its room would send off (a server on two devices once)."""
+        if len(self.plans) == 1:
+            return len(self.plans[0].victims)
+        return len({id(v.model) for p in self.plans for v in p.victims})
+
+
+class Copy:
+    """One preview's copy of the state (`WhatIf`) and of the readings, with the action's steps
+    played on it by the action's own decisions: placement, devices, room."""
+
+    def __init__(
+        self, core: Core, readings: Mapping[str, DeviceReading], reads: Reads | None = None
+    ) -> None:
+        self.core = core
+        self.readings = dict(readings)
+        self.present = [d for d in core.devices.names() if d in self.readings]
+        self.cuda = {d: self.readings[d] for d in self.present if is_cuda(d)}  # kept with them
+        self.table = CopiedTable(core.tasks, core.table.entries())
+        self.what_if = WhatIf(core, self.table, reads or Reads(core))
+        self.eviction = Eviction(cast(Core, self.what_if))
+        self.eviction.tiers = CostKeys(cast(Core, self.what_if))
+
+    # ------------------------------------------------------------------ steps
+
+    def step(self, name: str, option: ModelConfig) -> Step:
+        """Where the load would go and what room it would make, as `Loading._load` decides:
+        its device (`best_cuda_device`), the devices it spans (`spread.devices_for`), and room
+        on each (`Eviction.plan_room`), all or nothing (`spread.make_room_on_each`). A task
+        whose model is parked or asleep is brought back on its device (`Comeback.bring_back`),
+        or, for another option, dropped first."""
+        kept = self.table.kept(name)
+        if kept is None:
+            return self._cold(name, option)
+        if kept.config.load_signature() == option.load_signature():
+            device, required = kept.device, max(0, kept.bytes - kept.asleep_bytes)
+            if device not in self.readings:
+                return Step(device, 0, refused=f"device {device} is not present")
+            with self._as_if_gone(kept, freed=False):  # out of the tier before room is made
+                plan = self.eviction.plan_room(device, self.readings[device], required)
+            return Step(device, required, {device: required}, (plan,), fits=plan.fits,
+                        comeback=True)  # fmt: skip
+        with self._as_if_gone(kept, freed=True):
+            return self._cold(name, option)
+
+    def _cold(self, name: str, option: ModelConfig) -> Step:
+        cannot = cannot_load_reason(option)  # a missing package, loader or API key
+        if cannot:
+            return Step(NO_DEVICE, 0, refused=f"{option.name} cannot load here: {cannot}")
+        what_if = self.what_if
+        if not what_if.holds_device_memory(option):
+            return Step(NO_DEVICE, 0, fits=True)
+        if option.device != "auto":
+            if option.device not in self.readings:
+                return Step(option.device, 0, refused=f"device {option.device} is not present")
+            device = option.device
+        elif self.cuda:
+            device = best_cuda_device(cast(Core, what_if), self.eviction, option, self.cuda)
+        else:
+            device = HOST
+        try:
+            spans = spread.devices_for(name, option, what_if.loader(option), device, self.present)
+        except ModelLoadError as exc:
+            return Step(device, 0, refused=exc.reason)
+        required = what_if.required_bytes(option, spans[0])
+        if len(spans) == 1:  # nearly always: one device, one plan
+            plan = self.eviction.plan_room(device, self.readings[device], required)
+            return Step(device, required, {device: required}, (plan,), fits=plan.fits)
+        shares = spread.shares(required, spans)
+        plans = tuple(self.eviction.plan_room(d, self.readings[d], n) for d, n in shares.items())
+        return Step(spans[0], required, shares, plans, fits=all(p.fits for p in plans))
+
+    def play(self, name: str, option: ModelConfig, step: Step, load_s: float) -> list[Victim]:
+        """Play a fitting step: its victims leave, device by device as `make_room` sends them
+        (each device after the first planned again, as the action reads it again), and the
+        model arrives (most recently used) holding its share of each. Returns the victims."""
+        kept = self.table.kept(name)
+        if kept is not None:  # brought back, or dropped for another option
+            self._let_go(kept, freed=not step.comeback)
+        gone: list[Victim] = []
+        for device, plan in zip(step.shares, step.plans, strict=True):
+            if gone:  # the victims so far may have freed this device too (a server on both)
+                plan = self.eviction.plan_room(device, self.readings[device], step.shares[device])
+            for victim in plan.victims:
+                self._send_off(victim)
+                gone.append(victim)
+        if step.comeback and kept is not None:  # the same model, back on its device
+            arrived = LoadedModel(kept.owner, kept.model, kept.config, kept.loader, kept.device,
+                                  kept.bytes, kept.load_duration_s,
+                                  released=UNUSED_EVENT)  # fmt: skip
+        else:
+            arrived = LoadedModel(self.table.entry(name), None, option,
+                                  self.what_if.loader(option), step.device, step.required,
+                                  load_s, released=UNUSED_EVENT)  # fmt: skip
+        if len(step.shares) > 1:
+            arrived.bytes_by_device = dict(step.shares)
+        self.table.add(arrived)
+        for device, nbytes in step.shares.items():
+            self._take(device, nbytes)
+        return gone
+
+    def unload(self, name: str) -> None:
+        loaded = self.table.loaded(name)
+        if loaded is not None:
+            self._free(loaded)
+
+    def _send_off(self, victim: Victim) -> None:
+        """`victim` leaves its devices; a park takes its room in the copy's host tier, as
+        `Tiers.suspend` takes it in the real one, so the next plan sees it."""
+        model = victim.model
+        if model.owner.suspended is model:  # a sleeping server stopped: what it kept comes back
+            self._let_go(model, freed=True)
+            return
+        self._free(model)
+        if victim.goes_to is Residency.SLEEPING:
+            self.table.keep(model, Residency.SLEEPING)
+        elif victim.goes_to is Residency.HOST:
+            tier = self.what_if.host_tier
+            admission = tier.admit(model.task, model.bytes)
+            if not admission.admitted:  # (as `Tiers.suspend`: then it is unloaded)
+                return
+            for task in admission.dropped:  # parked models hold no device memory
+                tier.remove(task)
+                dropped = self.table.kept(task)
+                if dropped is not None:
+                    self.table.forget(dropped)
+            tier.add(model.task, model.bytes)
+            self.table.keep(model, Residency.HOST)
+
+    def _let_go(self, kept: LoadedModel, *, freed: bool) -> None:
+        """The suspended `kept` leaves the copy's tier and table: brought back, or dropped
+        (`freed`: then what it kept on its device is free again)."""
+        self.table.forget(kept)
+        self.what_if.host_tier.remove(kept.task)
+        if freed:
+            self._take(kept.device, -kept.asleep_bytes)
+
+    @contextlib.contextmanager
+    def _as_if_gone(self, kept: LoadedModel, *, freed: bool) -> Iterator[None]:
+        """Plan as the action does once `kept` left (`_let_go`), then put everything back."""
+        tier, reading, at = self.what_if.host_tier, self.readings.get(kept.device), -1
+        self.what_if.host_tier = tier.copy()
+        try:
+            at = self.table.forget(kept)
+            self.what_if.host_tier.remove(kept.task)
+            if freed:
+                self._take(kept.device, -kept.asleep_bytes)
+            yield
+        finally:
+            self.what_if.host_tier = tier
+            self.table.keep(kept, at=at)
+            if reading is not None:
+                self._set(kept.device, reading)
+
+    def _free(self, loaded: LoadedModel) -> None:
+        self.table.remove(loaded)
+        for device in loaded.devices:
+            self._take(device, -loaded.bytes_on(device))
+
+    def _take(self, device: str, nbytes: int) -> None:
+        r = self.readings.get(device)
+        if r is not None and nbytes:  # (a plain constructor: `replace` costs 10 µs a call)
+            used = max(0, r.used + nbytes)
+            self._set(device, DeviceReading(r.device, r.name, r.total, used, r.probe))
+
+    def _set(self, device: str, reading: DeviceReading) -> None:
+        self.readings[device] = reading
+        if device in self.cuda:
+            self.cuda[device] = reading
+
+
+__all__ = ["Copy", "CostKeys", "Step", "WhatIf"]

@@ -22,14 +22,24 @@ from .memory import DeviceReading, is_cuda
 async def occupied(
     task: str, option: ModelConfig, loader: AsyncLoader, device: str, pool: DevicePool
 ) -> tuple[str, ...]:
-    """The devices `option` holds memory on when placed on `device`, the first first.
+    """The devices `option` holds memory on when placed on `device`, the first first (see
+    `devices_for`); the pool is asked for the machine's devices only for a server."""
+    if not isinstance(loader, ServerLoader):
+        return (device,)
+    return devices_for(task, option, loader, device, await pool.names_async())
+
+
+def devices_for(
+    task: str, option: ModelConfig, loader: AsyncLoader, device: str, present: Sequence[str]
+) -> tuple[str, ...]:
+    """The devices `option` holds memory on when placed on `device`, among `present`; pure,
+    so loads and previews (manager/preview.py) decide here alike.
 
     Only a server can span devices. An ``auto`` server whose tensor-parallel ranks do not fit
     from the chosen card starts at the first CUDA card instead. ModelLoadError, naming what is
     missing, when the machine has fewer devices than the option asks for."""
     if not isinstance(loader, ServerLoader):
         return (device,)
-    present = await pool.names_async()
     try:
         try:
             return server_devices(option, device, present)
@@ -78,4 +88,4 @@ def by_device(model: object, measured: int) -> dict[str, int]:
     return memory.by_device() or shares(measured, memory.devices)
 
 
-__all__ = ["by_device", "make_room_on_each", "occupied", "shares"]
+__all__ = ["by_device", "devices_for", "make_room_on_each", "occupied", "shares"]

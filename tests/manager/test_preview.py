@@ -1,5 +1,6 @@
-"""Previews against the real actions: over random states (fake loaders and a fake probe), what a
-preview says a load, a switch or a warm-up evicts is what the action then evicts."""
+"""Previews against the real actions: over random states (fake loaders, one whose evicted models
+are unloaded and one whose are parked in host RAM, and a fake probe), what a preview says a load,
+a switch or a warm-up evicts is what the action then evicts."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes import FakeLoader, FakeProbe
-from vramdeck.manager import Ledger, ModelEvicted, ModelLoading, ModelManager
+from tests.fakes import FakeLoader, FakeProbe, ParkingFakeLoader
+from vramdeck.manager import Ledger, ModelEvicted, ModelLoading, ModelManager, ModelParked
 from vramdeck.manager.config import GIB
 from vramdeck.manager.preview import Preview
 from vramdeck.manager.residency import Residency
@@ -51,7 +52,7 @@ def states(draw: st.DrawFn) -> dict:
     }
 
 
-def _yaml(state: dict) -> str:
+def _yaml(state: dict, parks: bool) -> str:
     lines = ["models:"]
     for name, options in state["tasks"].items():
         lines.append(f"  {name}:")
@@ -61,19 +62,22 @@ def _yaml(state: dict) -> str:
                          f"device: '{device}'}}")  # fmt: skip
     lines.append("inference:")
     lines.append("  offload_threshold: 0.8")
+    if parks:  # a tier that fills: parks drop older ones, and some are refused
+        lines.append("  host_cache_gb: 6")
     if state["budget"] is not None:
         lines.append(f"  memory_budget_gb: {state['budget']}")
     return "\n".join(lines) + "\n"
 
 
-def _manager(state: dict, folder: Path) -> tuple[ModelManager, FakeProbe]:
+def _manager(state: dict, folder: Path, parks: bool) -> tuple[ModelManager, FakeProbe]:
     devices = {"cuda:0": 10.0, "cpu": 32.0}
     if state["two_gpus"]:
         devices["cuda:1"] = 8.0
     probe = FakeProbe(devices, other_gb={"cuda:0": state["other"]})
     path = folder / "models.yaml"
-    path.write_text(_yaml(state), encoding="utf-8")
-    manager = ModelManager(path, probe=probe, loaders=[FakeLoader(probe)], ledger=Ledger(None))
+    path.write_text(_yaml(state, parks), encoding="utf-8")
+    loader = ParkingFakeLoader(probe) if parks else FakeLoader(probe)
+    manager = ModelManager(path, probe=probe, loaders=[loader], ledger=Ledger(None))
     return manager, probe
 
 
@@ -124,11 +128,15 @@ async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list, obj
     return preview, True, evicted, result
 
 
+@pytest.mark.parametrize("parks", [False, True], ids=["unloads", "parks"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(states())
-def test_a_preview_is_what_the_action_does(state: dict) -> None:
+@given(state=states())
+def test_a_preview_is_what_the_action_does(parks: bool, state: dict) -> None:
+    """`parks`: evicted models on a GPU are parked in host RAM (the residency tiers), and a
+    load of a parked task brings it back."""
+
     async def run(folder: Path) -> None:
-        m, _probe = _manager(state, folder)
+        m, _probe = _manager(state, folder, parks)
         try:
             async with contextlib.AsyncExitStack() as held:
                 await _bring_to_state(m, state["steps"], held)
@@ -266,3 +274,90 @@ async def test_warm_up_previews_skip_what_cannot_load_and_say_why(make_manager):
         "VRAMDECK_TEST_UNSET_KEY is not set)"
     )
     assert await m.warmup_what_fits() == list(preview.what_fits)
+
+
+async def test_previews_change_nothing_of_the_real_state(make_manager):
+    m, probe, _ = make_manager(CONFIG)
+    await m.load_model("gpt2-medium")
+    await m.load_model("minilm")
+    table = m._core.table
+
+    def state() -> list[tuple]:
+        return [
+            (r.task, r.owner is table.entry(r.task), r.leases, r.last_used, r.device, r.bytes,
+             dict(r.bytes_by_device), r.model)
+            for r in table.residents()
+        ]  # fmt: skip
+
+    before, used, parked = state(), dict(probe.used), m._core.host_tier.tasks()
+    async with m.use("minilm"):  # a lease the what-fits play adds to its copies, never here
+        held = state()
+        assert m.preview_warmup().evictions  # it plays loads, evictions and leases on its copy
+        m.preview_load("chat")
+        m.preview_switch("gpt2-medium", "small")
+        assert state() == held and dict(probe.used) == used
+    assert state()[0] == before[0] and m._core.host_tier.tasks() == parked
+
+
+async def test_a_warm_up_preview_parks_as_the_host_s_free_ram_allows(tmp_path: Path) -> None:
+    # 7.5 GiB may be used of cuda:0; the host has 8 GiB, of which parking leaves 2 free. With a
+    # and b loaded, c pushes a out (parked: 4 GiB), then d pushes b out, and b's 3 GiB no longer
+    # fit in RAM: it is unloaded. A plan that read the host afresh each time would park b too.
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        + "".join(
+            f"  {t}: {{options: {{m: {{model_id: {t}, vram_gb: {gb}, device: 'cuda:0'}}}}}}\n"
+            for t, gb in (("a", 4), ("b", 3), ("c", 4), ("d", 3))
+        )
+        + "inference: {offload_threshold: 0.75, host_cache_gb: 8}\n",
+        encoding="utf-8",
+    )
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 8.0})
+    m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
+    parked: list[str] = []
+    evicted: list[str] = []
+    m.events.subscribe(lambda e: parked.append(e.task), ModelParked)
+    m.events.subscribe(lambda e: evicted.append(e.task), ModelEvicted)
+    try:
+        await m.load_model("a")
+        await m.load_model("b")
+        preview = m.preview_warmup()
+        planned = [(e.task, e.goes_to) for e in preview.evictions]
+        assert planned == [("a", Residency.HOST), ("b", Residency.OFF)], preview.summary
+        await m.warmup_models(force=True)
+        assert (evicted, parked) == (["a", "b"], ["a"])  # as previewed
+    finally:
+        await m.shutdown()
+
+
+async def test_a_parked_model_is_previewed_back_on_its_own_device(tmp_path: Path) -> None:
+    # p (auto) went to cuda:0 and was parked for q. Loaded cold it would go to the empty cuda:1;
+    # the load brings it back where it was instead, and that evicts q (parked in turn).
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  p: {options: {m: {model_id: p, vram_gb: 4}}}\n"
+        "  q: {options: {m: {model_id: q, vram_gb: 4, device: 'cuda:0'}}}\n"
+        "inference: {offload_threshold: 0.75, host_cache_gb: 16}\n",
+        encoding="utf-8",
+    )
+    probe = FakeProbe({"cuda:0": 10.0, "cuda:1": 10.0, "cpu": 64.0})
+    m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
+    evicted: list[tuple[str, str, int]] = []
+    m.events.subscribe(lambda e: evicted.append((e.task, e.device, e.freed_bytes)), ModelEvicted)
+    try:
+        await m.load_model("p")
+        await m.load_model("q")
+        assert m.task_status("p").residency is Residency.HOST and evicted[0][0] == "p"
+        preview = m.preview_load("p")
+        assert [(e.task, e.device, e.bytes, e.goes_to) for e in preview.evictions] == [
+            ("q", "cuda:0", 4 * GIB, Residency.HOST)
+        ], preview.summary
+        warm = m.preview_warmup()  # p comes back, evicting q; then q comes back, evicting p
+        planned = [(e.task, e.device, e.bytes) for e in warm.evictions]
+        assert [e.goes_to for e in warm.evictions] == [Residency.HOST, Residency.HOST]
+        await m.warmup_models(force=True)
+        assert evicted[1:] == planned == [("q", "cuda:0", 4 * GIB), ("p", "cuda:0", 4 * GIB)]
+    finally:
+        await m.shutdown()
