@@ -109,7 +109,9 @@ class Tiers:
             return None
         stopped = tuple(self._stopped(s) for s in sleepers)
         need_bytes -= sum(v.bytes for v in stopped)
-        # One reading of the host's free RAM for the whole plan (cheap enough for previews).
+        # One reading of the host's free RAM for the whole plan (cheap enough for previews); the
+        # budget first, so that a default one (read on first use) is in the copy.
+        self._core.host_cache_budget()
         tier = self._core.host_tier.copy()
         ranked = eviction_order(
             self._candidate(m, w, self.restore_estimate(m, w))

@@ -343,3 +343,17 @@ async def test_a_parked_model_idle_past_idle_unload_s_is_let_go(tiered: Make) ->
     assert dropped.reason == "idle for 600 s (it was in RAM)"
     assert {"b", "c"} <= set(m.loaded_models)  # the models on the device were used: they stay
     await m.shutdown()
+
+
+async def test_the_first_eviction_parks_with_the_default_budget(tiered: Make) -> None:
+    """host_cache_gb unset: the budget is read from the host's RAM on first use, and the very
+    first eviction already parks (it dropped, as the copy of the tier had no budget yet)."""
+    m, probe, loader, _events = tiered(text=THREE.replace("inference: {host_cache_gb: %s}\n", "")
+                                       % ("cuda:0", "cuda:0", "cuda:0"))  # fmt: skip
+    await m.load_model("a")
+    await m.load_model("b")
+    even_costs(m)
+    await m.load_model("c")
+    assert m.task_state("a") is TaskState.PARKED and loader.parks == ["model-a"]
+    assert probe.used["cpu"] == 4 * GIB and m.host_tier_status().budget_bytes > 4 * GIB
+    await m.shutdown()
