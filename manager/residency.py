@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 GIB = 1024**3
@@ -156,13 +156,19 @@ class Candidate:
     residency_after: Residency = Residency.OFF
 
 
-def eviction_order(candidates: Iterable[Candidate], *, now: float | None = None) -> list[Candidate]:
+def eviction_order(
+    candidates: Iterable[Candidate], *, now: float | None = None
+) -> Iterator[Candidate]:
     """Cheapest loss first: the highest idle seconds ÷ (seconds to bring back × priority).
 
     A model idle for long that comes back fast goes before a busy one that takes a cold load.
     The input is in least-recently-used order, and the least recently used goes first unless
     another is clearly cheaper to lose (by `CLEARLY` or more): measured times jitter (a first
     load pays the imports), and a near tie should not reorder what a person expects.
+
+    Lazy: each next one is chosen when asked for, so making room (which takes the first few of
+    a device's models) costs a pass per victim rather than a full ordering; previews replay
+    many of them.
     """
     now = time.monotonic() if now is None else now
 
@@ -171,12 +177,10 @@ def eviction_order(candidates: Iterable[Candidate], *, now: float | None = None)
         return idle / (max(c.restore_s, INSTANT_S) * max(c.priority, 1e-6))
 
     left = [(worth(c), c) for c in candidates]
-    order: list[Candidate] = []
     while left:
         best = max(range(len(left)), key=lambda i: left[i][0])  # first of equals: the LRU
         pick = 0 if left[0][0] * CLEARLY >= left[best][0] else best
-        order.append(left.pop(pick)[1])
-    return order
+        yield left.pop(pick)[1]
 
 
 def eviction_reason(candidate: Candidate, *, now: float | None = None) -> str:

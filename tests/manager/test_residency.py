@@ -99,7 +99,7 @@ def test_the_cheapest_loss_goes_first():
     idle_fast = Candidate("idle-fast", last_used=now - 600, restore_s=0.2)
     busy_slow = Candidate("busy-slow", last_used=now - 5, restore_s=30.0)
     idle_slow = Candidate("idle-slow", last_used=now - 600, restore_s=30.0)
-    order = eviction_order([busy_slow, idle_slow, idle_fast], now=now)
+    order = list(eviction_order([busy_slow, idle_slow, idle_fast], now=now))
     assert [c.task for c in order] == ["idle-fast", "idle-slow", "busy-slow"]
 
 
