@@ -176,6 +176,7 @@ async def test_a_load_preview_names_victims_bytes_and_restore_cost(make_manager)
     m, probe, _ = make_manager(CONFIG)  # 7.5 GiB may be used of 10
     await m.load_model("gpt2-medium")
     await m.load_model("minilm")
+    m.host_tier_status()  # the tier's default budget, read from the host once per manager
     reads = probe.reads
     preview = m.preview_load("chat")
     assert probe.reads - reads == len(probe.devices())  # one reading of each device
