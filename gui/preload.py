@@ -12,6 +12,7 @@ onto the meta device, which reads and holds no weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -46,7 +47,9 @@ def model_sources(rows: Iterable[TaskRow]) -> list[str]:
 def import_architectures(sources: Iterable[str]) -> list[str]:
     """Import each source's model classes and build the conversion table its loads use; the
     model types done. A source whose config is not on this machine (a hub id not in the cache)
-    or needs remote code is left to its load: nothing is fetched or run here."""
+    or needs remote code is left to its load: nothing is fetched or run here. Weight
+    initialisation is off in the whole process meanwhile: call it while nothing else builds a
+    model (the panel runs it before loads may start, the demo models made)."""
     import transformers
 
     done: list[str] = []
@@ -73,12 +76,23 @@ def _load_on_meta(model_class: type, source: str, config: object) -> None:
     renames, ~1 ms each, and Python's `re` keeps them for the next load), so the first real load
     costs what a warm one does."""
     try:
-        model_class.from_pretrained(  # type: ignore[attr-defined]
-            source, config=config, device_map="meta", local_files_only=True,
-            use_safetensors=True,  # never unpickles: pickle weights only when a config opts in
-        )  # fmt: skip
+        # No weight is initialised either (on the meta device there is nothing to set): safe
+        # for the whole process, since loads wait for the preload (`set_prerequisite`).
+        with _no_init_weights():
+            model_class.from_pretrained(  # type: ignore[attr-defined]
+                source, config=config, device_map="meta", local_files_only=True,
+                use_safetensors=True,  # never unpickles: pickle weights only when a config opts in
+            )  # fmt: skip
     except (OSError, ValueError, RuntimeError, TypeError) as exc:  # the load will say why
         logger.debug("not preloading %s on meta: %s", source, exc)
+
+
+def _no_init_weights() -> contextlib.AbstractContextManager[object]:
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # another transformers: initialise, slower but the same
+        return contextlib.nullcontext()
+    return no_init_weights()
 
 
 def _build_conversion_table(model_type: str) -> None:
