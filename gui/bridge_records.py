@@ -48,6 +48,7 @@ from .formatting import fmt_bytes, fmt_duration, short_model_id
 from .records import (
     BudgetReport,
     DevicePlan,
+    FixAction,
     HostTierInfo,
     LogEntry,
     MemorySample,
@@ -153,10 +154,9 @@ def _back(restore_s: float | None) -> str:
 
 
 def fix_record(fix: Fix) -> ThrashFix:
-    # The enum's name, not its value: FixKind.RAISE_BUDGET's value is "raise budget" (words),
-    # the panel's kind is "raise_budget".
-    kind = fix.kind.name.lower()
-    return ThrashFix(kind, fix.task, fix.option, fix.budget_bytes, fix.summary)
+    # By the enum's name: FixKind's values are words ("raise budget").
+    return ThrashFix(FixAction[fix.kind.name], fix.task, fix.option, fix.budget_bytes,
+                     fix.summary)  # fmt: skip
 
 
 def host_tier_info(status: HostTierStatus, parked: tuple[str, ...] = ()) -> HostTierInfo:

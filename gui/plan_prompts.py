@@ -18,11 +18,15 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWi
 from . import settings as saved
 from .bridge import ManagerBridge
 from .formatting import fmt_bytes
-from .records import PlanPreview, ThrashFix
+from .records import FixAction, PlanPreview, ThrashFix
 
 #: Asks the person: (title, question) → yes. Tests replace it.
 Ask = Callable[[str, str], bool]
-FIX_VERBS = {"pin": "Pin", "raise_budget": "Raise the budget", "switch": "Switch"}
+FIX_VERBS = {
+    FixAction.PIN: "Pin",
+    FixAction.RAISE_BUDGET: "Raise the budget",
+    FixAction.SWITCH: "Switch",
+}
 
 
 def _ask_in_a_box(title: str, question: str) -> bool:
@@ -80,13 +84,13 @@ class ThrashBar(QWidget):
 
 
 def _fix_label(fix: ThrashFix) -> str:
-    if fix.kind == "pin":
+    if fix.kind is FixAction.PIN:
         return f"Pin {fix.task}"
-    if fix.kind == "raise_budget" and fix.budget_bytes is not None:
+    if fix.kind is FixAction.RAISE_BUDGET and fix.budget_bytes is not None:
         return f"Raise the budget to {fmt_bytes(fix.budget_bytes)}"
-    if fix.kind == "switch" and fix.option:
+    if fix.kind is FixAction.SWITCH and fix.option:
         return f"Switch {fix.task} to {fix.option}"
-    return FIX_VERBS.get(fix.kind, fix.kind)
+    return FIX_VERBS[fix.kind]
 
 
 class PlanPrompts(QObject):
@@ -175,11 +179,11 @@ class PlanPrompts(QObject):
         self._bar.show_fixes(tasks, cost, self._bridge.thrash_fixes(tasks), self.apply_fix)
 
     def apply_fix(self, fix: ThrashFix) -> None:
-        if fix.kind == "pin":
+        if fix.kind is FixAction.PIN:
             self._bridge.set_pinned(fix.task, True)
-        elif fix.kind == "raise_budget" and fix.budget_bytes is not None:
+        elif fix.kind is FixAction.RAISE_BUDGET and fix.budget_bytes is not None:
             self._bridge.raise_budget(fix.budget_bytes)
-        elif fix.kind == "switch" and fix.option:
+        elif fix.kind is FixAction.SWITCH and fix.option:
             job = asyncio.ensure_future(self._bridge.select(fix.task, fix.option))
             self._jobs.add(job)
             job.add_done_callback(self._jobs.discard)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .formatting import GIB, fmt_bytes
 
@@ -218,12 +219,20 @@ class PlanPreview:
         return "\n".join(line for line in lines if line)
 
 
+class FixAction(Enum):
+    """What a thrash fix's button does (the bridge maps the manager's `FixKind` by name)."""
+
+    PIN = "pin"
+    RAISE_BUDGET = "raise_budget"
+    SWITCH = "switch"
+
+
 @dataclass(frozen=True, slots=True)
 class ThrashFix:
     """One click that stops a thrash: pin a task, raise the budget, or switch to a smaller
-    option (`kind` is "pin", "raise_budget" or "switch")."""
+    option."""
 
-    kind: str
+    kind: FixAction
     task: str
     option: str | None
     budget_bytes: int | None
@@ -246,6 +255,7 @@ __all__ = [
     "BudgetReport",
     "DeviceInfo",
     "DevicePlan",
+    "FixAction",
     "GpuActivity",
     "GpuProcessInfo",
     "HostTierInfo",
