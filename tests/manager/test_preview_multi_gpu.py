@@ -9,29 +9,18 @@ NVML-style per-process figures for the server's pids on both cards).
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes import TwoGpuProbe
+from tests.manager import test_multi_gpu
 from tests.manager.test_multi_gpu import Harness, fake_task, tp_server
 from vramdeck.manager import InsufficientMemoryError, ModelEvicted, ModelLoadError
 from vramdeck.manager.config import GIB
 from vramdeck.manager.preview import Preview
 
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> Any:
-    made: list[Harness] = []
-
-    def make(models: dict[str, Any], probe: TwoGpuProbe | None = None) -> Harness:
-        made.append(Harness(tmp_path, models, probe or TwoGpuProbe()))
-        return made[-1]
-
-    yield make
-    for h in made:
-        await asyncio.wait_for(h.manager.shutdown(), 15)
+harness = test_multi_gpu.harness  # the same fixture: a Harness per call, shut down after
 
 
 def planned(preview: Preview) -> list[tuple[str, str, int]]:
