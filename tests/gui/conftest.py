@@ -102,19 +102,24 @@ def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
     loop = qasync.QEventLoop(qapp, already_running=True)
     asyncio.set_event_loop(loop)
     yield loop
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        run(loop, asyncio.gather(*pending, return_exceptions=True), timeout=10)
-    # Not loop.stop(): it calls QApplication.exit(), which makes every later QEventLoop.exec()
-    # (qtbot's waits in the next tests) return at once. Mark the loop stopped instead.
-    loop._QEventLoop__is_running = False
-    asyncio.events._set_running_loop(None)
-    with contextlib.suppress(RuntimeError, TypeError):
-        qapp.aboutToQuit.disconnect(loop._after_run_forever)
-    loop.close()
-    asyncio.set_event_loop(None)
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            run(loop, asyncio.gather(*pending, return_exceptions=True), timeout=10)
+    finally:
+        # Closed even when a failed test left work that would not end: an open loop's worker
+        # threads would later call into it from the next test's Qt events (a crash, not a
+        # failure). Closing shuts its default executor down.
+        # Not loop.stop(): it calls QApplication.exit(), which makes every later
+        # QEventLoop.exec() (qtbot's waits in the next tests) return at once. Mark it stopped.
+        loop._QEventLoop__is_running = False
+        asyncio.events._set_running_loop(None)
+        with contextlib.suppress(RuntimeError, TypeError):
+            qapp.aboutToQuit.disconnect(loop._after_run_forever)
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 # ----------------------------------------------------------------- tiny real models
@@ -214,12 +219,13 @@ def make_panel(
         return panel
 
     yield make
-    for panel in made:
-        if not panel.session.shutdown_ran:
-            panel.run(panel.session.shutdown())
-        panel.session.dispose()
-        panel.window.close_now()
-        panel.bridge.deleteLater()  # destroyed here, on the GUI thread
+    with contextlib.ExitStack() as cleanups:  # every panel cleaned up, even after a failure
+        for panel in made:
+            cleanups.callback(panel.bridge.deleteLater)  # destroyed here, on the GUI thread
+            cleanups.callback(panel.window.close_now)
+            cleanups.callback(panel.session.dispose)
+            if not panel.session.shutdown_ran:
+                cleanups.callback(panel.run, panel.session.shutdown())
 
 
 @pytest.fixture
