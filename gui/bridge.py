@@ -34,6 +34,7 @@ from vramdeck.manager import (
 from vramdeck.manager.config_store import ConfigChangedOnDisk, save_selections
 from vramdeck.manager.logs import setup_file_logging
 
+from .bridge_collections import collect_on_gui_thread
 from .bridge_contract import ContractCommands
 from .bridge_records import budget_report, log_entry, server_url, task_row, thrash_of
 from .bridge_serving import ServingControl
@@ -86,6 +87,7 @@ class ManagerBridge(ContractCommands, QObject):
 
     def __init__(self, manager: ModelManager, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        collect_on_gui_thread()  # a failed load's collection never finalizes Qt objects off it
         self._manager = manager
         self._busy: set[str] = set()
         self._config_dirty = False

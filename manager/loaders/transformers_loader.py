@@ -5,14 +5,15 @@ torch and transformers are imported here, inside the methods, so ``import manage
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import logging
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Any, ClassVar
 
+from vramdeck.manager.collection import collect_garbage
 from vramdeck.manager.config import ModelConfig
 from vramdeck.manager.config_errors import shorten
 from vramdeck.manager.errors import LoadCancelledError
@@ -36,11 +37,11 @@ _BITS = {
 
 def _free_cached(device: str, *, collect: bool = False) -> None:
     """Return CUDA's cached blocks to the driver; with `collect`, first free the tensors that
-    only reference cycles still hold (a failed load's traceback frames). Not on every unload:
-    a full collection in a worker thread holds the GIL for a while, and may finalize an app's
-    objects (Qt's) off their thread."""
+    only reference cycles still hold (a failed load's traceback frames), through
+    `collection.collect_garbage` (an app with Qt objects collects on its GUI thread). Not on
+    every unload: a full collection holds the GIL for a while."""
     if collect:
-        gc.collect()
+        collect_garbage()
     if is_cuda(device):
         import torch
 
@@ -82,7 +83,10 @@ class TransformersLoader:
             return self._load(option, ctx)
         except LoadCancelledError:
             pass  # below, once the frames that hold the weights read so far are gone
-        except BaseException:
+        except BaseException as exc:
+            # The weights read so far are the locals of the frames the traceback keeps: free
+            # them now, whatever holds the error later (the lines of the traceback stay).
+            traceback.clear_frames(exc.__traceback__)
             _free_cached(ctx.device, collect=True)
             raise
         _free_cached(ctx.device, collect=True)

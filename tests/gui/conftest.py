@@ -71,6 +71,19 @@ def no_leaked_widgets(qapp: QApplication) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def collection_on_the_gui_thread(qapp: QApplication) -> Iterator[None]:
+    """As the app runs (gui/app.py): automatic collection off, collections on a GUI-thread
+    timer, so that no worker thread finalizes a test's Qt objects."""
+    from vramdeck.gui.gc_guard import GuiThreadCollector
+
+    collector = GuiThreadCollector()
+    collector.start()
+    yield
+    collector.stop()
+    collector.deleteLater()
+
+
+@pytest.fixture(autouse=True)
 def no_warnings_logged(
     request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> Iterator[None]:

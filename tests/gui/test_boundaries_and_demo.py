@@ -30,9 +30,11 @@ def test_only_the_bridge_imports_the_manager() -> None:
             for m in imported_modules(p)
         )
     )
-    # The bridge, in four modules: events and commands, records, this round's API, serving.
+    # The bridge, in five modules: events and commands, where the manager's collections run,
+    # records, this round's API, serving.
     assert importers == [
-        "bridge.py", "bridge_contract.py", "bridge_records.py", "bridge_serving.py"
+        "bridge.py", "bridge_collections.py", "bridge_contract.py", "bridge_records.py",
+        "bridge_serving.py",
     ]  # fmt: skip
 
 

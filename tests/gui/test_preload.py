@@ -111,3 +111,32 @@ def test_after_the_preload_a_first_load_compiles_no_pattern(
     model = AutoModelForCausalLM.from_pretrained(source)
     assert next(model.parameters()).device.type == "cpu"
     assert compiled == []
+
+
+def test_a_loaders_collection_runs_on_the_gui_thread(make_panel, gui_config: Path) -> None:
+    """A failed load's collection (manager/collection.py) from a worker thread is queued to the
+    GUI thread, where the panel's garbage Qt objects may be finalized."""
+    import threading
+
+    from vramdeck.manager.collection import collect_garbage
+
+    panel = make_panel(gui_config, start=False)  # a bridge routes the collections
+    where: list[str] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            where.append(threading.current_thread().name)
+
+    gc.callbacks.append(callback)
+    try:
+        worker = threading.Thread(target=collect_garbage, name="a-loader-worker")
+        worker.start()
+        worker.join(10)
+        assert "a-loader-worker" not in where  # not collected there
+
+        async def collected() -> None:
+            await until(lambda: "MainThread" in where, "the GUI thread collected")
+
+        panel.run(collected())
+    finally:
+        gc.callbacks.remove(callback)
