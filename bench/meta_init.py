@@ -24,18 +24,22 @@ from vramdeck.manager.demo_models import SPECS, ensure_demo_models  # noqa: E402
 from vramdeck.manager.loaders import meta_init  # noqa: E402
 
 
-def set_skipping(on: bool) -> None:
-    """Install the wrappers, or put torch's own initialisers back (for the baseline rounds)."""
+def initialisers() -> tuple[dict[str, object], dict[str, object]]:
+    """torch.nn.init's public initialisers as torch has them, and as `meta_init` wraps them."""
     from torch.nn import init
 
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
     meta_init.install()
-    for name in dir(init):
-        fn = getattr(init, name)
-        if getattr(fn, "vramdeck_skips_meta", False) and not on:
-            setattr(init, name, fn.__wrapped__)
-            setattr(init, f"_bench_wrapped_{name}", fn)
-        elif on and hasattr(init, f"_bench_wrapped_{name}"):
-            setattr(init, name, getattr(init, f"_bench_wrapped_{name}"))
+    wrapped = {n: getattr(init, n) for n in names}
+    own = {n: getattr(fn, "__wrapped__", fn) for n, fn in wrapped.items()}
+    return own, wrapped
+
+
+def use(functions: dict[str, object]) -> None:
+    from torch.nn import init
+
+    for name, fn in functions.items():
+        setattr(init, name, fn)
 
 
 def main() -> None:
@@ -51,6 +55,7 @@ def main() -> None:
     auto = {"gpt2": AutoModelForCausalLM, "bert": AutoModelForSequenceClassification}
 
     torch.set_num_threads(1)  # the loader's thread, as in the panel; less noise on 2 cores
+    own, wrapped = initialisers()
     with tempfile.TemporaryDirectory(prefix="vramdeck-bench-") as tmp:
         folder = ensure_demo_models(Path(tmp) / "demo-models")
         print(f"{'model':12} {'without':>10} {'with skip':>10} {'ratio':>7}")
@@ -58,7 +63,7 @@ def main() -> None:
             times: dict[bool, list[float]] = {False: [], True: []}
             for _ in range(args.rounds + 1):  # the first round of each warms up, not counted
                 for on in (False, True):
-                    set_skipping(on)
+                    use(wrapped if on else own)
                     started = time.perf_counter()
                     auto[arch].from_pretrained(folder / name)
                     times[on].append(time.perf_counter() - started)
