@@ -43,6 +43,8 @@ class Ledger:
         self.path = path
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, float]] = self._read() if path else {}
+        #: Counts the changes to the figures (previews keep what they read until it moves).
+        self.version = 0
 
     def _read(self) -> dict[str, dict[str, float]]:
         assert self.path is not None
@@ -74,6 +76,7 @@ class Ledger:
         with self._lock:
             entry = self._entries.setdefault(ledger_key(option, device), {})
             entry.update(bytes=int(measured), at=time.time())
+            self.version += 1
             if load_s is not None:
                 entry["load_s"] = float(load_s)
 
@@ -84,6 +87,7 @@ class Ledger:
             entry = self._entries.get(ledger_key(option, device))
             if entry is not None:
                 entry["first_inference_s"] = float(seconds)
+                self.version += 1
 
     def first_inference_s(self, option: ModelConfig, device: str) -> float | None:
         """The last measured first-inference latency of `option` on `device`'s kind, if any."""
@@ -111,6 +115,7 @@ class Ledger:
             entry = self._entries.get(ledger_key(option, device))
             if entry is not None:  # restores follow a load, which made the entry
                 entry[f"restore_s:{tier}"] = float(seconds)
+                self.version += 1
 
     def save(self) -> None:
         """Write the ledger to its file (atomically); a no-op for an in-memory ledger."""

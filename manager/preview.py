@@ -20,7 +20,7 @@ from .core import Core
 from .errors import unknown_option
 from .memory import DeviceReading
 from .preview_copy import Copy, Step
-from .preview_reads import Reads
+from .preview_reads import Lookups, Reads
 from .residency import Residency
 from .units import format_bytes
 
@@ -76,6 +76,7 @@ class Previews:
     def __init__(self, core: Core, load_s: LoadSeconds) -> None:
         self._core = core
         self._load_s = load_s
+        self._lookups: Lookups | None = None  # shared by previews while current
 
     # ------------------------------------------------------------------ the three previews
 
@@ -110,7 +111,7 @@ class Previews:
 
     def warmup(self, readings: Mapping[str, DeviceReading]) -> Preview:
         """`warmup_models(force=True)`: every selected model, in config order."""
-        reads = Reads(self._core)  # both plays read the state once
+        reads = self._reads()  # both plays read the state once
         played = self._copy(readings, reads).warm_all()
         return replace(played, what_fits=self._copy(readings, reads).what_fits())
 
@@ -119,10 +120,15 @@ class Previews:
 
     # ------------------------------------------------------------------ the copy
 
+    def _reads(self) -> Reads:
+        reads = Reads(self._core, self._lookups)
+        self._lookups = reads.lookups
+        return reads
+
     def _copy(
         self, readings: Mapping[str, DeviceReading], reads: Reads | None = None
     ) -> _Simulation:
-        return _Simulation(self._core, self._load_s, readings, reads)
+        return _Simulation(self._core, self._load_s, readings, reads or self._reads())
 
 
 class _Simulation(Copy):
@@ -232,9 +238,7 @@ class _Simulation(Copy):
                 if not step.fits:
                     continue
                 self.play(name, option, step, self._load_s(name, option.name) or 0.0)
-            held = self.table.loaded(name)
-            if held is not None:
-                held.leases += 1  # the copy's lease: the real model is never touched
+            self.hold(name)
             picked.append(name)
         return tuple(picked)
 

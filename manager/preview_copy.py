@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -26,7 +27,7 @@ from .memory import HOST, DeviceReading, is_cuda
 from .planning import cannot_load_reason
 from .preview_reads import Reads
 from .preview_table import UNUSED_EVENT, CopiedTable
-from .residency import Candidate, HostTier, Residency
+from .residency import HostTier, Residency
 from .tiers import Tiers, Victim
 
 
@@ -59,33 +60,45 @@ class WhatIf:
 
 class CostKeys(Tiers):
     """The tiers' choice of victims (`Tiers.victims`, unchanged: the action's own ordering)
-    with each model's cost key, the expected seconds to bring it back from a tier, looked up
-    once per preview instead of at every plan. A preview's victims carry no reason in words
-    (it shows where they go and what they cost); the action's do. A model the preview itself
-    loaded is sent off unloaded: only a real model object can tell whether it could be parked
-    or put to sleep (for transformers, the answer without one is the same; a server's loader
-    cannot answer without one)."""
+    with what it asks of each model remembered for the preview: its cost to bring back and how
+    cheap it is to lose, at one instant for the whole preview (it is one moment's answer, as
+    the action's plan is). A preview's victims carry no reason in words (it shows where they
+    go and what they cost); the action's do. A model the preview itself loaded is sent off
+    unloaded: only a real model object can tell whether it could be parked or put to sleep (for
+    transformers, the answer without one is the same; a server's loader cannot answer without
+    one)."""
 
     def __init__(self, core: Core) -> None:
         super().__init__(core, _never_awaited)
+        self._now = time.monotonic()  # the preview's one instant
         # Keyed by the model itself (compared by identity, never a reused id) and the tier's
         # id: an Enum hashes in Python, at each lookup.
         self._restore: dict[tuple[LoadedModel, int], float] = {}
-        self._candidates: dict[tuple[LoadedModel, int], Candidate] = {}
+        # ... and its score, with the last use it was counted from (a touch moves it).
+        self._scores: dict[LoadedModel, tuple[float, float]] = {}
 
     def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
         if loaded.model is None:  # one this preview loaded: no object to ask whether it can be
             return Residency.OFF  # parked or put to sleep, so it counts as unloaded
         return super().destination(loaded, tier)
 
-    def _candidate(self, loaded: LoadedModel, where: Residency, restore: float) -> Candidate:
-        # (Tiers' own seam.) A model is a candidate at nearly every plan of a warm-up preview:
-        # made again only when what it is made of changed (a touch moves its last use).
-        key = (loaded, id(where))
-        found = self._candidates.get(key)
-        if found is None or found.last_used != loaded.last_used or found.restore_s != restore:
-            found = self._candidates[key] = super()._candidate(loaded, where, restore)
+    def scored(
+        self, models: list[LoadedModel], tier: HostTier | None
+    ) -> list[tuple[float, LoadedModel]]:
+        # (Tiers' own seam.) A model is scored at nearly every plan of a warm-up preview; its
+        # score changes only with its last use (`now` is the preview's one instant), unless it
+        # may be parked: then it depends on the tier too, which the plays fill.
+        scores, now, found = self._scores, self._now, []
+        for m in models:
+            known = scores.get(m)
+            if known is None or known[0] != m.last_used or self._may_park(m):
+                known = scores[m] = (m.last_used, self.score(m, tier, now))
+            found.append((known[1], m))
         return found
+
+    @staticmethod
+    def _may_park(loaded: LoadedModel) -> bool:
+        return loaded.model is not None and loaded.loader.suspends_to is Residency.HOST
 
     def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
         key = (loaded, id(where))
@@ -141,6 +154,9 @@ class Copy:
         self.what_if = WhatIf(core, self.table, reads or Reads(core))
         self.eviction = Eviction(cast(Core, self.what_if))
         self.eviction.tiers = CostKeys(cast(Core, self.what_if))
+        # Loads that found no room, by what their answer depends on (`_no_room_key`): until
+        # a play changes what the devices hold or may let go, the same load finds none again.
+        self._no_room: dict[tuple[int, tuple[int, ...]], Step] = {}
 
     # ------------------------------------------------------------------ steps
 
@@ -176,6 +192,10 @@ class Copy:
                 return Step(option.device, 0, refused=f"device {option.device} is not present")
             device = option.device
         elif self.cuda:
+            if self._no_room:  # (empty after every play: then nothing to look up)
+                found = self._no_room.get(self._no_room_key(option))  # type: ignore[arg-type]
+                if found is not None:
+                    return found
             device = best_cuda_device(cast(Core, what_if), self.eviction, option, self.cuda)
         else:
             device = HOST
@@ -186,15 +206,37 @@ class Copy:
         required = what_if.required_bytes(option, spans[0])
         if len(spans) == 1:  # nearly always: one device, one plan
             plan = self.eviction.plan_room(device, self.readings[device], required)
-            return Step(device, required, {device: required}, (plan,), fits=plan.fits)
+            step = Step(device, required, {device: required}, (plan,), fits=plan.fits)
+            if not plan.fits and option.device == "auto" and self.cuda:
+                key = self._no_room_key(option)
+                if key is not None:
+                    self._no_room[key] = step
+            return step
         shares = spread.shares(required, spans)
         plans = tuple(self.eviction.plan_room(d, self.readings[d], n) for d, n in shares.items())
         return Step(spans[0], required, shares, plans, fits=all(p.fits for p in plans))
+
+    def _no_room_key(self, option: ModelConfig) -> tuple[int, tuple[int, ...]] | None:
+        """What an ``auto`` load's answer depends on besides the state, when that is all: its
+        loader and what it takes on each GPU (`best_cuda_device` chooses by these, and room is
+        made for them). None for a server: where it spans depends on the option too."""
+        loader = self.what_if.loader(option)
+        if spread.may_span(loader):
+            return None
+        return id(loader), tuple(self.what_if.required_bytes(option, d) for d in self.cuda)
+
+    def hold(self, name: str) -> None:
+        """The task's model is held (the copy's lease: the real model is never touched): it
+        may not go for the loads after it."""
+        held = self.table.loaded(name)
+        if held is not None:
+            held.leases += 1  # (fewer may go now: each "no room" answer stands)
 
     def play(self, name: str, option: ModelConfig, step: Step, load_s: float) -> list[Victim]:
         """Play a fitting step: its victims leave, device by device as `make_room` sends them
         (each device after the first planned again, as the action reads it again), and the
         model arrives (most recently used) holding its share of each. Returns the victims."""
+        self._no_room.clear()  # what the devices hold changes
         kept = self.table.kept(name)
         if kept is not None:  # brought back, or dropped for another option
             self._let_go(kept, freed=not step.comeback)
@@ -223,6 +265,7 @@ class Copy:
     def unload(self, name: str) -> None:
         loaded = self.table.loaded(name)
         if loaded is not None:
+            self._no_room.clear()
             self._free(loaded)
 
     def _send_off(self, victim: Victim) -> None:

@@ -1,9 +1,10 @@
-"""What a preview reads of the real manager, once: `Reads`, shared by the plays of one preview.
+"""What a preview reads of the real manager: `Lookups`, kept across previews until the config,
+the loaders or the ledger change, and `Reads`, read once per preview and shared by its plays.
 
 A warm-up preview plays up to fifty loads, each asking what an option takes, its loader, the
 ledger's restore figures, the pool's reservations and the budget settings; none of them changes
 while a preview runs (it is synchronous, on the loop; only a load landing or a config reload
-changes them), so each is asked of the real manager once and remembered for the preview.
+changes them), so each is asked of the real manager once and remembered.
 """
 
 from __future__ import annotations
@@ -17,23 +18,32 @@ from .ledger import Ledger
 from .loaders.base import AsyncLoader
 
 
-class Reads:
-    """What one preview reads of the real manager, each once and shared by its plays (a warm-up
-    preview plays two): what each option takes, its loader, the ledger's restore figures, the
-    pool's reservations, the budget settings. None of them changes while a preview runs: it is
-    synchronous, on the loop, and only a load landing or a config reload changes them."""
+class Lookups:
+    """What each option takes on a device, whether it holds device memory, its loader, and the
+    ledger's restore figures. They change only with the config (a reload makes new tasks), the
+    loaders (a new registry) or the ledger (its `version`), so previews share them until
+    `current` says one of those changed."""
 
     def __init__(self, core: Core) -> None:
         self._core = core
-        self.inference = InferenceView(core.inference)
-        self.devices = PoolView(core.devices)
+        # Held, not only compared: while they are, no new config or registry takes their ids,
+        # and the options' ids below stay theirs.
+        self._tasks, self._registry, self._version = core.tasks, core.registry, core.ledger.version
         self.ledger = LedgerView(core.ledger)
         self._required: dict[tuple[int, str], int] = {}
         self._holds: dict[int, bool] = {}
         self._loaders: dict[int, AsyncLoader] = {}
 
+    def current(self) -> bool:
+        core = self._core
+        return (
+            core.tasks is self._tasks
+            and core.registry is self._registry
+            and core.ledger.version == self._version
+        )
+
     def required_bytes(self, option: ModelConfig, device: str) -> int:
-        key = (id(option), device)  # the config's options outlive the preview: ids stay theirs
+        key = (id(option), device)
         found = self._required.get(key)
         if found is None:
             found = self._required[key] = self._core.required_bytes(option, device)
@@ -52,6 +62,22 @@ class Reads:
         return found
 
 
+class Reads:
+    """What one preview reads of the real manager, shared by its plays (a warm-up preview plays
+    two): the `Lookups` (`lookups`, when still current, else new ones), the pool's reservations
+    and the budget settings, read at the preview (a load in flight or a new budget changes them
+    between previews, never during one)."""
+
+    def __init__(self, core: Core, lookups: Lookups | None = None) -> None:
+        self.lookups = lookups if lookups is not None and lookups.current() else Lookups(core)
+        self.inference = InferenceView(core.inference)
+        self.devices = PoolView(core.devices)
+        self.ledger = self.lookups.ledger
+        self.required_bytes = self.lookups.required_bytes
+        self.holds_device_memory = self.lookups.holds_device_memory
+        self.loader = self.lookups.loader
+
+
 class InferenceView:
     """The two budget settings every plan reads, as plain attributes (`memory_budget_bytes` is
     a property computed at each read); the others from the real settings."""
@@ -66,8 +92,7 @@ class InferenceView:
 
 
 class LedgerView:
-    """The ledger's restore figures, each looked up once per preview (they change only when a
-    real load or restore lands, never during one)."""
+    """The ledger's restore figures, each looked up once while its `Lookups` are current."""
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
@@ -108,4 +133,4 @@ class PoolView:
         return getattr(self._pool, name)
 
 
-__all__ = ["InferenceView", "LedgerView", "PoolView", "Reads"]
+__all__ = ["InferenceView", "LedgerView", "Lookups", "PoolView", "Reads"]

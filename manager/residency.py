@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 GIB = 1024**3
 # Parking keeps this much of the host's RAM free, and never takes more than this share of it.
@@ -25,6 +26,8 @@ DEFAULT_HOST_SHARE = 0.25
 INSTANT_S = 0.1
 #: Another model goes before the least recently used only when it is this many times cheaper.
 CLEARLY = 4.0
+
+T = TypeVar("T")
 
 
 class Residency(enum.Enum):
@@ -156,6 +159,13 @@ class Candidate:
     residency_after: Residency = Residency.OFF
 
 
+def worth(candidate: Candidate, now: float) -> float:
+    """How cheap losing `candidate` is at `now` (higher: cheaper): its idle seconds ÷ (seconds to
+    bring it back × priority)."""
+    idle = max(0.0, now - candidate.last_used)
+    return idle / (max(candidate.restore_s, INSTANT_S) * max(candidate.priority, 1e-6))
+
+
 def eviction_order(
     candidates: Iterable[Candidate], *, now: float | None = None
 ) -> Iterator[Candidate]:
@@ -165,22 +175,31 @@ def eviction_order(
     The input is in least-recently-used order, and the least recently used goes first unless
     another is clearly cheaper to lose (by `CLEARLY` or more): measured times jitter (a first
     load pays the imports), and a near tie should not reorder what a person expects.
+    """
+    now = time.monotonic() if now is None else now
+    return cheapest_first([(worth(c, now), c) for c in candidates])
+
+
+def cheapest_first(scored: list[tuple[float, T]]) -> Iterator[T]:
+    """`eviction_order` on items already scored by `worth`, least recently used first; the list
+    is consumed.
 
     Lazy: each next one is chosen when asked for, so making room (which takes the first few of
     a device's models) costs a pass per victim rather than a full ordering; previews replay
     many of them.
     """
-    now = time.monotonic() if now is None else now
+    while scored:
+        first, best = scored[0][0], max(scored, key=_score)[0]  # first of equals: the LRU
+        pick = 0 if first * CLEARLY >= best else _index_of(scored, best)
+        yield scored.pop(pick)[1]
 
-    def worth(c: Candidate) -> float:  # higher: cheaper to lose
-        idle = max(0.0, now - c.last_used)
-        return idle / (max(c.restore_s, INSTANT_S) * max(c.priority, 1e-6))
 
-    left = [(worth(c), c) for c in candidates]
-    while left:
-        best = max(range(len(left)), key=lambda i: left[i][0])  # first of equals: the LRU
-        pick = 0 if left[0][0] * CLEARLY >= left[best][0] else best
-        yield left.pop(pick)[1]
+def _score(item: tuple[float, object]) -> float:
+    return item[0]
+
+
+def _index_of(scored: list[tuple[float, T]], score: float) -> int:
+    return next(i for i, (s, _) in enumerate(scored) if s == score)
 
 
 def eviction_reason(candidate: Candidate, *, now: float | None = None) -> str:
@@ -211,7 +230,9 @@ __all__ = [
     "HostTier",
     "HostTierStatus",
     "Residency",
+    "cheapest_first",
     "default_host_cache_bytes",
     "eviction_order",
     "eviction_reason",
+    "worth",
 ]

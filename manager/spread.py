@@ -24,7 +24,7 @@ async def occupied(
 ) -> tuple[str, ...]:
     """The devices `option` holds memory on when placed on `device`, the first first (see
     `devices_for`); the pool is asked for the machine's devices only for a server."""
-    if not isinstance(loader, ServerLoader):
+    if not may_span(loader):
         return (device,)
     return devices_for(task, option, loader, device, await pool.names_async())
 
@@ -38,7 +38,7 @@ def devices_for(
     Only a server can span devices. An ``auto`` server whose tensor-parallel ranks do not fit
     from the chosen card starts at the first CUDA card instead. ModelLoadError, naming what is
     missing, when the machine has fewer devices than the option asks for."""
-    if not isinstance(loader, ServerLoader):
+    if not may_span(loader):
         return (device,)
     try:
         try:
@@ -50,6 +50,11 @@ def devices_for(
             return server_devices(option, cuda[0], present)
     except PlacementError as exc:
         raise ModelLoadError(task, f"{option.name}: {exc}") from None
+
+
+def may_span(loader: AsyncLoader) -> bool:
+    """Whether a model of `loader` may hold memory on more than one device (only a server)."""
+    return isinstance(loader, ServerLoader)
 
 
 def shares(required: int, devices: Sequence[str]) -> dict[str, int]:
@@ -88,4 +93,4 @@ def by_device(model: object, measured: int) -> dict[str, int]:
     return memory.by_device() or shares(measured, memory.devices)
 
 
-__all__ = ["by_device", "devices_for", "make_room_on_each", "occupied", "shares"]
+__all__ = ["by_device", "devices_for", "make_room_on_each", "may_span", "occupied", "shares"]

@@ -10,6 +10,7 @@ time stands in, an upper bound, since a failed restore falls back to a cold load
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,10 @@ from .residency import (
     HostTier,
     HostTierStatus,
     Residency,
-    eviction_order,
+    cheapest_first,
     eviction_reason,
 )
+from .residency import worth as worth_at
 from .units import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -97,36 +99,33 @@ class Tiers:
     def victims(self, device: str, need_bytes: int) -> tuple[Victim, ...] | None:
         """Evictable models on `device`, cheapest loss first, that together free `need_bytes`;
         None when even all of them would not be enough (then nothing should be evicted)."""
-        models = {m.task: m for m in self._core.table.on_device(device)}
-        evictable = [m for m in models.values() if m.evictable and m.bytes_on(device) > 0]
-        room = sum(m.bytes_on(device) for m in evictable)  # a server on several GPUs: its part
+        table = self._core.table
+        evictable: list[LoadedModel] = []
+        room = 0
+        for m in table.on_device(device):
+            part = m.bytes_on(device)  # a server on several GPUs: its part
+            if part > 0 and m.evictable:
+                evictable.append(m)
+                room += part
         # Sleeping servers keep some of the device (their contexts): stopped only when the
         # evictable models alone would not make room.
         sleepers = [] if room >= need_bytes else [
-            s for s in self._core.table.suspended() if s.device == device and s.asleep_bytes > 0
+            s for s in table.suspended() if s.device == device and s.asleep_bytes > 0
         ]  # fmt: skip
         if room + sum(s.asleep_bytes for s in sleepers) < need_bytes:
             return None
         stopped = tuple(self._stopped(s) for s in sleepers)
         need_bytes -= sum(v.bytes for v in stopped)
-        # One reading of the host's free RAM for the whole plan (cheap enough for previews); the
-        # budget first, so that a default one (read on first use) is in the copy.
-        self._core.host_cache_budget()
-        tier = self._core.host_tier.copy()
-        ranked = eviction_order(
-            self._candidate(m, w, self.restore_estimate(m, w))
-            for m in evictable
-            for w in [self.destination(m, tier)]
-        )
+        tier = self._plan_tier(evictable)
+        ranked = cheapest_first(self.scored(evictable, tier))
         # Who goes where, in order: each park takes room in the tier for the next.
         chosen: list[Victim] = []
         freed = 0
-        for candidate in ranked:
+        for model in ranked:
             if freed >= need_bytes:
                 break
-            model = models[candidate.task]
             where = self.destination(model, tier)
-            if where is Residency.HOST:
+            if where is Residency.HOST and tier is not None:
                 dropped = tier.admit(model.task, model.bytes).dropped
                 if {v.model.task for v in chosen} & set(dropped):
                     where = Residency.OFF  # parking it would drop one this plan just parked
@@ -134,10 +133,30 @@ class Tiers:
                     for task in dropped:
                         tier.remove(task)
                     tier.add(model.task, model.bytes)
-            victim = self.victim(model, where=where)
-            chosen.append(victim)
+            chosen.append(self.victim(model, where=where))
             freed += model.bytes_on(device)
         return stopped + tuple(chosen)
+
+    def scored(
+        self, models: list[LoadedModel], tier: HostTier | None
+    ) -> list[tuple[float, LoadedModel]]:
+        """Each of `models` with how cheap losing it is now (`residency.worth`, higher goes
+        first), sent where `destination` says given `tier`; in their order."""
+        now = time.monotonic()
+        return [(self.score(m, tier, now), m) for m in models]
+
+    def score(self, loaded: LoadedModel, tier: HostTier | None, now: float) -> float:
+        """How cheap losing `loaded` is at `now`."""
+        where = self.destination(loaded, tier)
+        return worth_at(self._candidate(loaded, where, self.restore_estimate(loaded, where)), now)
+
+    def _plan_tier(self, evictable: list[LoadedModel]) -> HostTier | None:
+        """A copy of the host tier for one plan's parks to take room in (one reading of the
+        host's free RAM for the whole plan); None when none of `evictable` could be parked."""
+        if not any(m.loader.suspends_to is Residency.HOST for m in evictable):
+            return None
+        self._core.host_cache_budget()  # first, so that a default budget is in the copy
+        return self._core.host_tier.copy()
 
     def _stopped(self, sleeper: LoadedModel) -> Victim:
         """A sleeping server stopped for room: it frees what it kept, and comes back cold."""
