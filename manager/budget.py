@@ -24,7 +24,6 @@ def manager_limit(total: int, inference: InferenceConfig) -> int:
 
 def shortfall(
     reading: DeviceReading,
-    *,
     own: int,
     required: int,
     inference: InferenceConfig,

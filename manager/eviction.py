@@ -68,14 +68,9 @@ class Eviction:
     def shortfall(self, device: str, reading: DeviceReading, required: int) -> int:
         """Bytes that must go from `device` before `required` more fit (≤ 0: it fits now)."""
         core = self._core
-        return shortfall(
-            reading,
-            own=core.table.bytes_on(device),
-            required=required,
-            inference=core.inference,
-            pending_on_device=core.devices.outstanding(device, reading.used),
-            pending_in_budget=core.devices.reserved(device),
-        )
+        pool = core.devices
+        return shortfall(reading, core.table.bytes_on(device), required, core.inference,
+                         pool.outstanding(device, reading.used), pool.reserved(device))  # fmt: skip
 
     def plan_room(self, device: str, reading: DeviceReading, required: int) -> RoomPlan:
         """What making room for `required` bytes on `device` would evict, from `reading`.

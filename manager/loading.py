@@ -56,12 +56,16 @@ def best_cuda_device(
     ever fit, then the one with the most room left, counting what every process holds. Pure:
     loads and previews (manager/preview.py) both choose here."""
 
-    def fit(device: str) -> tuple[bool, int]:
+    if len(readings) == 1:
+        return next(iter(readings))
+    best, best_fit = "", (False, 0)
+    for device, reading in readings.items():  # (a loop: previews choose at every step)
         need = core.required_bytes(option, device)
-        could_ever = manager_limit(readings[device].total, core.inference) >= need
-        return could_ever, -eviction.shortfall(device, readings[device], need)
-
-    return max(readings, key=fit) if len(readings) > 1 else next(iter(readings))
+        could_ever = manager_limit(reading.total, core.inference) >= need
+        fit = (could_ever, -eviction.shortfall(device, reading, need))
+        if not best or fit > best_fit:  # the first of equals, as `max` would
+            best, best_fit = device, fit
+    return best
 
 
 class Loading:

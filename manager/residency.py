@@ -189,17 +189,12 @@ def cheapest_first(scored: list[tuple[float, T]]) -> Iterator[T]:
     many of them.
     """
     while scored:
-        first, best = scored[0][0], max(scored, key=_score)[0]  # first of equals: the LRU
-        pick = 0 if first * CLEARLY >= best else _index_of(scored, best)
-        yield scored.pop(pick)[1]
-
-
-def _score(item: tuple[float, object]) -> float:
-    return item[0]
-
-
-def _index_of(scored: list[tuple[float, T]], score: float) -> int:
-    return next(i for i, (s, _) in enumerate(scored) if s == score)
+        first = best = scored[0][0]
+        at = 0
+        for i in range(1, len(scored)):  # the first of equals, the least recently used, wins
+            if scored[i][0] > best:
+                at, best = i, scored[i][0]
+        yield scored.pop(0 if first * CLEARLY >= best else at)[1]
 
 
 def eviction_reason(candidate: Candidate, *, now: float | None = None) -> str:

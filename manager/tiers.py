@@ -101,12 +101,13 @@ class Tiers:
         None when even all of them would not be enough (then nothing should be evicted)."""
         table = self._core.table
         evictable: list[LoadedModel] = []
-        room = 0
+        room, may_park = 0, False
         for m in table.on_device(device):
             part = m.bytes_on(device)  # a server on several GPUs: its part
             if part > 0 and m.evictable:
                 evictable.append(m)
                 room += part
+                may_park = may_park or m.loader.suspends_to is Residency.HOST
         # Sleeping servers keep some of the device (their contexts): stopped only when the
         # evictable models alone would not make room.
         sleepers = [] if room >= need_bytes else [
@@ -116,7 +117,7 @@ class Tiers:
             return None
         stopped = tuple(self._stopped(s) for s in sleepers)
         need_bytes -= sum(v.bytes for v in stopped)
-        tier = self._plan_tier(evictable)
+        tier = self._plan_tier() if may_park else None
         ranked = cheapest_first(self.scored(evictable, tier))
         # Who goes where, in order: each park takes room in the tier for the next.
         chosen: list[Victim] = []
@@ -150,11 +151,9 @@ class Tiers:
         where = self.destination(loaded, tier)
         return worth_at(self._candidate(loaded, where, self.restore_estimate(loaded, where)), now)
 
-    def _plan_tier(self, evictable: list[LoadedModel]) -> HostTier | None:
+    def _plan_tier(self) -> HostTier:
         """A copy of the host tier for one plan's parks to take room in (one reading of the
-        host's free RAM for the whole plan); None when none of `evictable` could be parked."""
-        if not any(m.loader.suspends_to is Residency.HOST for m in evictable):
-            return None
+        host's free RAM for the whole plan)."""
         self._core.host_cache_budget()  # first, so that a default budget is in the copy
         return self._core.host_tier.copy()
 
