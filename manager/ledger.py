@@ -117,6 +117,20 @@ class Ledger:
                 entry[f"restore_s:{tier}"] = float(seconds)
                 self.version += 1
 
+    def record_asleep(self, option: ModelConfig, device: str, nbytes: int) -> None:
+        """Remember that `option`'s server kept `nbytes` on `device`'s kind while asleep (its
+        contexts), for previews of its next sleep (call `save`)."""
+        with self._lock:
+            entry = self._entries.get(ledger_key(option, device))
+            if entry is not None:  # sleeps follow a load, which made the entry
+                entry["asleep_bytes"] = int(nbytes)
+                self.version += 1
+
+    def asleep_bytes(self, option: ModelConfig, device: str) -> int | None:
+        """What `option`'s server kept on `device`'s kind the last time it slept, if known."""
+        figure = self._figure(option, device, "asleep_bytes")
+        return None if figure is None else int(figure)
+
     def save(self) -> None:
         """Write the ledger to its file (atomically); a no-op for an in-memory ledger."""
         if self.path is None:

@@ -21,6 +21,8 @@ from .config import ModelConfig
 from .core import NO_DEVICE, Core
 from .errors import ModelLoadError
 from .eviction import Eviction, RoomPlan
+from .loaders.base import LoadContext
+from .loaders.servers.loader import SERVER_SLEEP_LEVEL
 from .loading import best_cuda_device
 from .lru import LoadedModel
 from .memory import HOST, DeviceReading, is_cuda
@@ -63,10 +65,9 @@ class CostKeys(Tiers):
     with what it asks of each model remembered for the preview: its cost to bring back and how
     cheap it is to lose, at one instant for the whole preview (it is one moment's answer, as
     the action's plan is). A preview's victims carry no reason in words (it shows where they
-    go and what they cost); the action's do. A model the preview itself loaded is sent off
-    unloaded: only a real model object can tell whether it could be parked or put to sleep (for
-    transformers, the answer without one is the same; a server's loader cannot answer without
-    one)."""
+    go and what they cost); the action's do. Whether a model the preview itself loaded could
+    be parked or put to sleep is asked of its loader before the model exists
+    (`AsyncLoader.would_suspend`)."""
 
     def __init__(self, core: Core) -> None:
         super().__init__(core, _never_awaited)
@@ -76,11 +77,17 @@ class CostKeys(Tiers):
         self._restore: dict[tuple[LoadedModel, int], float] = {}
         # ... and its score, with the last use it was counted from (a touch moves it).
         self._scores: dict[LoadedModel, tuple[float, float]] = {}
+        self._would_suspend: dict[LoadedModel, bool] = {}
 
-    def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
-        if loaded.model is None:  # one this preview loaded: no object to ask whether it can be
-            return Residency.OFF  # parked or put to sleep, so it counts as unloaded
-        return super().destination(loaded, tier)
+    def suspendable(self, loaded: LoadedModel) -> bool:
+        if loaded.model is not None:
+            return super().suspendable(loaded)
+        found = self._would_suspend.get(loaded)  # one this preview loaded: no object to ask
+        if found is None:
+            level = {SERVER_SLEEP_LEVEL: self._core.inference.server_sleep_level}
+            ctx = LoadContext(loaded.task, loaded.device, self._core.devices.probe, extra=level)
+            found = self._would_suspend[loaded] = loaded.loader.would_suspend(loaded.config, ctx)
+        return found
 
     def scored(
         self, models: list[LoadedModel], tier: HostTier | None
@@ -98,7 +105,7 @@ class CostKeys(Tiers):
 
     @staticmethod
     def _may_park(loaded: LoadedModel) -> bool:
-        return loaded.model is not None and loaded.loader.suspends_to is Residency.HOST
+        return loaded.loader.suspends_to is Residency.HOST
 
     def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
         key = (loaded, id(where))
@@ -112,6 +119,15 @@ class CostKeys(Tiers):
     ) -> Victim:
         where = self.destination(loaded, tier) if where is None else where
         return Victim(loaded, loaded.bytes, where, self.restore_estimate(loaded, where))
+
+
+def asleep_parts(model: LoadedModel) -> dict[str, int]:
+    """What a suspended `model` keeps on each of its devices: its `asleep_bytes`, split as its
+    bytes are (as `Tiers` expects each device's part back when it sleeps)."""
+    if len(model.devices) == 1:
+        return {model.device: model.asleep_bytes}
+    whole = max(1, model.bytes)
+    return {d: model.asleep_bytes * model.bytes_on(d) // whole for d in model.devices}
 
 
 async def _never_awaited(device: str, before: int, expected: int) -> int:
@@ -277,7 +293,11 @@ class Copy:
             return
         self._free(model)
         if victim.goes_to is Residency.SLEEPING:
-            self.table.keep(model, Residency.SLEEPING)
+            # What it keeps asleep: as much as the last time it slept (0 before a first sleep).
+            kept = self.what_if.ledger.asleep_bytes(model.config, model.device) or 0
+            self.table.keep(model, Residency.SLEEPING, asleep=min(kept, model.bytes))
+            for device, nbytes in asleep_parts(model).items():
+                self._take(device, nbytes)
         elif victim.goes_to is Residency.HOST:
             tier = self.what_if.host_tier
             admission = tier.admit(model.task, model.bytes)
@@ -297,24 +317,27 @@ class Copy:
         self.table.forget(kept)
         self.what_if.host_tier.remove(kept.task)
         if freed:
-            self._take(kept.device, -kept.asleep_bytes)
+            for device, nbytes in asleep_parts(kept).items():
+                self._take(device, -nbytes)
 
     @contextlib.contextmanager
     def _as_if_gone(self, kept: LoadedModel, *, freed: bool) -> Iterator[None]:
         """Plan as the action does once `kept` left (`_let_go`), then put everything back."""
-        tier, reading, at = self.what_if.host_tier, self.readings.get(kept.device), -1
+        tier, at = self.what_if.host_tier, -1
+        readings = {d: self.readings[d] for d in kept.devices if d in self.readings}
         self.what_if.host_tier = tier.copy()
         try:
             at = self.table.forget(kept)
             self.what_if.host_tier.remove(kept.task)
             if freed:
-                self._take(kept.device, -kept.asleep_bytes)
+                for device, nbytes in asleep_parts(kept).items():
+                    self._take(device, -nbytes)
             yield
         finally:
             self.what_if.host_tier = tier
             self.table.keep(kept, at=at)
-            if reading is not None:
-                self._set(kept.device, reading)
+            for device, reading in readings.items():
+                self._set(device, reading)
 
     def _free(self, loaded: LoadedModel) -> None:
         self.table.remove(loaded)

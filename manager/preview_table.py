@@ -70,10 +70,12 @@ class CopiedTable(TaskTable):
         entry = self._entries.get(task)
         return entry.suspended if entry is not None else None
 
-    def keep(self, model: LoadedModel, where: Residency | None = None, at: int = -1) -> None:
-        """`model` is suspended now (sent `where`, holding nothing it is not known to keep)."""
+    def keep(
+        self, model: LoadedModel, where: Residency | None = None, at: int = -1, *, asleep: int = 0
+    ) -> None:
+        """`model` is suspended now (sent `where`, keeping `asleep` bytes on its devices)."""
         if where is not None:
-            model.residency, model.asleep_bytes = where, 0
+            model.residency, model.asleep_bytes = where, asleep
         model.owner.suspended = model
         self._kept.insert(len(self._kept) if at < 0 else at, model)
 

@@ -73,7 +73,7 @@ class Tiers:
     def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
         """Where evicting `loaded` would send it, given the host tier `tier` (the manager's)."""
         where = loaded.loader.suspends_to
-        if where is Residency.OFF or not loaded.loader.can_suspend(loaded.model):
+        if where is Residency.OFF or not self.suspendable(loaded):
             return Residency.OFF
         if where is Residency.HOST:
             if not is_cuda(loaded.device):  # parking a model that is in host RAM means nothing
@@ -82,6 +82,10 @@ class Tiers:
             tier = tier if tier is not None else self._core.host_tier
             return where if tier.admit(loaded.task, loaded.bytes).admitted else Residency.OFF
         return where
+
+    def suspendable(self, loaded: LoadedModel) -> bool:
+        """Whether its loader may suspend `loaded` rather than unload it."""
+        return loaded.loader.can_suspend(loaded.model)
 
     def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
         """Expected seconds to bring `loaded` back from `where`: measured, else its load time."""
@@ -213,6 +217,8 @@ class Tiers:
         if freed is None:
             return None
         loaded.residency, loaded.asleep_bytes = goes_to, report.held_after or 0
+        if goes_to is Residency.SLEEPING and report.held_after is not None:
+            core.ledger.record_asleep(loaded.config, device, report.held_after)  # for previews
         loaded.owner.suspended = loaded
         if goes_to is Residency.HOST:
             host = report.host_bytes if isinstance(report, Parked) else loaded.bytes

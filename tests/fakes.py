@@ -132,6 +132,9 @@ class ParkingFakeLoader(FakeLoader):
     def can_suspend(self, model: FakeModel) -> bool:
         return True
 
+    def would_suspend(self, option: ModelConfig, ctx: LoadContext) -> bool:
+        return True
+
     def suspend(self, model: FakeModel, device: str) -> Parked:
         if self.park_fails:
             raise RuntimeError(f"cannot pin host memory for {model.model_id}")
@@ -160,6 +163,30 @@ class ParkingFakeLoader(FakeLoader):
         self.probe.add(HOST, -model.nbytes)
         if self.park_keeps:
             self.probe.add(device, -model.nbytes)
+
+
+@dataclass
+class SleepingFakeLoader(ParkingFakeLoader):
+    """Its models 'sleep' as a server does: off the device but for 1 GB of contexts they keep."""
+
+    suspends_to: ClassVar[Residency] = Residency.SLEEPING
+
+    def suspend(self, model: FakeModel, device: str) -> Parked:
+        self.parks.append(model.model_id)
+        self.probe.add(device, -(model.nbytes - GIB))
+        model.parked = True
+        return Parked(host_bytes=0, duration_s=0.0, held_after=GIB)
+
+    def resume(self, model: FakeModel, device: str) -> Restored:
+        self.restores.append(model.model_id)
+        self.probe.add(device, model.nbytes - GIB)
+        model.parked = False
+        return Restored(taken_bytes=model.nbytes - GIB, duration_s=0.0)
+
+    def unload(self, model: FakeModel, device: str) -> None:
+        self.unloads.append(model.model_id)
+        self.probe.add(device, -(GIB if model.parked else model.nbytes))
+        model.unloaded, model.parked = True, False
 
 
 class TwoGpuProbe(FakeProbe):

@@ -188,6 +188,11 @@ class AsyncLoader:
         """Whether an eviction may `suspend` this model instead of unloading it."""
         return False
 
+    def would_suspend(self, option: ModelConfig, ctx: LoadContext) -> bool:
+        """Whether a model of `option`, once loaded with `ctx`, could be suspended: the answer
+        of `can_suspend` before the model exists (a preview asks it of the loads it plays)."""
+        return False
+
     async def suspend(
         self,
         model: Any,
@@ -250,6 +255,9 @@ class InWorker(AsyncLoader):
         self.live_footprint = getattr(loader, "live_footprint", False)  # type: ignore[misc]
         self.suspends_to = getattr(loader, "suspends_to", Residency.OFF)  # type: ignore[misc]
         self._can_suspend: Callable[[Any], bool] = getattr(loader, "can_suspend", lambda m: False)
+        self._would_suspend: Callable[[ModelConfig, LoadContext], bool] = getattr(
+            loader, "would_suspend", lambda option, ctx: False
+        )
         self._prepare: Callable[[str], object] = getattr(loader, "prepare", lambda device: None)
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
@@ -269,6 +277,9 @@ class InWorker(AsyncLoader):
 
     def can_suspend(self, model: Any) -> bool:
         return self._can_suspend(model)
+
+    def would_suspend(self, option: ModelConfig, ctx: LoadContext) -> bool:
+        return self._would_suspend(option, ctx)
 
     async def suspend(self, model: Any, ctx: LoadContext, **kw: Any) -> Suspension:
         """A blocking loader's ``suspend(model, device)``, in the device's worker."""

@@ -179,6 +179,12 @@ class TransformersLoader:
 
         return unparkable_reason(model) is None
 
+    def would_suspend(self, option: ModelConfig, ctx: LoadContext) -> bool:
+        """A model this loader makes is a torch module on `ctx.device` alone: it parks unless
+        bitsandbytes quantizes it (a checkpoint quantized in its own files is seen only once it
+        is loaded)."""
+        return option.quantization not in _BITS
+
     def suspend(self, model: Any, device: str) -> Parked:
         """Park: copy the tensors to pinned host memory and give the device memory back."""
         import torch

@@ -123,3 +123,19 @@ def test_quantized_models_are_not_parked():
     model = tiny_gpt2()
     model.is_quantized = True
     assert not TransformersLoader().can_suspend(model)
+
+
+def test_whether_a_model_would_park_is_known_before_it_loads():
+    """A preview asks `would_suspend` of the loads it plays: a plain model parks, one that
+    bitsandbytes quantizes is dropped."""
+    from vramdeck.manager.config import ModelConfig
+    from vramdeck.manager.loaders import LoadContext, TransformersLoader
+    from vramdeck.manager.memory import HostProbe
+
+    loader = TransformersLoader()
+    ctx = LoadContext(task="lm", device="cuda:0", probe=HostProbe())
+    plain = ModelConfig({"model_id": "m", "framework": "transformers"}, name="m")
+    in_4bit = ModelConfig({"model_id": "m", "framework": "transformers", "quantization": "4bit"},
+                          name="q")  # fmt: skip
+    assert loader.would_suspend(plain, ctx) and loader.can_suspend(tiny_gpt2())
+    assert not loader.would_suspend(in_4bit, ctx)

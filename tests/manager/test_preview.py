@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes import FakeLoader, FakeProbe, ParkingFakeLoader
+from tests.fakes import FakeLoader, FakeProbe, ParkingFakeLoader, SleepingFakeLoader
 from vramdeck.manager import Ledger, ModelEvicted, ModelLoading, ModelManager, ModelParked
 from vramdeck.manager.config import GIB
 from vramdeck.manager.preview import Preview
@@ -111,8 +111,13 @@ async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list, obj
         "warmup": m.preview_warmup,
         "what_fits": m.preview_warmup,
     }[kind]()
-    evicted: list[tuple[str, str, int]] = []
-    m.events.subscribe(lambda e: evicted.append((e.task, e.device, e.freed_bytes)), ModelEvicted)
+    evicted: list[tuple[str, str, int, bool]] = []  # ... and whether it was parked
+    parked: list[str] = []  # (a park is reported just before its eviction)
+    m.events.subscribe(lambda e: parked.append(e.task), ModelParked)
+    m.events.subscribe(
+        lambda e: evicted.append((e.task, e.device, e.freed_bytes, parked[-1:] == [e.task])),
+        ModelEvicted,
+    )
     result: object = None
     try:
         if kind == "load":
@@ -146,7 +151,9 @@ def test_a_preview_is_what_the_action_does(parks: bool, state: dict) -> None:
             if kind == "what_fits":
                 assert result == list(preview.what_fits)
                 return
-            planned = [(e.task, e.device, e.bytes) for e in preview.evictions]
+            planned = [
+                (e.task, e.device, e.bytes, e.goes_to is Residency.HOST) for e in preview.evictions
+            ]
             assert planned == evicted, preview.summary
             if kind == "warmup":
                 every = [
@@ -345,8 +352,13 @@ async def test_a_parked_model_is_previewed_back_on_its_own_device(tmp_path: Path
     )
     probe = FakeProbe({"cuda:0": 10.0, "cuda:1": 10.0, "cpu": 64.0})
     m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
-    evicted: list[tuple[str, str, int]] = []
-    m.events.subscribe(lambda e: evicted.append((e.task, e.device, e.freed_bytes)), ModelEvicted)
+    evicted: list[tuple[str, str, int, bool]] = []  # ... and whether it was parked
+    parked: list[str] = []  # (a park is reported just before its eviction)
+    m.events.subscribe(lambda e: parked.append(e.task), ModelParked)
+    m.events.subscribe(
+        lambda e: evicted.append((e.task, e.device, e.freed_bytes, parked[-1:] == [e.task])),
+        ModelEvicted,
+    )
     try:
         await m.load_model("p")
         await m.load_model("q")
@@ -356,9 +368,44 @@ async def test_a_parked_model_is_previewed_back_on_its_own_device(tmp_path: Path
             ("q", "cuda:0", 4 * GIB, Residency.HOST)
         ], preview.summary
         warm = m.preview_warmup()  # p comes back, evicting q; then q comes back, evicting p
-        planned = [(e.task, e.device, e.bytes) for e in warm.evictions]
-        assert [e.goes_to for e in warm.evictions] == [Residency.HOST, Residency.HOST]
+        planned = [(e.task, e.device, e.bytes, e.goes_to is Residency.HOST) for e in warm.evictions]
         await m.warmup_models(force=True)
-        assert evicted[1:] == planned == [("q", "cuda:0", 4 * GIB), ("p", "cuda:0", 4 * GIB)]
+        both_parked = [("q", "cuda:0", 4 * GIB, True), ("p", "cuda:0", 4 * GIB, True)]
+        assert evicted[1:] == planned == both_parked
+    finally:
+        await m.shutdown()
+
+
+async def test_a_model_the_preview_puts_to_sleep_keeps_what_it_kept_last_time(
+    tmp_path: Path,
+) -> None:
+    # Servers keep 1 GB of contexts asleep. Once each has slept, the ledger knows it: a
+    # warm-up preview that puts a to sleep counts a's 1 GB still held, so c's return then
+    # needs b to sleep too, as the action finds. Counted as 0, c would have fit beside b.
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  a: {options: {m: {model_id: a, vram_gb: 4, device: 'cuda:0'}}}\n"
+        "  b: {options: {m: {model_id: b, vram_gb: 4, device: 'cuda:0'}}}\n"
+        "  c: {options: {m: {model_id: c, vram_gb: 4.5, device: 'cuda:0'}}}\n"
+        "inference: {offload_threshold: 0.85}\n",
+        encoding="utf-8",
+    )
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
+    m = ModelManager(path, probe=probe, loaders=[SleepingFakeLoader(probe)], ledger=Ledger(None))
+    evicted: list[str] = []
+    m.events.subscribe(lambda e: evicted.append(e.task), ModelEvicted)
+    try:
+        for task in ("a", "b", "c", "a"):  # a and b sleep for c; then c sleeps for a
+            await m.load_model(task)
+        asleep = [t for t in m.tasks if m.residency(t) is Residency.SLEEPING]
+        assert asleep == ["b", "c"] and evicted == ["a", "b", "c"]
+        preview = m.preview_warmup()
+        await m.warmup_models(force=True)
+        assert [(e.task, e.goes_to) for e in preview.evictions] == [
+            ("a", Residency.SLEEPING),
+            ("b", Residency.SLEEPING),
+        ], preview.summary
+        assert evicted[3:] == ["a", "b"]
     finally:
         await m.shutdown()

@@ -199,6 +199,26 @@ async def test_the_inference_default_applies_unless_the_option_says() -> None:
         await loader.unload(handle, HOST)
 
 
+async def test_whether_a_server_would_sleep_is_known_before_it_starts() -> None:
+    """A preview asks `would_suspend` of the servers it has not started; the answer is what
+    `can_suspend` says of the server once it runs."""
+    cases = [
+        (VllmLoader(), option(sleep_level=1), Recorder()),
+        (VllmLoader(), option(), Recorder(**{SERVER_SLEEP_LEVEL: 2})),
+        (VllmLoader(), option(sleep_level=0), Recorder(**{SERVER_SLEEP_LEVEL: 2})),
+        (VllmLoader(), option(), Recorder()),
+    ]
+    answers = []
+    for loader, opt, rec in cases:
+        before = loader.would_suspend(opt, rec.context())
+        handle, _ = await start(loader, opt, rec)
+        try:
+            answers.append((before, loader.can_suspend(handle)))
+        finally:
+            await loader.unload(handle, HOST)
+    assert answers == [(True, True), (True, True), (False, False), (False, False)]
+
+
 def test_the_default_commands_sleep_on_cuda_only() -> None:
     bare = {"model_id": "m", "sleep_level": 2}
     for loader, framework in ((VllmLoader(), "vllm"), (SglangLoader(), "sglang")):
@@ -251,6 +271,7 @@ async def test_a_server_that_keeps_its_memory_is_stopped_and_remembered() -> Non
     handle, rec = await start(loader, leaky)
     try:
         assert handle.sleep_level is SleepLevel.STOP and not loader.can_suspend(handle)
+        assert not loader.would_suspend(leaky, rec.context())
         assert "--enable-sleep-mode" not in psutil.Process(handle.pid).cmdline()
     finally:
         await loader.unload(handle, HOST)

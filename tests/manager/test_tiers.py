@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeProbe, ParkingFakeLoader
+from tests.fakes import FakeProbe, ParkingFakeLoader, SleepingFakeLoader
 from vramdeck.manager import Ledger, ModelManager
 from vramdeck.manager.config import GIB
 from vramdeck.manager.events import (
@@ -263,25 +263,6 @@ async def test_the_plan_says_where_each_victim_goes_and_it_goes_there(tiered: Ma
     await m.shutdown()
 
 
-class SleepingFakeLoader(ParkingFakeLoader):
-    """Its models 'sleep' as a server does: off the device but for 1 GB of contexts they keep."""
-
-    suspends_to = Residency.SLEEPING
-
-    def suspend(self, model: Any, device: str) -> Any:
-        from vramdeck.manager.loaders.base import Parked
-
-        self.parks.append(model.model_id)
-        self.probe.add(device, -(model.nbytes - GIB))
-        model.parked = True
-        return Parked(host_bytes=0, duration_s=0.0, held_after=GIB)
-
-    def unload(self, model: Any, device: str) -> None:
-        self.unloads.append(model.model_id)
-        self.probe.add(device, -(GIB if model.parked else model.nbytes))
-        model.unloaded, model.parked = True, False
-
-
 async def test_sleeping_models_are_stopped_when_nothing_else_makes_room(tmp_path: Path) -> None:
     path = tmp_path / "models.yaml"
     path.write_text(textwrap.dedent(FOUR % (16, "cuda:0", "cuda:0", "cuda:0")), encoding="utf-8")
@@ -302,6 +283,25 @@ async def test_sleeping_models_are_stopped_when_nothing_else_makes_room(tmp_path
     assert probe.used["cuda:0"] == 8 * GIB
     await m.shutdown()
     assert probe.used["cuda:0"] == 0
+
+
+async def test_what_a_model_keeps_asleep_is_remembered_in_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(textwrap.dedent(FOUR % (16, "cuda:0", "cuda:0", "cuda:0")), encoding="utf-8")
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
+    ledger = Ledger(tmp_path / "ledger.json")
+    m = ModelManager(path, probe=probe, loaders=[SleepingFakeLoader(probe)], ledger=ledger)
+    a = m.tasks["a"].get_selected_config()
+    await m.load_model("a")
+    await m.load_model("b")
+    assert ledger.asleep_bytes(a, "cuda:0") is None  # a never slept
+    version = ledger.version
+    await m.load_model("c")  # a sleeps, keeping 1 GB
+    assert m.task_state("a") is TaskState.SLEEPING
+    assert ledger.asleep_bytes(a, "cuda:0") == GIB and ledger.version > version
+    await m.shutdown()
+    ledger.save()
+    assert Ledger(tmp_path / "ledger.json").asleep_bytes(a, "cuda:1") == GIB  # per device kind
 
 
 async def test_a_reload_that_shrinks_the_tier_drops_parked_models(tiered: Make) -> None:

@@ -308,6 +308,10 @@ class ServerLoader(AsyncLoader):
         """Whether an eviction should `suspend` the server (else `unload` it)."""
         return why_not_sleep(model) is None and model.signature not in self._sleep_leaks
 
+    def would_suspend(self, option: ModelConfig, ctx: LoadContext) -> bool:
+        """A server started for `option` with `ctx` sleeps unless it starts without sleep mode."""
+        return self.sleep_level(option, ctx) is not SleepLevel.STOP
+
     async def suspend(
         self,
         model: ServerHandle,
