@@ -217,8 +217,13 @@ class _Simulation(Copy):
         fits = not evictions and not refused
         if fits:
             return Preview(True, summary=f"all {count} fit: warming them up evicts nothing")
-        parts = [f"loading all {count} would evict {_and(pushes)}"] if pushes else []
-        parts.extend(refused)
+        # One sentence a person reads: the first few pushes and refusals, then how many more
+        # (`evictions` has them all).
+        parts = (
+            [f"loading all {count} would evict {_and_more(pushes, 'evictions')}"] if pushes else []
+        )
+        if refused:
+            parts.append(_and_more(refused, "tasks that would not load", sep="; "))
         return Preview(False, tuple(evictions), summary="; ".join(parts))
 
     def what_fits(self) -> tuple[str, ...]:
@@ -303,6 +308,17 @@ def _seconds(s: float) -> str:
 def _and(items: Iterable[str]) -> str:
     words = list(items)
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+#: How many items a summary names before it counts the rest.
+NAMED = 5
+
+
+def _and_more(items: list[str], what: str, sep: str = ", ") -> str:
+    """ "a, b, c, d, e and 39 more evictions": the first `NAMED` of `items`, then a count."""
+    if len(items) <= NAMED + 1:
+        return _and(items) if sep == ", " else sep.join(items)
+    return f"{sep.join(items[:NAMED])} and {len(items) - NAMED} more {what}"
 
 
 __all__ = ["Alternative", "LoadSeconds", "PlannedEviction", "Preview", "Previews", "load_holding"]

@@ -409,3 +409,23 @@ async def test_a_model_the_preview_puts_to_sleep_keeps_what_it_kept_last_time(
         assert evicted[3:] == ["a", "b"]
     finally:
         await m.shutdown()
+
+
+async def test_a_long_warm_up_summary_names_the_first_pushes_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    lines = ["models:"]
+    lines += [f"  t{i:02d}: {{options: {{m: {{model_id: t{i}, vram_gb: 2}}}}}}" for i in range(12)]
+    path = tmp_path / "models.yaml"
+    path.write_text("\n".join([*lines, "inference: {offload_threshold: 0.8}", ""]), "utf-8")
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
+    m = ModelManager(path, probe=probe, loaders=[FakeLoader(probe)], ledger=Ledger(None))
+    try:
+        preview = m.preview_warmup()  # four fit at a time: the other eight each push one out
+        assert len(preview.evictions) == 8
+        assert preview.summary == (
+            "loading all 12 would evict t00 for t04, t01 for t05, t02 for t06, t03 for t07, "
+            "t04 for t08 and 3 more evictions"
+        )
+    finally:
+        await m.shutdown()
