@@ -30,7 +30,7 @@ class Lookups:
         # and the options' ids below stay theirs.
         self._tasks, self._registry, self._version = core.tasks, core.registry, core.ledger.version
         self.ledger = LedgerView(core.ledger)
-        self._required: dict[tuple[int, str], int] = {}
+        self._required: dict[tuple[int, float, str], int] = {}
         self._holds: dict[int, bool] = {}
         self._loaders: dict[int, AsyncLoader] = {}
 
@@ -43,7 +43,7 @@ class Lookups:
         )
 
     def required_bytes(self, option: ModelConfig, device: str) -> int:
-        key = (id(option), device)
+        key = (id(option), option.vram_gb, device)  # (an option's estimate may be set in place)
         found = self._required.get(key)
         if found is None:
             found = self._required[key] = self._core.required_bytes(option, device)

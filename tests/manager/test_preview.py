@@ -429,3 +429,31 @@ async def test_a_long_warm_up_summary_names_the_first_pushes_and_counts_the_rest
         )
     finally:
         await m.shutdown()
+
+
+async def test_previews_follow_what_changes_between_them(tmp_path: Path) -> None:
+    """What options take is remembered across previews until it can change: an estimate set
+    in place, a measured load (the ledger), a new config."""
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  a: {options: {m: {model_id: a, vram_gb: 4, device: 'cuda:0'}}}\n"
+        "  b: {options: {m: {model_id: b, vram_gb: 2, device: 'cuda:0'}}}\n"
+        "inference: {offload_threshold: 0.8}\n",
+        encoding="utf-8",
+    )
+    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
+    m = ModelManager(path, probe=probe, loaders=[FakeLoader(probe)], ledger=Ledger(None))
+    try:
+        await m.load_model("a")
+        assert m.preview_load("b").evictions == ()  # 4 + 2 of 8
+        m.tasks["b"].get_selected_config().vram_gb = 5
+        assert [e.task for e in m.preview_load("b").evictions] == ["a"]  # 4 + 5 > 8
+        m.ledger.record(m.tasks["b"].get_selected_config(), "cuda:0", 1 * GIB)  # measured
+        assert m.preview_load("b").evictions == ()
+        text = path.read_text().replace("model_id: b, vram_gb: 2", "model_id: b2, vram_gb: 6")
+        path.write_text(text, encoding="utf-8")
+        await m.reload_config()  # another model, not measured: 4 + 6 > 8
+        assert [e.task for e in m.preview_load("b").evictions] == ["a"]
+    finally:
+        await m.shutdown()
