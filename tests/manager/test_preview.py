@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import FakeLoader, FakeProbe, ParkingFakeLoader, SleepingFakeLoader
@@ -136,6 +136,22 @@ async def _act(m: ModelManager, action: tuple) -> tuple[Preview, bool, list, obj
 @pytest.mark.parametrize("parks", [False, True], ids=["unloads", "parks"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=states())
+@example(  # found by a run: a warm-up on two GPUs under a budget, a pinned-device task in it
+    state={
+        "tasks": {
+            "t0": {"o0": (3, "auto")},
+            "t1": {"o0": (1, "cuda:0")},
+            "t2": {"o0": (3, "auto")},
+            "t3": {"o0": (2, "auto")},
+            "t4": {"o0": (4, "auto"), "o1": (1, "auto")},
+        },
+        "two_gpus": True,
+        "budget": 4,
+        "other": 0,
+        "steps": [("load", "t4", 0)],
+        "action": ("warmup", "t4", 0),
+    }
+)
 def test_a_preview_is_what_the_action_does(parks: bool, state: dict) -> None:
     """`parks`: evicted models on a GPU are parked in host RAM (the residency tiers), and a
     load of a parked task brings it back."""
