@@ -211,7 +211,10 @@ class TaskTableModel(QAbstractTableModel):
             case Column.LOAD_TIME:
                 first = row.first_inference_s
                 load = fmt_duration(row.load_duration_s)
-                return load if first is None else f"{load} + {fmt_duration(first)}"
+                # An inference remembered without a load of this run would read "— + 109 ms".
+                if first is None or row.load_duration_s is None:
+                    return load
+                return f"{load} + {fmt_duration(first)}"
             case Column.REQUESTS:
                 return requests_text(row)
         return None
@@ -269,6 +272,8 @@ def _tooltip(row: TaskRow, column: Column) -> str | None:
     if column == Column.RESIDENCY and row.restore_s is not None:
         return f"Expected {fmt_duration(row.restore_s)} to bring it back, as measured"
     if column == Column.LOAD_TIME and row.first_inference_s is not None:
+        if row.load_duration_s is None:
+            return f"The first inference took {fmt_duration(row.first_inference_s)} last time"
         return (
             f"Loaded in {fmt_duration(row.load_duration_s)}; the first inference took "
             f"{fmt_duration(row.first_inference_s)}"

@@ -1,0 +1,68 @@
+"""The panel as a person at a workstation sees it: each test checks one thing that looked wrong
+in the offscreen screenshots at 1366x768 and 1920x1080 (geometry, visibility and text, never
+pixels)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.fakes import FakeProbe
+from tests.gui.helpers import Panel, write_config
+from vramdeck.gui.chart_legend import NO_NVML
+from vramdeck.gui.records import OptionInfo, TaskRow
+from vramdeck.gui.task_table import Column, TaskTableModel
+from vramdeck.manager import Ledger, ModelManager
+
+ONE_TASK = """\
+models:
+  chat:
+    selected: a
+    options:
+      a: {model_id: fake/a, vram_gb: 0.1, device: %s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("devices", "device", "line"),
+    [
+        ({"cpu": 16.0}, "cpu", ""),  # host RAM: no GPU to say anything about
+        ({"cuda:0": 8.0, "cpu": 16.0}, "cuda:0", NO_NVML),  # a GPU that NVML does not read
+    ],
+)
+def test_the_chart_speaks_of_nvml_only_for_a_gpu_it_cannot_read(
+    make_panel: Callable[..., Panel], tmp_path: Path, devices: dict[str, float], device: str,
+    line: str,
+) -> None:  # fmt: skip
+    config = write_config(tmp_path, ONE_TASK % device)
+    manager = ModelManager(config, probe=FakeProbe(devices), ledger=Ledger(None))
+    panel = make_panel(manager=manager)
+    chart = panel.window.chart  # built now, with what the window said before
+    assert chart.device == device
+    assert chart.activity.text() == line and chart.activity.isVisible() == bool(line)
+
+
+def row(**changes: object) -> TaskRow:
+    option = OptionInfo(name="gpt2-medium", model_id="org/gpt2-medium", framework="transformers",
+                        vram_gb=0.08, speed="medium", device="auto")  # fmt: skip
+    fields: dict[str, object] = {"task": "text_generation", "description": "",
+                                 "options": (option,), "selected": "gpt2-medium",
+                                 "state": "unloaded"}  # fmt: skip
+    fields.update(changes)
+    return TaskRow(**fields)  # type: ignore[arg-type]
+
+
+def test_load_time_shows_a_dash_not_a_sum_when_the_model_was_not_loaded_in_this_run(
+    qapp: object,
+) -> None:
+    model = TaskTableModel()
+    model.set_rows([row(first_inference_s=0.109)])  # remembered from an earlier warm-up
+    cell = model.index(0, Column.LOAD_TIME)
+    assert cell.data() == "—"
+    assert cell.data(Qt.ItemDataRole.ToolTipRole) == "The first inference took 109 ms last time"
+    model.set_rows([row(state="loaded", load_duration_s=0.042, first_inference_s=0.109)])
+    assert model.index(0, Column.LOAD_TIME).data() == "42 ms + 109 ms"
+
