@@ -84,7 +84,7 @@ class RowActions(QWidget):
 
 
 #: The least width of the State and Model columns when the window is narrow.
-STATE_LEAST, MODEL_LEAST = 150, 170
+STATE_LEAST, MODEL_LEAST = 150, 120
 
 
 class TaskTableView(QTableView):
@@ -153,9 +153,10 @@ class TaskTableView(QTableView):
             if column in room:
                 wanted = metrics.horizontalAdvance(room[column]) + 16
                 self.setColumnWidth(column, max(self.columnWidth(column), wanted))
-        # The combo box needs its arrow and frame beside the longest option's label.
-        labels = [o.label for r in self._model.rows() for o in r.options]
-        widest = max((metrics.horizontalAdvance(text) for text in labels), default=200)
+        # The combo box needs its arrow and frame beside the longest option's name (the closed
+        # box shows the name; its list, as wide as it needs, the whole label).
+        names = [o.name for r in self._model.rows() for o in r.options]
+        widest = max((metrics.horizontalAdvance(text) for text in names), default=200)
         self._model_width = min(300, widest + 36)
         self._share_width()
 

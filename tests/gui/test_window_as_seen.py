@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtWidgets import QStyle, QStyleOptionComboBox
 
 from tests.fakes import FakeProbe
 from tests.gui.helpers import Panel, write_config
 from vramdeck.gui.chart_legend import NO_NVML
+from vramdeck.gui.option_delegate import OptionCombo
 from vramdeck.gui.records import OptionInfo, TaskRow
 from vramdeck.gui.task_table import Column, TaskTableModel
+from vramdeck.gui.task_view import STATE_LEAST
+from vramdeck.gui.window_layout import first_size
 from vramdeck.manager import Ledger, ModelManager
 
 ONE_TASK = """\
@@ -66,3 +71,56 @@ def test_load_time_shows_a_dash_not_a_sum_when_the_model_was_not_loaded_in_this_
     model.set_rows([row(state="loaded", load_duration_s=0.042, first_inference_s=0.109)])
     assert model.index(0, Column.LOAD_TIME).data() == "42 ms + 109 ms"
 
+
+#: The demo's tasks and option names (configs/demo.yaml), on models that are never loaded.
+DEMO_LIKE = """\
+models:
+  text_generation:
+    selected: gpt2-medium
+    options:
+      gpt2-medium: {model_id: fake/m, vram_gb: 0.08, speed: medium}
+      gpt2-small: {model_id: fake/s, vram_gb: 0.02, speed: fast}
+      llama-8b-vllm: {model_id: org/llama, framework: vllm, vram_gb: 18, speed: fast}
+  code_completion:
+    options:
+      gpt2-small: {model_id: fake/s, vram_gb: 0.02, speed: fast}
+  embeddings:
+    options:
+      minilm: {model_id: fake/minilm, vram_gb: 0.085, speed: fast}
+  classification:
+    options:
+      bert-mini: {model_id: fake/bert, vram_gb: 0.064, speed: fast}
+  assistant:
+    options:
+      local-endpoint: {model_id: chat, framework: external_api, provider: openai,
+                       requires_api_key: false, speed: medium}
+"""
+
+
+def laptop_window(panel: Panel, qtbot: Any) -> None:
+    """The panel's window as it first opens on a 1366x768 screen."""
+    window = panel.window
+    size = first_size(QRect(0, 0, 1366, 768))
+    window.resize(size)
+    qtbot.waitUntil(lambda: window.size() == size and window.table.width() > size.width() - 40)
+
+
+def test_at_1366_the_model_boxes_show_whole_names_and_the_lists_whole_labels(
+    make_panel: Callable[..., Panel], tmp_path: Path, qtbot: Any
+) -> None:
+    panel = make_panel(write_config(tmp_path, DEMO_LIKE))
+    laptop_window(panel, qtbot)
+    table = panel.window.table
+    for task_row in panel.bridge.task_rows():
+        combo = table.option_combo(task_row.task)
+        assert isinstance(combo, OptionCombo)
+        assert combo.shown_text() == task_row.selected  # its size is the Estimated column's
+        style = QStyleOptionComboBox()
+        combo.initStyleOption(style)
+        field = combo.style().subControlRect(
+            QStyle.ComplexControl.CC_ComboBox, style, QStyle.SubControl.SC_ComboBoxEditField, combo
+        )
+        assert field.width() >= combo.fontMetrics().horizontalAdvance(combo.shown_text())
+        labels = [combo.itemText(i) for i in range(combo.count())]
+        assert labels == [o.label for o in task_row.options]  # the list compares the options
+    assert table.columnWidth(Column.STATE) >= STATE_LEAST
