@@ -20,7 +20,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QFont
 
-from .formatting import fmt_ago, fmt_bytes, fmt_duration, short_model_id
+from .formatting import fmt_ago, fmt_bytes, fmt_duration, plain_reason, short_model_id
 from .records import TaskRow
 
 Index = QModelIndex | QPersistentModelIndex
@@ -248,7 +248,7 @@ def state_text(row: TaskRow) -> str:
     if row.state == "unavailable":
         return f"cannot load here: {row.failure}" if row.failure else "cannot load here"
     if row.state == "failed" and row.failure:
-        return f"failed: {row.failure}"
+        return f"failed: {plain_reason(row.failure)}"
     return row.state
 
 
@@ -262,7 +262,8 @@ def _tooltip(row: TaskRow, column: Column) -> str | None:
             parts.append(f"quantization: {option.quantization}")
         return "\n".join(p for p in parts if p)
     if column == Column.STATE and row.failure:
-        return state_text(row)  # in full: the cell elides a long reason
+        # In full (the cell elides a long reason), a failure with its exception's name.
+        return f"failed: {row.failure}" if row.state == "failed" else state_text(row)
     if column == Column.MEASURED and row.measured_bytes is not None and not row.measured_is_live:
         return "Measured at an earlier load; the next load plans with this figure"
     if column == Column.DEVICE and row.server_url:

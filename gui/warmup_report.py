@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject
 
 from .bridge import WARMUP
 from .error_banner import ErrorBanner
+from .formatting import plain_reason
 from .records import LogEntry, TaskRow
 from .status_bar import StatusBar
 
@@ -60,7 +61,7 @@ class WarmupReport(QObject):
             self._loaded += 1
             self._show_progress()
         elif entry.kind == "LoadFailed":
-            self.failures.append(f"{entry.task}: {entry.reason}")
+            self.failures.append(f"{entry.task}: {plain_reason(entry.reason, entry.task)}")
             n = len(self.failures)
             self.banner.show_error(f"Warm-up could not load {models(n)}", "\n".join(self.failures))
             self._show_progress()

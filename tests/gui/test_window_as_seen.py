@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QStyle, QStyleOptionComboBox
 from tests.fakes import FakeProbe
 from tests.gui.helpers import Panel, write_config
 from vramdeck.gui.chart_legend import NO_NVML
+from vramdeck.gui.formatting import plain_reason
 from vramdeck.gui.option_delegate import OptionCombo
 from vramdeck.gui.records import OptionInfo, TaskRow
 from vramdeck.gui.task_table import Column, TaskTableModel
@@ -124,3 +125,24 @@ def test_at_1366_the_model_boxes_show_whole_names_and_the_lists_whole_labels(
         labels = [combo.itemText(i) for i in range(combo.count())]
         assert labels == [o.label for o in task_row.options]  # the list compares the options
     assert table.columnWidth(Column.STATE) >= STATE_LEAST
+
+
+@pytest.mark.allow_log(r"loading alpha \(.*missing\) failed")
+def test_a_failed_load_is_said_once_in_plain_words_and_in_full_on_hover(panel: Panel) -> None:
+    assert panel.run(panel.bridge.select("alpha", "broken"))
+    assert not panel.run(panel.bridge.load("alpha"))
+    window = panel.window
+    window.flush()
+    title, message = window.banner.title.text(), window.banner.message.text()
+    assert "Could not load alpha" in title and message.startswith("model folder ")
+    assert "alpha" not in message and "Error" not in message  # said in the title; no jargon
+    cell = window.table_model.index(window.table_model.row_of("alpha"), Column.STATE)
+    assert cell.data() == f"failed: {message}"
+    assert cell.data(Qt.ItemDataRole.ToolTipRole).startswith("failed: FileNotFoundError: ")
+
+
+def test_plain_reason_keeps_a_message_that_is_only_a_class_name() -> None:
+    assert plain_reason("alpha: OSError: disk full", "alpha") == "disk full"
+    assert plain_reason("torch.cuda.OutOfMemoryError: CUDA out of memory") == "CUDA out of memory"
+    assert plain_reason("alphabet: no such file", "alpha") == "alphabet: no such file"
+    assert plain_reason("RuntimeError: ") == "RuntimeError: "
