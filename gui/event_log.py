@@ -30,7 +30,7 @@ from .records import LogEntry
 from .table_style import style_read_only_table
 
 ALL_KINDS = "All events"
-REASON_LEAST, COLUMN_LEAST = 160, 64  # pixels
+REASON_LEAST, COLUMN_LEAST = 140, 64  # pixels (the whole reason is in the row's tooltip)
 NO_PROGRESS = "All but progress"
 #: The endpoint's requests only, or everything else (without progress).
 REQUESTS_ONLY, NO_REQUESTS = "Requests only", "All but requests"
@@ -123,7 +123,7 @@ class EventLog(QWidget):
         bold.setBold(True)  # evictions and errors are bold: size for them
         metrics = QFontMetrics(bold)
         samples = {
-            LogColumn.TIME: "00:00:00.000",
+            LogColumn.TIME: "00:00:00",
             LogColumn.KIND: "Load failed",
             LogColumn.TASK: "text_generation",
             LogColumn.MODEL: "gpt2-medium",

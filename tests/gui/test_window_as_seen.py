@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QStyle, QStyleOptionComboBox
 
 from tests.fakes import FakeProbe
 from tests.gui.helpers import Panel, write_config
 from vramdeck.gui.chart_legend import NO_NVML
+from vramdeck.gui.event_log import REASON_LEAST
+from vramdeck.gui.event_log_model import LogColumn
 from vramdeck.gui.formatting import plain_reason
 from vramdeck.gui.option_delegate import OptionCombo
 from vramdeck.gui.records import OptionInfo, TaskRow
@@ -146,3 +149,18 @@ def test_plain_reason_keeps_a_message_that_is_only_a_class_name() -> None:
     assert plain_reason("torch.cuda.OutOfMemoryError: CUDA out of memory") == "CUDA out of memory"
     assert plain_reason("alphabet: no such file", "alpha") == "alphabet: no such file"
     assert plain_reason("RuntimeError: ") == "RuntimeError: "
+
+
+def test_at_1366_the_log_shows_whole_task_and_model_names(
+    make_panel: Callable[..., Panel], tmp_path: Path, qtbot: Any
+) -> None:
+    panel = make_panel(write_config(tmp_path, DEMO_LIKE))
+    laptop_window(panel, qtbot)
+    table = panel.window.log.table
+    bold = QFont(table.font())
+    bold.setBold(True)  # an eviction's row
+    metrics = QFontMetrics(bold)
+    padding = 2 * table.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin) + 2
+    for column, text in ((LogColumn.TASK, "code_completion"), (LogColumn.MODEL, "gpt2-medium")):
+        assert table.columnWidth(column) >= metrics.horizontalAdvance(text) + padding, text
+    assert table.columnWidth(LogColumn.REASON) >= REASON_LEAST
