@@ -164,3 +164,13 @@ def test_at_1366_the_log_shows_whole_task_and_model_names(
     for column, text in ((LogColumn.TASK, "code_completion"), (LogColumn.MODEL, "gpt2-medium")):
         assert table.columnWidth(column) >= metrics.horizontalAdvance(text) + padding, text
     assert table.columnWidth(LogColumn.REASON) >= REASON_LEAST
+
+
+def test_a_warm_up_that_evicted_says_so_beside_how_many_it_loaded(panel: Panel) -> None:
+    said: list[str] = []
+    panel.window.status.messageChanged.connect(said.append)
+    panel.run(panel.bridge.warm_up(), timeout=60)
+    # alpha, beta, gamma and the API load; gamma needs room, so alpha goes (test_flows).
+    assert said[-1] == "Warm-up done: 4 models loaded, 1 evicted again to fit the budget"
+    loaded = [r.task for r in panel.bridge.task_rows() if r.loaded]
+    assert loaded == ["beta", "gamma", "remote"]  # 4 - 1, as the table shows
