@@ -142,7 +142,7 @@ class TaskTableView(QTableView):
         metrics = self.fontMetrics()
         room = {  # the widest text a column shows while running
             Column.MEASURED: "000.00 GiB", Column.ESTIMATED: "000.00 GiB",
-            Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "00 min 00 s",
+            Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "000 ms + 00 ms",
             Column.DEVICE: "cuda:0", Column.RESIDENCY: "sleeping · 0.0 s",
             Column.REQUESTS: "0/0/0 · 00 ms",
         }  # fmt: skip

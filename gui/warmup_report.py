@@ -54,7 +54,7 @@ class WarmupReport(QObject):
             failed = f"{len(self.failures)} of {models(len(self._tasks))}"
             self.status.end_progress(f"Warm-up: {failed} could not load", 8000)
         elif self._evicted:  # "5 models loaded" read wrong beside a table with 3 loaded
-            again = f"{len(self._evicted)} evicted again to fit the budget"
+            again = f"{len(self._evicted)} evicted again"  # for room: the log says for which
             self.status.end_progress(f"Warm-up done: {models(self._loaded)} loaded, {again}")
         else:
             self.status.end_progress(f"Warm-up done: {models(self._loaded)} loaded")

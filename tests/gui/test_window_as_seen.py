@@ -20,7 +20,8 @@ from vramdeck.gui.event_log import REASON_LEAST
 from vramdeck.gui.event_log_model import LogColumn
 from vramdeck.gui.formatting import plain_reason
 from vramdeck.gui.option_delegate import OptionCombo
-from vramdeck.gui.records import OptionInfo, TaskRow
+from vramdeck.gui.records import DeviceInfo, OptionInfo, TaskRow
+from vramdeck.gui.status_bar import StatusBar
 from vramdeck.gui.task_table import Column, TaskTableModel
 from vramdeck.gui.task_view import STATE_LEAST
 from vramdeck.gui.window_layout import first_size
@@ -128,6 +129,19 @@ def test_at_1366_the_model_boxes_show_whole_names_and_the_lists_whole_labels(
         labels = [combo.itemText(i) for i in range(combo.count())]
         assert labels == [o.label for o in task_row.options]  # the list compares the options
     assert table.columnWidth(Column.STATE) >= STATE_LEAST
+    # A load and its warm-up's first inference: "126 ms + …" was cut.
+    loaded = table.fontMetrics().horizontalAdvance("126 ms + 90 ms")
+    assert table.columnWidth(Column.LOAD_TIME) >= loaded + 8
+
+
+def test_the_status_bar_names_the_probe_only_where_the_device_does_not_say_it(qtbot: Any) -> None:
+    status = StatusBar()
+    qtbot.addWidget(status)
+    host, gpu = DeviceInfo("cpu", "System RAM", "host"), DeviceInfo("cuda:0", "H200", "nvml")
+    status.show_devices([host, gpu], "cpu")
+    assert status.device_label.text() == "System RAM (cpu)" and status.probe_label.isHidden()
+    status.show_devices([host, gpu], "cuda:0")
+    assert not status.probe_label.isHidden() and status.probe_label.text() == "probe: NVML"
 
 
 @pytest.mark.allow_log(r"loading alpha \(.*missing\) failed")
@@ -171,6 +185,6 @@ def test_a_warm_up_that_evicted_says_so_beside_how_many_it_loaded(panel: Panel) 
     panel.window.status.messageChanged.connect(said.append)
     panel.run(panel.bridge.warm_up(), timeout=60)
     # alpha, beta, gamma and the API load; gamma needs room, so alpha goes (test_flows).
-    assert said[-1] == "Warm-up done: 4 models loaded, 1 evicted again to fit the budget"
+    assert said[-1] == "Warm-up done: 4 models loaded, 1 evicted again"
     loaded = [r.task for r in panel.bridge.task_rows() if r.loaded]
     assert loaded == ["beta", "gamma", "remote"]  # 4 - 1, as the table shows
