@@ -144,6 +144,9 @@ class EventLog(QWidget):
         """In a narrow log, Task and Model give up width (elided in the middle) so that the
         Reason column keeps REASON_LEAST pixels at least: the reason is what a person reads."""
         room = self.table.viewport().width()
+        bar = self.table.verticalScrollBar()
+        if not bar.isVisible():  # it comes with the log's first screenful, and takes from Reason
+            room -= bar.sizeHint().width()
         fixed = sum(self._natural[c] for c in (LogColumn.TIME, LogColumn.KIND, LogColumn.BYTES,
                                               LogColumn.DURATION))  # fmt: skip
         natural = self._natural[LogColumn.TASK] + self._natural[LogColumn.MODEL]

@@ -19,9 +19,9 @@ from vramdeck.gui import paths
 from vramdeck.gui.chart_legend import NO_NVML
 from vramdeck.gui.event_log import REASON_LEAST
 from vramdeck.gui.event_log_model import LogColumn
-from vramdeck.gui.formatting import plain_reason
+from vramdeck.gui.formatting import MIB, plain_reason
 from vramdeck.gui.option_delegate import OptionCombo
-from vramdeck.gui.records import DeviceInfo, OptionInfo, TaskRow
+from vramdeck.gui.records import DeviceInfo, LogEntry, OptionInfo, TaskRow
 from vramdeck.gui.status_bar import StatusBar
 from vramdeck.gui.task_table import Column, TaskTableModel
 from vramdeck.gui.window_layout import first_size
@@ -190,7 +190,21 @@ def test_at_1366_the_log_shows_whole_task_and_model_names(
 ) -> None:
     panel = make_panel(write_config(tmp_path, DEMO_LIKE))
     laptop_window(panel, qtbot)
-    table = panel.window.log.table
+    log = panel.window.log
+    for i in range(60):  # more than a screenful: the scroll bar shows
+        log.add_entry(
+            LogEntry(
+                at=1000.0 + i,
+                kind="ModelEvicted",
+                task="code_completion",
+                model="gpt2-medium",
+                bytes=MIB,
+                reason="room for embeddings",
+            )
+        )
+    log.flush()
+    table = log.table
+    qtbot.waitUntil(table.verticalScrollBar().isVisible)
     bold = QFont(table.font())
     bold.setBold(True)  # an eviction's row
     metrics = QFontMetrics(bold)
