@@ -130,7 +130,9 @@ class EventLog(QWidget):
             LogColumn.BYTES: "00 MiB",
             LogColumn.DURATION: "Duration",
         }
-        self._natural = {c: metrics.horizontalAdvance(t) + 18 for c, t in samples.items()}
+        # The header's padding (6 px a side in the style sheet) and its border: a cell's margins
+        # are less. More than that took Task's width at 1366 px.
+        self._natural = {c: metrics.horizontalAdvance(t) + 14 for c, t in samples.items()}
         for column, width in self._natural.items():
             table.setColumnWidth(column, width)
         header.setSectionResizeMode(LogColumn.REASON, QHeaderView.ResizeMode.Stretch)
