@@ -38,6 +38,7 @@ from .bridge_collections import collect_on_gui_thread
 from .bridge_contract import ContractCommands
 from .bridge_records import budget_report, log_entry, server_url, task_row, thrash_of
 from .bridge_serving import ServingControl
+from .formatting import plain_reason
 from .records import BudgetReport, DeviceInfo, LogEntry, MemorySample, TaskRow
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,8 @@ class ManagerBridge(ContractCommands, QObject):
             try:
                 return await work()
             except (ConfigError, ValueError, RuntimeError, OSError) as exc:
-                self.errorRaised.emit(title, str(exc))
+                # The title names the task: "Could not load a: a: OSError: …" said it twice.
+                self.errorRaised.emit(title, plain_reason(str(exc), key.partition(":")[2]))
                 self.eventLogged.emit(
                     LogEntry(at=time.time(), kind="Error", reason=f"{title}: {exc}",
                              severity="error")

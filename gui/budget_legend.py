@@ -41,15 +41,20 @@ class BudgetLegend(QLabel):
         self.setText(legend_html(report, self.task_order) + self._tier)
 
     def show_host_tier(self, tier: HostTierInfo | None) -> None:
-        """The host-RAM tier under the bars: its use of its budget, or why it is off."""
+        """The host-RAM tier under the bars: its use of its budget, or why it is off (the one
+        place that says so)."""
         self._tier = "" if tier is None else f"<br>{host_tier_html(tier)}"
         if self._report is not None:
             self.show_report(self._report)
 
 
 def host_tier_html(tier: HostTierInfo) -> str:
+    """The tier's use of its budget, or why it is off: said here only, beside the budgets
+    (the chart shows the tier only while it is on)."""
     if not tier.enabled:
-        return f"<span style='color:{MUTED_COLOR}'>host-RAM tier off: {tier.reason}</span>"
+        reason = tier.reason.removeprefix("off: ")  # the manager's reasons may start so
+        said = f"host-RAM tier off: {reason}" if reason else "host-RAM tier off"
+        return f"<span style='color:{MUTED_COLOR}'>{said}</span>"
     return (
         f"host-RAM tier: {fmt_bytes(tier.used)} of {fmt_bytes(tier.budget)} "
         "(parked models come back in a fraction of a load)"

@@ -1,7 +1,8 @@
 """The host-RAM tier under the device plot: a thin plot of what parked models hold in host RAM
 over the same window, stacked per task in the tasks' colours, against the tier's budget; a line
-above it says the figures in words, or that the tier is off and why (no GPU: parking means
-nothing where the device is host RAM).
+above it says the figures in words. While the tier is off (no GPU: parking means nothing where
+the device is host RAM) the chart shows none of it: the budget legend says once that it is off
+and why, beside the budgets (gui/budget_legend.py).
 
 It draws from `MemoryHistory.host_tier`, which the host's samples fill (the bridge reads the
 tier once a sampling tick); drawing reads nothing else.
@@ -36,7 +37,7 @@ MAX_POINTS = 1500  # per curve, as the device plot's
 
 class HostTierPlot(QWidget):
     """The host-RAM tier's band and budget line, and its line of text; hidden until the first
-    reading of the tier arrives."""
+    reading of the tier arrives, and while the tier is off."""
 
     def __init__(self, color_of: Callable[[str], str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -143,7 +144,8 @@ class HostTierPlot(QWidget):
         self.plot.getPlotItem().getAxis("left").setTicks([ticks, []])
 
     def _show_state(self, tier: HostTierInfo | None, history: HostTierHistory) -> None:
-        """The line of text, and the plot shown only while the tier is on."""
+        """The line of text and the plot, shown only while the tier is on: the budget legend
+        says why it is off, and the chart keeps the height for the device's plot."""
         if tier is None:
             return  # not read yet: stays hidden
         shown = (tier.enabled, tier_text(tier, history))
@@ -151,15 +153,13 @@ class HostTierPlot(QWidget):
             return
         self._shown = shown
         self.summary.setText(shown[1])
-        self.plot.setVisible(tier.enabled)
-        self.show()
+        self.setVisible(tier.enabled)
 
 
 def tier_text(tier: HostTierInfo, history: HostTierHistory) -> str:
-    """``host RAM tier: 4 GiB parked of 16 GiB budget · alpha 4 GiB`` or why it is off."""
+    """``host RAM tier: 4 GiB parked of 16 GiB budget · alpha 4 GiB`` ("" while it is off)."""
     if not tier.enabled:
-        reason = tier.reason.removeprefix("off: ")
-        return f"host RAM tier off: {reason}" if reason else "host RAM tier off"
+        return ""
     if not tier.parked and not tier.used:
         return (
             f"host RAM tier: nothing parked of {fmt_bytes(tier.budget)} budget "

@@ -4,7 +4,7 @@ vramdeck's."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
@@ -16,6 +16,10 @@ from .records import GpuActivity, GpuProcessInfo, MemorySample
 #: Processes named in the line; the rest are counted there and listed in the tooltip.
 SHOWN_PROCESSES = 3
 NO_NVML = "no NVML here: GPU utilisation and other processes cannot be read"
+#: Marker kinds the legend always explains; the tiers' (park, restore, sleep, wake) only while
+#: one is in the window: on a machine without a GPU or a server they took a third line at
+#: 1366 px, out of the plot's height, for symbols that never appear there.
+ALWAYS_EXPLAINED = frozenset({"load", "evict", "unload", "fail"})
 
 
 class ChartLegend(QLabel):
@@ -30,10 +34,15 @@ class ChartLegend(QLabel):
         self._key: tuple[object, ...] = ()
 
     def show_entries(
-        self, tasks: Sequence[tuple[str, str]], lines: Sequence[tuple[str, str]]
+        self,
+        tasks: Sequence[tuple[str, str]],
+        lines: Sequence[tuple[str, str]],
+        marker_kinds: Iterable[str] = (),
     ) -> None:
-        """`tasks` and `lines` as (colour, name); every marker symbol is always explained."""
-        key = (tuple(tasks), tuple(lines))
+        """`tasks` and `lines` as (colour, name); the symbols of the markers drawn
+        (`marker_kinds`) and of loads, evictions, unloads and failures always."""
+        explained = ALWAYS_EXPLAINED.union(marker_kinds)
+        key = (tuple(tasks), tuple(lines), explained)
         if key == self._key:
             return
         self._key = key
@@ -44,6 +53,7 @@ class ChartLegend(QLabel):
         parts += [
             f"<span style='color:{MARKER_STYLE[kind][2]}'>{symbol}</span>&nbsp;{text}"
             for kind, (symbol, text) in MARKER_LEGEND.items()
+            if kind in explained
         ]
         self.setText(" &nbsp;&nbsp;".join(parts))  # breaks only between entries
 
@@ -96,4 +106,11 @@ class ActivityLine(QLabel):
         self.setVisible(bool(text))
 
 
-__all__ = ["NO_NVML", "ActivityLine", "ChartLegend", "activity_text", "summary_text"]
+__all__ = [
+    "ALWAYS_EXPLAINED",
+    "NO_NVML",
+    "ActivityLine",
+    "ChartLegend",
+    "activity_text",
+    "summary_text",
+]

@@ -30,7 +30,7 @@ from .records import LogEntry
 from .table_style import style_read_only_table
 
 ALL_KINDS = "All events"
-REASON_LEAST, COLUMN_LEAST = 160, 64  # pixels
+REASON_LEAST, COLUMN_LEAST = 140, 64  # pixels (the whole reason is in the row's tooltip)
 NO_PROGRESS = "All but progress"
 #: The endpoint's requests only, or everything else (without progress).
 REQUESTS_ONLY, NO_REQUESTS = "Requests only", "All but requests"
@@ -123,14 +123,16 @@ class EventLog(QWidget):
         bold.setBold(True)  # evictions and errors are bold: size for them
         metrics = QFontMetrics(bold)
         samples = {
-            LogColumn.TIME: "00:00:00.000",
+            LogColumn.TIME: "00:00:00",
             LogColumn.KIND: "Load failed",
             LogColumn.TASK: "text_generation",
             LogColumn.MODEL: "gpt2-medium",
             LogColumn.BYTES: "00 MiB",
             LogColumn.DURATION: "Duration",
         }
-        self._natural = {c: metrics.horizontalAdvance(t) + 18 for c, t in samples.items()}
+        # The header's padding (6 px a side in the style sheet) and its border: a cell's margins
+        # are less. More than that took Task's width at 1366 px.
+        self._natural = {c: metrics.horizontalAdvance(t) + 14 for c, t in samples.items()}
         for column, width in self._natural.items():
             table.setColumnWidth(column, width)
         header.setSectionResizeMode(LogColumn.REASON, QHeaderView.ResizeMode.Stretch)
@@ -144,6 +146,9 @@ class EventLog(QWidget):
         """In a narrow log, Task and Model give up width (elided in the middle) so that the
         Reason column keeps REASON_LEAST pixels at least: the reason is what a person reads."""
         room = self.table.viewport().width()
+        bar = self.table.verticalScrollBar()
+        if not bar.isVisible():  # it comes with the log's first screenful, and takes from Reason
+            room -= bar.sizeHint().width()
         fixed = sum(self._natural[c] for c in (LogColumn.TIME, LogColumn.KIND, LogColumn.BYTES,
                                               LogColumn.DURATION))  # fmt: skip
         natural = self._natural[LogColumn.TASK] + self._natural[LogColumn.MODEL]

@@ -31,6 +31,18 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
+#: A Python exception's class name at the start of a message: ``FileNotFoundError: ``.
+_EXCEPTION_NAME = re.compile(r"^(?:\w+\.)*[A-Z]\w*(?:Error|Exception): ")
+
+
+def plain_reason(message: str, task: str = "") -> str:
+    """A failure as a person reads it: without the task's name in front (the banner's title
+    and the row say it already) nor the exception's class name (``FileNotFoundError: ``)."""
+    if task and message.startswith(f"{task}: "):
+        message = message[len(task) + 2 :]
+    return _EXCEPTION_NAME.sub("", message, count=1) or message
+
+
 def fmt_ago(at: float | None, now: float | None = None) -> str:
     """How long ago wall-clock time `at` was: ``"just now"``, ``"12 s ago"``, ``"3 min ago"``."""
     if at is None:
@@ -90,5 +102,6 @@ __all__ = [
     "fmt_clock",
     "fmt_duration",
     "fmt_percent",
+    "plain_reason",
     "short_model_id",
 ]

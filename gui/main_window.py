@@ -249,17 +249,18 @@ class MainWindow(ConfigFileCommands):
 
     def _read_activity(self) -> None:
         """Utilisation and other processes of the chart's device, where NVML reads it (in a
-        thread, through the bridge); otherwise say why there is nothing, without a thread."""
+        thread, through the bridge); for a GPU it cannot read, say why there is nothing. Host
+        RAM has neither: no line (on a machine without a GPU it would only be jargon)."""
         if not self.isVisible() or self._close_requested:
             return
         device = self.chart_slot.device or self.bridge.primary_device
         info = next((d for d in self.bridge.devices if d.device == device), None)
         if info is not None and info.probe == "nvml":
             self._spawn(self._show_activity(device))
-        elif self.bridge.primary_device.startswith("cuda"):
-            self.chart_slot.show_activity(None)  # host RAM shown: GPU processes are elsewhere
-        else:
+        elif device.startswith("cuda"):
             self.chart_slot.show_activity(GpuActivity(device, nvml=False))
+        else:
+            self.chart_slot.show_activity(None)
 
     async def _show_activity(self, device: str) -> None:
         self.chart_slot.show_activity(await self.bridge.gpu_activity(device))

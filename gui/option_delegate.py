@@ -1,7 +1,9 @@
 """The task table's model column: a combo box of the task's options, always shown.
 
-Each item shows the option's VRAM estimate and speed; options that cannot load here are
-disabled, with the reason as their tooltip. Choosing one commits at once (no Enter needed).
+Each item of the list shows the option's VRAM estimate and speed; options that cannot load here
+are disabled, with the reason as their tooltip. The closed box shows the chosen option's name
+only: its estimate is the row's Estimated column, and at 1366 px the whole label was cut
+("gpt2-medium · 82 Mi"). Choosing one commits at once (no Enter needed).
 """
 
 from __future__ import annotations
@@ -10,8 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QStandardItem, QStandardItemModel
-from PySide6.QtWidgets import QComboBox, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+from PySide6.QtGui import QPaintEvent, QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QComboBox,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionComboBox,
+    QStyleOptionViewItem,
+    QStylePainter,
+    QWidget,
+)
 
 from .records import OptionInfo, TaskRow
 from .task_table import ROW_ROLE
@@ -77,6 +87,19 @@ class OptionCombo(QComboBox):
     def chosen(self) -> str | None:
         value = self.currentData(OPTION_NAME_ROLE)
         return value if isinstance(value, str) else None
+
+    def shown_text(self) -> str:
+        """What the closed box shows: the chosen option's name."""
+        return self.chosen() or self.currentText()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        # QComboBox.paintEvent, with the name in place of the item's whole label.
+        painter = QStylePainter(self)
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        option.currentText = self.shown_text()
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
 
 
 def _option_tip(option: OptionInfo) -> str:

@@ -60,6 +60,8 @@ class StatusBar(QStatusBar):
         self.device = device
         self.device_label.setText(f"{info.name} ({device})")
         self.probe_label.setText(f"probe: {PROBE_NAMES.get(info.probe, info.probe)}")
+        # "System RAM (cpu)" beside "probe: host RAM" said the same twice.
+        self.probe_label.setVisible(info.probe != "host")
         self.probe_label.setToolTip(
             "NVML reads the whole device (every process); torch only sees CUDA's view; "
             "host RAM is used when there is no NVIDIA device"

@@ -20,7 +20,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QFont
 
-from .formatting import fmt_ago, fmt_bytes, fmt_duration, short_model_id
+from .formatting import fmt_ago, fmt_bytes, fmt_duration, plain_reason, short_model_id
 from .records import TaskRow
 
 Index = QModelIndex | QPersistentModelIndex
@@ -211,7 +211,10 @@ class TaskTableModel(QAbstractTableModel):
             case Column.LOAD_TIME:
                 first = row.first_inference_s
                 load = fmt_duration(row.load_duration_s)
-                return load if first is None else f"{load} + {fmt_duration(first)}"
+                # An inference remembered without a load of this run would read "— + 109 ms".
+                if first is None or row.load_duration_s is None:
+                    return load
+                return f"{load} + {fmt_duration(first)}"
             case Column.REQUESTS:
                 return requests_text(row)
         return None
@@ -245,7 +248,7 @@ def state_text(row: TaskRow) -> str:
     if row.state == "unavailable":
         return f"cannot load here: {row.failure}" if row.failure else "cannot load here"
     if row.state == "failed" and row.failure:
-        return f"failed: {row.failure}"
+        return f"failed: {plain_reason(row.failure)}"
     return row.state
 
 
@@ -259,7 +262,8 @@ def _tooltip(row: TaskRow, column: Column) -> str | None:
             parts.append(f"quantization: {option.quantization}")
         return "\n".join(p for p in parts if p)
     if column == Column.STATE and row.failure:
-        return state_text(row)  # in full: the cell elides a long reason
+        # In full (the cell elides a long reason), a failure with its exception's name.
+        return f"failed: {row.failure}" if row.state == "failed" else state_text(row)
     if column == Column.MEASURED and row.measured_bytes is not None and not row.measured_is_live:
         return "Measured at an earlier load; the next load plans with this figure"
     if column == Column.DEVICE and row.server_url:
@@ -269,6 +273,8 @@ def _tooltip(row: TaskRow, column: Column) -> str | None:
     if column == Column.RESIDENCY and row.restore_s is not None:
         return f"Expected {fmt_duration(row.restore_s)} to bring it back, as measured"
     if column == Column.LOAD_TIME and row.first_inference_s is not None:
+        if row.load_duration_s is None:
+            return f"The first inference took {fmt_duration(row.first_inference_s)} last time"
         return (
             f"Loaded in {fmt_duration(row.load_duration_s)}; the first inference took "
             f"{fmt_duration(row.first_inference_s)}"

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
     QMenu,
+    QStyle,
+    QStyleOptionComboBox,
     QTableView,
     QToolButton,
     QWidget,
 )
 
-from .option_delegate import OptionDelegate
+from .option_delegate import OptionCombo, OptionDelegate
 from .records import TaskRow
 from .state_delegate import StateDelegate
 from .table_style import style_read_only_table
@@ -85,6 +87,22 @@ class RowActions(QWidget):
 
 #: The least width of the State and Model columns when the window is narrow.
 STATE_LEAST, MODEL_LEAST = 150, 170
+#: The model box's inset in its cell (OptionDelegate.updateEditorGeometry), both sides.
+CELL_INSET = 4
+
+
+def combo_width(view: QWidget, text_width: int) -> int:
+    """The width of a cell whose option box shows `text_width` pixels of text whole: the
+    style's frame, padding and arrow around it (the style sheet's included)."""
+    probe = OptionCombo(view)
+    probe.ensurePolished()
+    option = QStyleOptionComboBox()
+    probe.initStyleOption(option)
+    size = probe.style().sizeFromContents(
+        QStyle.ContentsType.CT_ComboBox, option, QSize(text_width, probe.height()), probe
+    )
+    probe.deleteLater()
+    return size.width() + CELL_INSET
 
 
 class TaskTableView(QTableView):
@@ -142,7 +160,7 @@ class TaskTableView(QTableView):
         metrics = self.fontMetrics()
         room = {  # the widest text a column shows while running
             Column.MEASURED: "000.00 GiB", Column.ESTIMATED: "000.00 GiB",
-            Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "00 min 00 s",
+            Column.LAST_USED: "00 min ago", Column.LOAD_TIME: "000 ms + 00 ms",
             Column.DEVICE: "cuda:0", Column.RESIDENCY: "sleeping · 0.0 s",
             Column.REQUESTS: "0/0/0 · 00 ms",
         }  # fmt: skip
@@ -153,10 +171,11 @@ class TaskTableView(QTableView):
             if column in room:
                 wanted = metrics.horizontalAdvance(room[column]) + 16
                 self.setColumnWidth(column, max(self.columnWidth(column), wanted))
-        # The combo box needs its arrow and frame beside the longest option's label.
-        labels = [o.label for r in self._model.rows() for o in r.options]
-        widest = max((metrics.horizontalAdvance(text) for text in labels), default=200)
-        self._model_width = min(300, widest + 36)
+        # The combo box needs its arrow and frame beside the longest option's name (the closed
+        # box shows the name; its list, as wide as it needs, the whole label).
+        names = [o.name for r in self._model.rows() for o in r.options]
+        widest = max((metrics.horizontalAdvance(text) for text in names), default=200)
+        self._model_width = min(300, combo_width(self, widest))
         self._share_width()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
@@ -164,11 +183,13 @@ class TaskTableView(QTableView):
         self._share_width()
 
     def _share_width(self) -> None:
-        """The Model column gives up width (its combo boxes elide) so that State keeps
-        STATE_LEAST pixels in a laptop's window: what a row is doing is what a person reads."""
+        """The Model column gives up width so that State keeps STATE_LEAST pixels in a laptop's
+        window (what a row is doing is what a person reads), but never below its longest name
+        (up to MODEL_LEAST: longer names elide)."""
         others = sum(self.columnWidth(c) for c in Column if c not in (Column.MODEL, Column.STATE))
         spare = self.viewport().width() - others - STATE_LEAST
-        self.setColumnWidth(Column.MODEL, max(MODEL_LEAST, min(self._model_width, spare)))
+        least = min(self._model_width, MODEL_LEAST)
+        self.setColumnWidth(Column.MODEL, max(least, min(self._model_width, spare)))
 
     def row_actions(self, task: str) -> RowActions | None:
         """The Load/Unload buttons of `task`'s row (tests drive them)."""

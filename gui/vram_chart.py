@@ -319,6 +319,7 @@ class VramChart(QWidget):
         self.legend.show_entries(
             [(self._color(t), t) for t in tasks],
             [(color, text) for color, text, item in lines if item.isVisible()],
+            {m.kind for m in markers},
         )
 
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject
 
 from .bridge import WARMUP
 from .error_banner import ErrorBanner
+from .formatting import plain_reason
 from .records import LogEntry, TaskRow
 from .status_bar import StatusBar
 
@@ -36,6 +37,7 @@ class WarmupReport(QObject):
         self.running = False
         self._tasks: list[str] = []
         self._loaded = 0
+        self._evicted: set[str] = set()  # loaded by this warm-up, then evicted for another
         self.failures: list[str] = []
 
     def busy_changed(self, key: str, busy: bool) -> None:
@@ -43,6 +45,7 @@ class WarmupReport(QObject):
             return
         if busy:
             self.running, self._loaded, self.failures = True, 0, []
+            self._evicted = set()
             self._tasks = self._to_load()
             self._show_progress()
             return
@@ -50,6 +53,9 @@ class WarmupReport(QObject):
         if self.failures:
             failed = f"{len(self.failures)} of {models(len(self._tasks))}"
             self.status.end_progress(f"Warm-up: {failed} could not load", 8000)
+        elif self._evicted:  # "5 models loaded" read wrong beside a table with 3 loaded
+            again = f"{len(self._evicted)} evicted again"  # for room: the log says for which
+            self.status.end_progress(f"Warm-up done: {models(self._loaded)} loaded, {again}")
         else:
             self.status.end_progress(f"Warm-up done: {models(self._loaded)} loaded")
 
@@ -58,9 +64,12 @@ class WarmupReport(QObject):
             return
         if entry.kind == "ModelLoaded":
             self._loaded += 1
+            self._evicted.discard(entry.task)
             self._show_progress()
+        elif entry.kind == "ModelEvicted":
+            self._evicted.add(entry.task)
         elif entry.kind == "LoadFailed":
-            self.failures.append(f"{entry.task}: {entry.reason}")
+            self.failures.append(f"{entry.task}: {plain_reason(entry.reason, entry.task)}")
             n = len(self.failures)
             self.banner.show_error(f"Warm-up could not load {models(n)}", "\n".join(self.failures))
             self._show_progress()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtWidgets import QLabel
 
 from tests.fakes import FakeProbe, ParkingFakeLoader
 from tests.gui.helpers import Panel, until, write_config
@@ -138,23 +139,28 @@ def test_only_the_hosts_sample_reads_the_tier(
 @pytest.mark.parametrize(
     ("host_cache_gb", "gpu", "said"),
     [
-        (16, False, "host RAM tier off: no GPU: the device is host RAM"),
-        (0, True, "host RAM tier off: inference.host_cache_gb is 0"),
+        (16, False, "host-RAM tier off: no GPU: the device is host RAM"),
+        (0, True, "host-RAM tier off: inference.host_cache_gb is 0"),
     ],
 )
-def test_the_tier_says_off_where_it_is_off(
+def test_the_tier_says_off_once_under_the_budgets_and_the_chart_keeps_quiet(
     tiered_panel: Callable[..., tuple[Panel, FakeProbe]],
     host_cache_gb: float,
     gpu: bool,
     said: str,
 ) -> None:
     panel, _probe = tiered_panel(host_cache_gb, gpu=gpu)
-    chart = panel.window.chart
+    window = panel.window
+    chart = window.chart
     panel.run(until(lambda: chart.history.host_tier.tier is not None, "a sample of the host"))
     chart.redraw(now=time.time())
-    assert chart.host_tier.isVisible() and chart.host_tier.summary.text() == said
-    assert not chart.host_tier.plot.isVisible()  # no band for a tier that parks nothing
+    panel.run(panel.bridge.plan_budget())
+    assert window.isVisible() and not chart.host_tier.isVisible()  # no band, no line of text
     assert len(chart.history.host_tier.ring) == 0
+    shown = [label.text() for label in window.findChildren(QLabel) if label.isVisible()]
+    shown = [text for text in shown if "tier off" in text]
+    assert shown == [window.budget_legend.text()]  # said once in the whole window
+    assert shown[0].count("tier off") == 1 and said in shown[0]
 
 
 def tier_sample(at: float, tier: HostTierInfo) -> MemorySample:

@@ -61,6 +61,20 @@ def test_the_legend_names_tasks_seen_only_by_their_markers_and_every_symbol(
     assert ERROR_COLOR in text and OK_COLOR in text
 
 
+def test_the_tiers_symbols_are_explained_only_while_one_is_in_the_window(
+    chart: VramChart,
+) -> None:
+    chart.add_sample(sample(1000.0, {"alpha": GIB}))
+    chart.redraw(now=1001.0)
+    assert "parked in RAM" not in chart.legend.text()
+    assert "woken" not in chart.legend.text() and "eviction" in chart.legend.text()
+    chart.add_event(LogEntry(at=1001.5, kind="ModelParked", task="alpha", device="cuda:0",
+                             bytes=GIB))  # fmt: skip
+    chart.add_sample(sample(1002.0, {}))
+    chart.redraw(now=1002.0)
+    assert "parked in RAM" in chart.legend.text() and "woken" not in chart.legend.text()
+
+
 def test_activity_names_the_largest_other_processes_and_the_utilisation() -> None:
     processes = tuple(GpuProcessInfo(100 + i, f"job{i}", (i + 1) * 100 * MIB) for i in range(5))
     text, tip = activity_text(GpuActivity("cuda:0", True, 42, processes))
