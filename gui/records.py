@@ -215,8 +215,17 @@ class PlanPreview:
         return bool(self.moves)
 
     def tooltip(self) -> str:
-        lines = [self.summary, *(f"• {m}" for m in self.moves)]
-        return "\n".join(line for line in lines if line)
+        """The summary, then a line per move, the first `SHOWN_MOVES` of them: a warm-up of
+        fifty tasks may move forty models, and a tooltip or question taller than the screen
+        shows none of it."""
+        shown = [f"• {m}" for m in self.moves[:SHOWN_MOVES]]
+        if len(self.moves) > SHOWN_MOVES:
+            shown.append(f"• … and {len(self.moves) - SHOWN_MOVES} more")
+        return "\n".join(line for line in (self.summary, *shown) if line)
+
+
+#: Moves a plan's tooltip lists one per line; the rest are counted.
+SHOWN_MOVES = 8
 
 
 class FixAction(Enum):

@@ -367,3 +367,23 @@ def test_on_tiny_real_models_the_hovered_plan_is_what_the_load_does(panel: Panel
     panel.window.flush()
     evicted = [e for e in panel.window.log.model.entries() if e.kind == "ModelEvicted"]
     assert [e.bytes for e in evicted] == [alpha.measured_bytes]  # the bytes the plan named
+
+
+def test_a_warm_up_of_many_says_its_plan_in_lines_that_fit_the_screen(
+    fake_panel: Callable[..., FakePanel],
+) -> None:
+    # Twenty tasks, two fit: warming up all evicts eighteen. Hovering Warm up all names the
+    # first pushes and counts the rest, and lists eight of the moves, not eighteen lines.
+    tasks = "".join(
+        f"  t{i:02d}: {{options: {{m: {{model_id: fake/t{i:02d}, vram_gb: 0.5}}}}}}\n"
+        for i in range(20)
+    )
+    p = fake_panel(THREE.split("models:")[0] + "models:\n" + tasks)
+    warm_up = p.panel.window.actions_.warm_up
+    base = warm_up.toolTip()
+    warm_up.hover()  # the action's hovered signal: the plan is read then
+    summary, *moves = warm_up.toolTip().removeprefix(base + "\n").splitlines()
+    assert summary.startswith("loading all 20 would evict t00 for t02, t01 for t03, ")
+    assert summary.endswith("t04 for t06 and 13 more evictions")
+    assert len(moves) == 9 and moves[0].startswith("• t00") and moves[-1] == "• … and 10 more"
+    assert len(p.manager.preview_warmup().evictions) == 18  # the manager's plan has them all
