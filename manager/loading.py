@@ -185,6 +185,9 @@ class Loading:
                     reason = f"{option.name} cannot load here: {option.unavailable_reason}"
                     raise ModelLoadError(task.task_name, reason)
                 loader = core.loader(option)
+                problem = await asyncio.to_thread(loader.source_problem, option)
+                if problem:  # before room is made: nothing is evicted for a load that must fail
+                    raise ModelLoadError(task.task_name, problem)
                 device = await self._place(task.task_name, option, loader)
                 spans = await spread.occupied(task.task_name, option, loader, device, core.devices)
                 device = spans[0]

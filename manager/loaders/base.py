@@ -165,6 +165,12 @@ class AsyncLoader:
         """Why `option` cannot load here (e.g. "pip install vllm"), or None when it can."""
         return None
 
+    def source_problem(self, option: ModelConfig) -> str | None:
+        """Why loading `option` now would surely fail, found cheaply before the manager makes
+        room for it (a local model folder that is not there), or None. Asked at each load, in
+        a thread: nothing is evicted for a load that cannot succeed."""
+        return None
+
     async def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
         """Load `option` onto `ctx.device` and return the model (or a client handle).
 
@@ -259,9 +265,15 @@ class InWorker(AsyncLoader):
             loader, "would_suspend", lambda option, ctx: False
         )
         self._prepare: Callable[[str], object] = getattr(loader, "prepare", lambda device: None)
+        self._source_problem: Callable[[ModelConfig], str | None] = getattr(
+            loader, "source_problem", lambda option: None
+        )
 
     def unavailable_reason(self, option: ModelConfig) -> str | None:
         return self.loader.unavailable_reason(option)
+
+    def source_problem(self, option: ModelConfig) -> str | None:
+        return self._source_problem(option)
 
     async def load(self, option: ModelConfig, ctx: LoadContext) -> Any:
         return await self._worker.run(ctx.device, self.loader.load, option, ctx)

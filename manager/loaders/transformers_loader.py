@@ -68,6 +68,17 @@ class TransformersLoader:
             )
         return unreadable_reason(option)
 
+    def source_problem(self, option: ModelConfig) -> str | None:
+        """A local model folder that is not there, or that holds only pickle weights the option
+        does not allow: said before any model is evicted for the load."""
+        if option.unset_variables_reason():
+            return None  # the manager reports the unset variable
+        try:
+            _check_local_folder(option.resolved_model_id(), option)
+        except (FileNotFoundError, ValueError) as exc:
+            return str(exc)
+        return None
+
     def prepare(self, device: str) -> None:
         """Create the CUDA context before the manager's first reading: it is not a model's."""
         if is_cuda(device):

@@ -83,6 +83,26 @@ async def test_missing_model_folder_fails_cleanly(write_config, tmp_path):
     await m.shutdown()
 
 
+async def test_a_load_that_must_fail_evicts_nothing(write_config, tiny_models, tmp_path):
+    """A missing folder is found before room is made: the model that would have been evicted
+    for it stays."""
+    path = write_config(
+        "models:\n"
+        f"  kept: {{options: {{a: {{model_id: '{tiny_models['wide']}', vram_gb: 0.02}}}}}}\n"
+        f"  gone: {{options: {{a: {{model_id: '{tmp_path}/absent', vram_gb: 0.02}}}}}}\n"
+        "inference: {memory_budget_gb: 0.03}\n"  # the two do not fit together
+    )
+    m = ModelManager(path, ledger=Ledger(None))
+    evicted: list[ModelEvicted] = []
+    m.events.subscribe(evicted.append, ModelEvicted)
+    await m.load_model("kept")
+    with pytest.raises(ModelLoadError, match=f"model folder {tmp_path}/absent does not exist"):
+        await m.load_model("gone")
+    assert evicted == [] and set(m.loaded_models) == {"kept"}
+    assert str(m.failure_reason("gone")).endswith(f"model folder {tmp_path}/absent does not exist")
+    await m.shutdown()
+
+
 async def test_pickle_weights_only_when_the_config_allows(write_config, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
