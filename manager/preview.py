@@ -158,6 +158,12 @@ class _Simulation(Copy):
 
     def load_preview(self, task: TaskConfig, option: ModelConfig, doing: str) -> Preview:
         step = self.step(task.task_name, option)
+        if step.fits and not step.comeback:
+            # As the load, before it makes room: a model folder that is gone evicts nothing.
+            # (Warm-up previews do not look at fifty models' files: a load or switch does.)
+            problem = self.what_if.loader(option).source_problem(option)
+            if problem:
+                step = Step(step.device, step.required, refused=problem)
         alternatives = self._alternatives(task, option, step)
         if not step.fits:
             why = step.refused or _no_room(step)

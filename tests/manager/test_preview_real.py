@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vramdeck.manager import Ledger, ModelEvicted, ModelLoaded, ModelManager
+from vramdeck.manager import Ledger, ModelEvicted, ModelLoaded, ModelLoadError, ModelManager
 from vramdeck.manager.events import Thrashing
 from vramdeck.manager.thrash import FixKind
 
@@ -60,5 +60,30 @@ async def test_previews_thrash_and_a_fix_with_real_models(config):
         await m.load_model("embed")
         assert evicted == ["generate", "embed", "generate", "embed"]  # the fix evicted nothing
         assert set(m.loaded_models) == {"generate", "embed"}
+    finally:
+        await m.shutdown()
+
+
+async def test_a_load_preview_of_a_folder_that_is_gone_evicts_nothing(
+    write_config, tiny_models, tmp_path
+) -> None:
+    path = write_config(
+        "models:\n"
+        f"  kept: {{options: {{a: {{model_id: '{tiny_models['wide']}', vram_gb: 0.02}}}}}}\n"
+        f"  gone: {{options: {{a: {{model_id: '{tmp_path}/absent', vram_gb: 0.02}}, "
+        f"small: {{model_id: '{tiny_models['small']}', vram_gb: 0.001}}}}}}\n"
+        "inference: {memory_budget_gb: 0.03}\n"
+    )
+    m = ModelManager(path, ledger=Ledger(None))
+    try:
+        await m.load_model("kept")
+        preview = m.preview_load("gone")
+        assert not preview.fits and preview.evictions == ()
+        assert preview.summary.startswith(
+            f"loading gone: model folder {tmp_path}/absent does not exist; small would fit"
+        )
+        with pytest.raises(ModelLoadError, match="does not exist"):
+            await m.load_model("gone")  # as previewed: nothing evicted
+        assert set(m.loaded_models) == {"kept"}
     finally:
         await m.shutdown()
