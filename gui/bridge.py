@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from vramdeck.manager import (
     ConfigError,
     ConfigReloaded,
     Event,
+    LoadFailed,
     MemorySampled,
     ModelManager,
     ModelUnloaded,
@@ -91,6 +93,7 @@ class ManagerBridge(ContractCommands, QObject):
         collect_on_gui_thread()  # a failed load's collection never finalizes Qt objects off it
         self._manager = manager
         self._busy: set[str] = set()
+        self._load_failures: Counter[str] = Counter()  # task → LoadFailed events seen
         self._config_dirty = False
         self._config_mtime = _mtime(manager.config_path)
         self._devices: list[DeviceInfo] = []
@@ -171,6 +174,8 @@ class ManagerBridge(ContractCommands, QObject):
             self.memorySampled.emit(self.sample_record(event))
             return
         self.eventLogged.emit(log_entry(event))
+        if isinstance(event, LoadFailed):
+            self._load_failures[event.task] += 1
         self.serving.on_event(event)
         thrash = thrash_of(event)
         if thrash is not None:
@@ -207,16 +212,19 @@ class ManagerBridge(ContractCommands, QObject):
         """Run `work` unless `key` is running already; a failure becomes errorRaised."""
         if key in self._busy or (self._closed and key != SHUTDOWN):
             return None
+        task = key.partition(":")[2]
+        failures = self._load_failures[task]
         with self._busy_while(key):
             try:
                 return await work()
             except (ConfigError, ValueError, RuntimeError, OSError) as exc:
                 # The title names the task: "Could not load a: a: OSError: …" said it twice.
-                self.errorRaised.emit(title, plain_reason(str(exc), key.partition(":")[2]))
-                self.eventLogged.emit(
-                    LogEntry(at=time.time(), kind="Error", reason=f"{title}: {exc}",
-                             severity="error")
-                )  # fmt: skip
+                self.errorRaised.emit(title, plain_reason(str(exc), task))
+                if self._load_failures[task] == failures:  # else its LoadFailed is in the log
+                    error = LogEntry(
+                        time.time(), "Error", reason=f"{title}: {exc}", severity="error"
+                    )
+                    self.eventLogged.emit(error)
                 return None
 
     @contextlib.contextmanager
@@ -270,12 +278,6 @@ class ManagerBridge(ContractCommands, QObject):
 
         title = f"Could not switch {task} to {option}"
         return bool(await self._run(f"select:{task}", title, work))
-
-    def set_pinned(self, task: str, pinned: bool) -> None:
-        try:
-            self._manager.set_pinned(task, pinned)
-        except ValueError as exc:
-            self.errorRaised.emit(f"Could not pin {task}", str(exc))
 
     async def warm_up(self, *, force: bool = True) -> None:
         """Load every selected model (only if the config asks for it, unless `force`)."""

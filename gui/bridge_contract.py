@@ -1,5 +1,5 @@
 """The bridge's commands over the manager's API beyond the seed: warm up one task, cancel a load,
-preview what an action would evict, the thrash fixes, the host-RAM tier.
+pin, preview what an action would evict, the thrash fixes, the host-RAM tier.
 
 Part of the bridge (a mixin of ManagerBridge): one small method per manager call, so the widgets
 never call the manager and each call is tested through a manager that has it.
@@ -36,6 +36,7 @@ class _Bridge(Protocol):
 
     _manager: ModelManager
     notice: Any  # the bridge's Signal(str)
+    errorRaised: Any  # the bridge's Signal(str, str)
     taskChanged: Any  # the bridge's Signal(str)
 
     async def _ready(self) -> None: ...
@@ -48,7 +49,14 @@ class _Bridge(Protocol):
 
 
 class ContractCommands:
-    """Warm-up of one task, Cancel, previews, thrash fixes and the host tier, for the widgets."""
+    """Warm-up of one task, Cancel, pins, previews, thrash fixes and the host tier, for the
+    widgets."""
+
+    def set_pinned(self: _Bridge, task: str, pinned: bool) -> None:
+        try:
+            self._manager.set_pinned(task, pinned)
+        except ValueError as exc:
+            self.errorRaised.emit(f"Could not pin {task}", str(exc))
 
     async def warm_up_task(self: _Bridge, task: str) -> float | None:
         """Load `task` and run one small inference; the first inference's seconds (None when it

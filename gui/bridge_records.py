@@ -44,7 +44,7 @@ from vramdeck.manager.residency import HostTierStatus
 from vramdeck.manager.thrash import Fix
 from vramdeck.serving.events import RequestFinished, RequestStarted
 
-from .formatting import fmt_bytes, fmt_duration, short_model_id
+from .formatting import fmt_bytes, fmt_duration, plain_reason, short_model_id
 from .records import (
     BudgetReport,
     DevicePlan,
@@ -247,7 +247,9 @@ def event_reason(event: Event) -> str:
             return f"server woken (level {event.level})"
         case SleepFailed():
             return f"stopped instead: {event.reason}"
-        case LoadFailedEvent() | BudgetExceeded():
+        case LoadFailedEvent():
+            return plain_reason(event.reason, event.task)  # the row names the task
+        case BudgetExceeded():
             return event.reason
         case SwitchFailed():
             return f"{event.new} failed, back to {event.old}: {event.reason}"

@@ -248,7 +248,7 @@ def state_text(row: TaskRow) -> str:
     if row.state == "unavailable":
         return f"cannot load here: {row.failure}" if row.failure else "cannot load here"
     if row.state == "failed" and row.failure:
-        return f"failed: {plain_reason(row.failure)}"
+        return f"failed: {plain_reason(row.failure, row.task)}"
     return row.state
 
 

@@ -175,7 +175,11 @@ def test_a_failed_load_is_said_once_in_plain_words_and_in_full_on_hover(panel: P
     assert "alpha" not in message and "Error" not in message  # said in the title; no jargon
     cell = window.table_model.index(window.table_model.row_of("alpha"), Column.STATE)
     assert cell.data() == f"failed: {message}"
-    assert cell.data(Qt.ItemDataRole.ToolTipRole).startswith("failed: FileNotFoundError: ")
+    full = cell.data(Qt.ItemDataRole.ToolTipRole)  # the manager's reason, whole
+    assert full.startswith("failed: ModelLoadError: alpha: model folder ")
+    entries = window.log.model.entries()
+    assert [e.reason for e in entries if e.kind == "LoadFailed"] == [message]  # plain words
+    assert [e for e in entries if e.kind == "Error"] == []  # said once: no "Error" line besides
 
 
 def test_plain_reason_keeps_a_message_that_is_only_a_class_name() -> None:
@@ -183,6 +187,8 @@ def test_plain_reason_keeps_a_message_that_is_only_a_class_name() -> None:
     assert plain_reason("torch.cuda.OutOfMemoryError: CUDA out of memory") == "CUDA out of memory"
     assert plain_reason("alphabet: no such file", "alpha") == "alphabet: no such file"
     assert plain_reason("RuntimeError: ") == "RuntimeError: "
+    # The manager's reasons: its error's class, then the task.
+    assert plain_reason("ModelLoadError: alpha: no room", "alpha") == "no room"
 
 
 @pytest.mark.usefixtures("app_look")
