@@ -1,6 +1,6 @@
 """What a preview costs on a 50-task config, goal under 1 ms (so hovering Load never lags).
 
-    .venv/bin/python bench/preview_cost.py [--tasks 50] [--rounds 2000] [--against REV]
+    .venv/bin/python bench/preview_cost.py [--tasks 50] [--rounds 2000] [--against REV] [--parks]
 
 The manager runs over the fake probe and loader of the tests (2 GPUs of 16 GiB, 3 options a task,
 1 to 4 GiB each), with a third of the tasks loaded so that previews have victims to choose. Each
@@ -100,10 +100,13 @@ def import_revision(rev: str, folder: Path) -> tuple[ModuleType, ModuleType]:
     return importlib.import_module(f"{BEFORE}.manager"), importlib.import_module(f"{BEFORE}.fakes")
 
 
-async def manager_over(manager: Any, fakes: Any, path: Path, tasks: int) -> Any:
-    """A manager of module `manager` over the fakes of `fakes`, a third of its tasks loaded."""
+async def manager_over(
+    manager: Any, fakes: Any, path: Path, tasks: int, *, parks: bool = False
+) -> Any:
+    """A manager of module `manager` over the fakes of `fakes`, a third of its tasks loaded;
+    with `parks`, evicted models park in host RAM, as transformers models on a GPU do."""
     probe = fakes.FakeProbe({"cuda:0": 16.0, "cuda:1": 16.0, "cpu": 128.0})
-    loaders = [fakes.FakeLoader(probe)]
+    loaders = [(fakes.ParkingFakeLoader if parks else fakes.FakeLoader)(probe)]
     m = manager.ModelManager(path, probe=probe, loaders=loaders, ledger=manager.Ledger(None))
     for name in list(m.tasks)[: tasks // 3]:
         await m.load_model(name)
@@ -131,11 +134,11 @@ def same_previews(before: Any, after: Any) -> None:
         sys.exit(f"the two trees preview different evictions:\n{seen(before)}\n{seen(after)}")
 
 
-async def measure(tasks: int, rounds: int) -> None:
+async def measure(tasks: int, rounds: int, parks: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "models.yaml"
         path.write_text(config(tasks), encoding="utf-8")
-        m = await manager_over(vramdeck.manager, tests.fakes, path, tasks)
+        m = await manager_over(vramdeck.manager, tests.fakes, path, tasks, parks=parks)
         preview = m.preview_load(list(m.tasks)[-1])
         print(f"{len(m.loaded_models)} of {tasks} tasks loaded; a load preview: {preview.summary}")
         print(f"| call ({tasks} tasks) | median | ratio to the 1 ms goal |")
@@ -146,13 +149,13 @@ async def measure(tasks: int, rounds: int) -> None:
         await m.shutdown()
 
 
-async def measure_against(rev: str, tasks: int, rounds: int) -> None:
+async def measure_against(rev: str, tasks: int, rounds: int, parks: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         manager_before, fakes_before = import_revision(rev, Path(folder))
         path = Path(folder) / "models.yaml"
         path.write_text(config(tasks), encoding="utf-8")
-        before = await manager_over(manager_before, fakes_before, path, tasks)
-        after = await manager_over(vramdeck.manager, tests.fakes, path, tasks)
+        before = await manager_over(manager_before, fakes_before, path, tasks, parks=parks)
+        after = await manager_over(vramdeck.manager, tests.fakes, path, tasks, parks=parks)
         same_previews(before, after)
         print(f"{len(after.loaded_models)} of {tasks} tasks loaded in each; before: {rev}")
         print(f"| call ({tasks} tasks) | before | after | after / before | after, ratio to 1 ms |")
@@ -171,11 +174,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--against", metavar="REV", help="a git revision to compare with")
+    parser.add_argument(
+        "--parks", action="store_true", help="evicted models park in host RAM (the tiers' case)"
+    )
     args = parser.parse_args()
     if args.against:
-        asyncio.run(measure_against(args.against, args.tasks, args.rounds))
+        asyncio.run(measure_against(args.against, args.tasks, args.rounds, args.parks))
     else:
-        asyncio.run(measure(args.tasks, args.rounds))
+        asyncio.run(measure(args.tasks, args.rounds, args.parks))
 
 
 if __name__ == "__main__":

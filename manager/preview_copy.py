@@ -76,7 +76,8 @@ class CostKeys(Tiers):
         # id: an Enum hashes in Python, at each lookup.
         self._restore: dict[tuple[LoadedModel, int], float] = {}
         # ... and its score, with the last use it was counted from (a touch moves it).
-        self._scores: dict[LoadedModel, tuple[float, float]] = {}
+        self._scores: dict[LoadedModel, tuple[float, Residency, float]] = {}
+        self._destinations: dict[tuple[LoadedModel, int, int], Residency] = {}
         self._would_suspend: dict[LoadedModel, bool] = {}
 
     def suspendable(self, loaded: LoadedModel) -> bool:
@@ -89,23 +90,32 @@ class CostKeys(Tiers):
             found = self._would_suspend[loaded] = loaded.loader.would_suspend(loaded.config, ctx)
         return found
 
+    def destination(self, loaded: LoadedModel, tier: HostTier | None = None) -> Residency:
+        # Where a model that may park goes depends on the tier's holdings (which the plays
+        # fill) and budget: asked at each plan for each model, answered once for each.
+        if loaded.loader.suspends_to is not Residency.HOST:
+            return super().destination(loaded, tier)
+        seen = tier if tier is not None else self._core.host_tier
+        key = (loaded, seen.holdings, seen.budget_bytes)
+        found = self._destinations.get(key)
+        if found is None:
+            found = self._destinations[key] = super().destination(loaded, tier)
+        return found
+
     def scored(
         self, models: list[LoadedModel], tier: HostTier | None
     ) -> list[tuple[float, LoadedModel]]:
         # (Tiers' own seam.) A model is scored at nearly every plan of a warm-up preview; its
-        # score changes only with its last use (`now` is the preview's one instant), unless it
-        # may be parked: then it depends on the tier too, which the plays fill.
+        # score changes only with its last use and where it would go (`now` is the preview's
+        # one instant).
         scores, now, found = self._scores, self._now, []
         for m in models:
+            where = self.destination(m, tier)
             known = scores.get(m)
-            if known is None or known[0] != m.last_used or self._may_park(m):
-                known = scores[m] = (m.last_used, self.score(m, tier, now))
-            found.append((known[1], m))
+            if known is None or known[0] != m.last_used or known[1] is not where:
+                known = scores[m] = (m.last_used, where, self.score(m, tier, now))
+            found.append((known[2], m))
         return found
-
-    @staticmethod
-    def _may_park(loaded: LoadedModel) -> bool:
-        return loaded.loader.suspends_to is Residency.HOST
 
     def restore_estimate(self, loaded: LoadedModel, where: Residency) -> float:
         key = (loaded, id(where))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,7 @@ INSTANT_S = 0.1
 CLEARLY = 4.0
 
 T = TypeVar("T")
+_HOLDINGS = itertools.count()  # `HostTier.holdings`: unique across tiers and their copies
 
 
 class Residency(enum.Enum):
@@ -80,6 +82,9 @@ class HostTier:
         self._available_ram = available_ram
         self._headroom = headroom_bytes
         self._parked: OrderedDict[str, int] = OrderedDict()
+        self._used = 0  # the sum of `_parked`, kept at each change (plans ask at each model)
+        #: Names what it holds: a new one at each change, kept by `copy` (the same holdings).
+        self.holdings = next(_HOLDINGS)
 
     @property
     def enabled(self) -> bool:
@@ -87,7 +92,7 @@ class HostTier:
 
     @property
     def used_bytes(self) -> int:
-        return sum(self._parked.values())
+        return self._used
 
     def __contains__(self, task: object) -> bool:
         return task in self._parked
@@ -111,7 +116,7 @@ class HostTier:
         if nbytes > self.budget_bytes:
             return Admission(False, reason="larger than the host-RAM tier's budget")
         dropped: list[str] = []
-        used = self.used_bytes
+        used = self._used
         for oldest, size in self._parked.items():
             if used + nbytes <= self.budget_bytes:
                 break
@@ -119,7 +124,7 @@ class HostTier:
                 dropped.append(oldest)
                 used -= size
         # Dropping frees host RAM as well: count it before comparing with what is available.
-        freed = sum(self._parked[t] for t in dropped)
+        freed = self._used - used
         if nbytes > self._available_ram() + freed - self._headroom:
             return Admission(False, reason="the host's free RAM is too low to park it")
         return Admission(True, tuple(dropped))
@@ -136,16 +141,24 @@ class HostTier:
             return read[0] - max(0, twin.used_bytes - base)
 
         twin = HostTier(self.budget_bytes, available, headroom_bytes=self._headroom)
-        twin._parked = OrderedDict(self._parked)
+        twin._parked, twin._used = OrderedDict(self._parked), self._used
+        twin.holdings = self.holdings
         return twin
 
     def add(self, task: str, nbytes: int) -> None:
+        self._used += nbytes - self._parked.get(task, 0)
         self._parked[task] = nbytes
         self._parked.move_to_end(task)
+        self.holdings = next(_HOLDINGS)
 
     def remove(self, task: str) -> int:
         """Forget `task`'s parked copy; returns the bytes it held (0 when it was not parked)."""
-        return self._parked.pop(task, 0)
+        if task not in self._parked:
+            return 0
+        freed = self._parked.pop(task)
+        self._used -= freed
+        self.holdings = next(_HOLDINGS)
+        return freed
 
 
 @dataclass(frozen=True, slots=True)
