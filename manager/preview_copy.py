@@ -113,7 +113,7 @@ class CostKeys(Tiers):
             where = self.destination(m, tier)
             known = scores.get(m)
             if known is None or known[0] != m.last_used or known[1] is not where:
-                known = scores[m] = (m.last_used, where, self.score(m, tier, now))
+                known = scores[m] = (m.last_used, where, self.score(m, where, now))
             found.append((known[2], m))
         return found
 

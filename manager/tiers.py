@@ -148,11 +148,10 @@ class Tiers:
         """Each of `models` with how cheap losing it is now (`residency.worth`, higher goes
         first), sent where `destination` says given `tier`; in their order."""
         now = time.monotonic()
-        return [(self.score(m, tier, now), m) for m in models]
+        return [(self.score(m, self.destination(m, tier), now), m) for m in models]
 
-    def score(self, loaded: LoadedModel, tier: HostTier | None, now: float) -> float:
-        """How cheap losing `loaded` is at `now`."""
-        where = self.destination(loaded, tier)
+    def score(self, loaded: LoadedModel, where: Residency, now: float) -> float:
+        """How cheap losing `loaded` to `where` is at `now`."""
         return worth_at(self._candidate(loaded, where, self.restore_estimate(loaded, where)), now)
 
     def _plan_tier(self) -> HostTier:
