@@ -218,10 +218,10 @@ class Copy:
                 return Step(option.device, 0, refused=f"device {option.device} is not present")
             device = option.device
         elif self.cuda:
-            if self._no_room:  # (empty after every play: then nothing to look up)
-                found = self._no_room.get(self._no_room_key(option))  # type: ignore[arg-type]
-                if found is not None:
-                    return found
+            key = self._no_room_key(option) if self._no_room else None  # (empty after a play)
+            found = self._no_room.get(key) if key is not None else None
+            if found is not None:
+                return found
             device = best_cuda_device(cast(Core, what_if), self.eviction, option, self.cuda)
         else:
             device = HOST
