@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vramdeck.manager.residency import (
     Candidate,
@@ -133,3 +135,34 @@ def test_ties_go_to_the_least_recently_used():
 def test_the_reason_says_why_in_words(residency, idle_s, restore_s, words):
     c = Candidate("t", last_used=100.0, restore_s=restore_s, residency_after=residency)
     assert eviction_reason(c, now=100.0 + idle_s) == words
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "copy"]),
+            st.sampled_from("abcd"),
+            st.integers(0, 5 * GIB),
+        ),
+        max_size=30,
+    )
+)
+def test_a_tiers_used_bytes_and_holdings_follow_what_it_holds(ops: list) -> None:
+    """`used_bytes` is kept as the tier changes, not summed; `holdings` names what it holds
+    (the same name means the same models and bytes, in tiers and their copies alike), which
+    previews key their answers on."""
+    tiers = [HostTier(16 * GIB, lambda: 64 * GIB)]
+    named: dict[int, list[tuple[str, int]]] = {}
+    for op, task, nbytes in ops:
+        tier = tiers[-1]
+        if op == "add":
+            tier.add(task, nbytes)
+        elif op == "remove":
+            tier.remove(task)
+        else:
+            tiers.append(tier.copy())
+        for each in tiers:
+            held = [(t, each.bytes_of(t)) for t in each.tasks()]
+            assert each.used_bytes == sum(b for _, b in held)
+            assert named.setdefault(each.holdings, held) == held
