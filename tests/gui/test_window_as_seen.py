@@ -118,6 +118,14 @@ def app_look(qapp: QApplication) -> Iterator[None]:
     qapp.setFont(font)
 
 
+@pytest.fixture
+def laptop_panel(make_panel: Callable[..., Panel], tmp_path: Path, qtbot: Any) -> Panel:
+    """A panel on a demo-like config, its window as it first opens on a 1366x768 screen."""
+    panel = make_panel(write_config(tmp_path, DEMO_LIKE))
+    laptop_window(panel, qtbot)
+    return panel
+
+
 def laptop_window(panel: Panel, qtbot: Any) -> None:
     """The panel's window as it first opens on a 1366x768 screen."""
     window = panel.window
@@ -129,10 +137,9 @@ def laptop_window(panel: Panel, qtbot: Any) -> None:
 
 @pytest.mark.usefixtures("app_look")
 def test_at_1366_the_model_boxes_show_whole_names_and_the_lists_whole_labels(
-    make_panel: Callable[..., Panel], tmp_path: Path, qtbot: Any
+    laptop_panel: Panel,
 ) -> None:
-    panel = make_panel(write_config(tmp_path, DEMO_LIKE))
-    laptop_window(panel, qtbot)
+    panel = laptop_panel
     table = panel.window.table
     for task_row in panel.bridge.task_rows():
         combo = table.option_combo(task_row.task)
@@ -192,11 +199,8 @@ def test_plain_reason_keeps_a_message_that_is_only_a_class_name() -> None:
 
 
 @pytest.mark.usefixtures("app_look")
-def test_at_1366_the_log_shows_whole_task_and_model_names(
-    make_panel: Callable[..., Panel], tmp_path: Path, qtbot: Any
-) -> None:
-    panel = make_panel(write_config(tmp_path, DEMO_LIKE))
-    laptop_window(panel, qtbot)
+def test_at_1366_the_log_shows_whole_task_and_model_names(laptop_panel: Panel, qtbot: Any) -> None:
+    panel = laptop_panel
     log = panel.window.log
     for i in range(60):  # more than a screenful: the scroll bar shows
         log.add_entry(

@@ -81,6 +81,17 @@ def _manager(state: dict, folder: Path, parks: bool) -> tuple[ModelManager, Fake
     return manager, probe
 
 
+def _manager_on(
+    folder: Path, devices: dict[str, float], loader: type[FakeLoader], config: str
+) -> ModelManager:
+    """A manager of `config` (written to `folder`) over a fake probe of `devices` (GiB) and
+    one `loader` on it."""
+    path = folder / "models.yaml"
+    path.write_text(config, encoding="utf-8")
+    probe = FakeProbe(devices)
+    return ModelManager(path, probe=probe, loaders=[loader(probe)], ledger=Ledger(None))
+
+
 async def _bring_to_state(m: ModelManager, steps: list, held: contextlib.AsyncExitStack) -> None:
     for kind, task, index in steps:
         options = list(m.tasks[task].options)
@@ -327,18 +338,17 @@ async def test_a_warm_up_preview_parks_as_the_host_s_free_ram_allows(tmp_path: P
     # 7.5 GiB may be used of cuda:0; the host has 8 GiB, of which parking leaves 2 free. With a
     # and b loaded, c pushes a out (parked: 4 GiB), then d pushes b out, and b's 3 GiB no longer
     # fit in RAM: it is unloaded. A plan that read the host afresh each time would park b too.
-    path = tmp_path / "models.yaml"
-    path.write_text(
+    m = _manager_on(
+        tmp_path,
+        {"cuda:0": 10.0, "cpu": 8.0},
+        ParkingFakeLoader,
         "models:\n"
         + "".join(
             f"  {t}: {{options: {{m: {{model_id: {t}, vram_gb: {gb}, device: 'cuda:0'}}}}}}\n"
             for t, gb in (("a", 4), ("b", 3), ("c", 4), ("d", 3))
         )
         + "inference: {offload_threshold: 0.75, host_cache_gb: 8}\n",
-        encoding="utf-8",
     )
-    probe = FakeProbe({"cuda:0": 10.0, "cpu": 8.0})
-    m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
     parked: list[str] = []
     evicted: list[str] = []
     m.events.subscribe(lambda e: parked.append(e.task), ModelParked)
@@ -358,16 +368,15 @@ async def test_a_warm_up_preview_parks_as_the_host_s_free_ram_allows(tmp_path: P
 async def test_a_parked_model_is_previewed_back_on_its_own_device(tmp_path: Path) -> None:
     # p (auto) went to cuda:0 and was parked for q. Loaded cold it would go to the empty cuda:1;
     # the load brings it back where it was instead, and that evicts q (parked in turn).
-    path = tmp_path / "models.yaml"
-    path.write_text(
+    m = _manager_on(
+        tmp_path,
+        {"cuda:0": 10.0, "cuda:1": 10.0, "cpu": 64.0},
+        ParkingFakeLoader,
         "models:\n"
         "  p: {options: {m: {model_id: p, vram_gb: 4}}}\n"
         "  q: {options: {m: {model_id: q, vram_gb: 4, device: 'cuda:0'}}}\n"
         "inference: {offload_threshold: 0.75, host_cache_gb: 16}\n",
-        encoding="utf-8",
     )
-    probe = FakeProbe({"cuda:0": 10.0, "cuda:1": 10.0, "cpu": 64.0})
-    m = ModelManager(path, probe=probe, loaders=[ParkingFakeLoader(probe)], ledger=Ledger(None))
     evicted: list[tuple[str, str, int, bool]] = []  # ... and whether it was parked
     parked: list[str] = []  # (a park is reported just before its eviction)
     m.events.subscribe(lambda e: parked.append(e.task), ModelParked)
@@ -398,17 +407,16 @@ async def test_a_model_the_preview_puts_to_sleep_keeps_what_it_kept_last_time(
     # Servers keep 1 GB of contexts asleep. Once each has slept, the ledger knows it: a
     # warm-up preview that puts a to sleep counts a's 1 GB still held, so c's return then
     # needs b to sleep too, as the action finds. Counted as 0, c would have fit beside b.
-    path = tmp_path / "models.yaml"
-    path.write_text(
+    m = _manager_on(
+        tmp_path,
+        {"cuda:0": 10.0, "cpu": 64.0},
+        SleepingFakeLoader,
         "models:\n"
         "  a: {options: {m: {model_id: a, vram_gb: 4, device: 'cuda:0'}}}\n"
         "  b: {options: {m: {model_id: b, vram_gb: 4, device: 'cuda:0'}}}\n"
         "  c: {options: {m: {model_id: c, vram_gb: 4.5, device: 'cuda:0'}}}\n"
         "inference: {offload_threshold: 0.85}\n",
-        encoding="utf-8",
     )
-    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
-    m = ModelManager(path, probe=probe, loaders=[SleepingFakeLoader(probe)], ledger=Ledger(None))
     evicted: list[str] = []
     m.events.subscribe(lambda e: evicted.append(e.task), ModelEvicted)
     try:
@@ -432,10 +440,12 @@ async def test_a_long_warm_up_summary_names_the_first_pushes_and_counts_the_rest
 ) -> None:
     lines = ["models:"]
     lines += [f"  t{i:02d}: {{options: {{m: {{model_id: t{i}, vram_gb: 2}}}}}}" for i in range(12)]
-    path = tmp_path / "models.yaml"
-    path.write_text("\n".join([*lines, "inference: {offload_threshold: 0.8}", ""]), "utf-8")
-    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
-    m = ModelManager(path, probe=probe, loaders=[FakeLoader(probe)], ledger=Ledger(None))
+    m = _manager_on(
+        tmp_path,
+        {"cuda:0": 10.0, "cpu": 64.0},
+        FakeLoader,
+        "\n".join([*lines, "inference: {offload_threshold: 0.8}", ""]),
+    )
     try:
         preview = m.preview_warmup()  # four fit at a time: the other eight each push one out
         assert len(preview.evictions) == 8
@@ -450,16 +460,15 @@ async def test_a_long_warm_up_summary_names_the_first_pushes_and_counts_the_rest
 async def test_previews_follow_what_changes_between_them(tmp_path: Path) -> None:
     """What options take is remembered across previews until it can change: an estimate set
     in place, a measured load (the ledger), a new config."""
-    path = tmp_path / "models.yaml"
-    path.write_text(
+    m = _manager_on(
+        tmp_path,
+        {"cuda:0": 10.0, "cpu": 64.0},
+        FakeLoader,
         "models:\n"
         "  a: {options: {m: {model_id: a, vram_gb: 4, device: 'cuda:0'}}}\n"
         "  b: {options: {m: {model_id: b, vram_gb: 2, device: 'cuda:0'}}}\n"
         "inference: {offload_threshold: 0.8}\n",
-        encoding="utf-8",
     )
-    probe = FakeProbe({"cuda:0": 10.0, "cpu": 64.0})
-    m = ModelManager(path, probe=probe, loaders=[FakeLoader(probe)], ledger=Ledger(None))
     try:
         await m.load_model("a")
         assert m.preview_load("b").evictions == ()  # 4 + 2 of 8
@@ -467,6 +476,7 @@ async def test_previews_follow_what_changes_between_them(tmp_path: Path) -> None
         assert [e.task for e in m.preview_load("b").evictions] == ["a"]  # 4 + 5 > 8
         m.ledger.record(m.tasks["b"].get_selected_config(), "cuda:0", 1 * GIB)  # measured
         assert m.preview_load("b").evictions == ()
+        path = tmp_path / "models.yaml"  # the config _manager_on wrote
         text = path.read_text().replace("model_id: b, vram_gb: 2", "model_id: b2, vram_gb: 6")
         path.write_text(text, encoding="utf-8")
         await m.reload_config()  # another model, not measured: 4 + 6 > 8
