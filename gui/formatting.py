@@ -37,15 +37,10 @@ _EXCEPTION_NAME = re.compile(r"^(?:\w+\.)*[A-Z]\w*(?:Error|Exception): ")
 
 def plain_reason(message: str, task: str = "") -> str:
     """A failure as a person reads it: without the task's name in front (the banner's title
-    and the row say it already) nor the exceptions' class names (``FileNotFoundError: ``), in
-    whichever order they came (the manager's reasons read ``ModelLoadError: alpha: …``)."""
-    while True:
-        plain = _EXCEPTION_NAME.sub("", message, count=1)
-        if task and plain.startswith(f"{task}: "):
-            plain = plain[len(task) + 2 :]
-        if plain == message or not plain:
-            return message
-        message = plain
+    and the row say it already) nor the exception's class name (``FileNotFoundError: ``)."""
+    if task and message.startswith(f"{task}: "):
+        message = message[len(task) + 2 :]
+    return _EXCEPTION_NAME.sub("", message, count=1) or message
 
 
 def fmt_ago(at: float | None, now: float | None = None) -> str:

@@ -392,7 +392,12 @@ class Loading:
     def _failed(
         self, entry: TaskEntry, option: ModelConfig, exc: BaseException, started: float, span: Span
     ) -> None:
-        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else describe_failure(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            reason = "cancelled"
+        elif isinstance(exc, ModelLoadError):  # said by the manager already, for this task
+            reason = exc.reason
+        else:  # a loader's own error: its class says what kind of failure it was
+            reason = describe_failure(exc)
         entry.failures[option.name] = reason
         tm.mark_failed(span, reason)
         duration = time.monotonic() - started
